@@ -1,0 +1,1 @@
+"""DWH Helper: Amplitude and AppMetrica raw events into S3 and a PostgreSQL DWH."""

@@ -1,0 +1,306 @@
+"""Reads and writes of the DWH tables over psycopg 3.
+
+The repository takes a connection (from `PostgresHook` on Airflow) or a
+`psycopg_pool.ConnectionPool` (the API) and never opens its own. Connections
+are expected in autocommit mode: every write runs in an explicit transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid as uuid_module
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from dwh_helper.dwh.tables import CHANGEABLE_USER_PROPERTIES, TMP_USER_PROPERTIES, TableSpec, get_table
+
+POSTGRES_MAX_PARAMS = 65535
+
+
+class InvalidQuery(ValueError):
+    """A request the repository refuses; `field` names the offending parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class InsertResult:
+    """What `insert_batch` did: keys of the rows inserted (conflicts skipped), statements run."""
+
+    inserted_ids: list[str] = field(default_factory=list)
+    batches: int = 0
+
+    @property
+    def count(self) -> int:
+        """Number of rows inserted."""
+        return len(self.inserted_ids)
+
+
+def rows_per_statement(
+    columns: int, max_params: int = POSTGRES_MAX_PARAMS, safety_factor: float = 0.8,
+    max_rows: int | None = None,
+) -> int:
+    """Rows one multi-row INSERT may carry: ⌊max_params / columns × safety_factor⌋, capped."""
+    rows = max(1, math.floor(max_params / columns * safety_factor))
+    rows = min(rows, POSTGRES_MAX_PARAMS // columns)
+    return min(rows, max_rows) if max_rows else rows
+
+
+def _cast_pk(spec: TableSpec, value: Any) -> Any:
+    if spec.pk_type == "uuid":
+        try:
+            return uuid_module.UUID(str(value))
+        except ValueError:
+            raise InvalidQuery("pk", f"{value!r} is not a uuid ({spec.name}.{spec.pk})") from None
+    if spec.pk_type in ("bigint", "integer"):
+        try:
+            number = int(str(value))
+        except ValueError:
+            raise InvalidQuery(
+                "pk", f"{value!r} is not an integer ({spec.name}.{spec.pk})"
+            ) from None
+        if not -(2**63) <= number < 2**63:
+            raise InvalidQuery("pk", f"{value!r} is out of range for {spec.pk_type}")
+        return number
+    return str(value)
+
+
+class Repository:
+    """select / insert_batch / copy_rows over the DWH tables."""
+
+    def __init__(
+        self,
+        source: psycopg.Connection | Any,
+        *,
+        max_params: int = POSTGRES_MAX_PARAMS,
+        safety_factor: float = 0.8,
+        max_rows_per_insert: int | None = None,
+        default_limit: int = 100,
+        max_limit: int = 10000,
+    ) -> None:
+        self._source = source
+        self._tx: psycopg.Connection | None = None
+        self.max_params = max_params
+        self.safety_factor = safety_factor
+        self.max_rows_per_insert = max_rows_per_insert
+        self.default_limit = default_limit
+        self.max_limit = max_limit
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """The connection in use: the open transaction's, the given one, or one from the pool."""
+        if self._tx is not None:
+            yield self._tx
+        elif isinstance(self._source, psycopg.Connection):
+            yield self._source
+        else:
+            with self._source.connection() as conn:
+                yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """One transaction; every repository call inside it joins it (nested calls use savepoints)."""
+        if self._tx is not None:
+            with self._tx.transaction():
+                yield self._tx
+            return
+        with self.connection() as conn, conn.transaction():
+            self._tx = conn
+            try:
+                yield conn
+            finally:
+                self._tx = None
+
+    # -- reads -------------------------------------------------------------
+
+    def select(
+        self,
+        table: str,
+        pk: Any = None,
+        limit: int | None = None,
+        sort_by: str | None = None,
+        sort_dir: Literal["asc", "desc"] = "asc",
+        migrated: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of a table, optionally filtered on its key, sorted on a checked column, bounded."""
+        spec = get_table(table)
+        if limit is None:
+            limit = self.default_limit
+        if not 1 <= limit <= self.max_limit:
+            raise InvalidQuery("limit", f"must be between 1 and {self.max_limit}, got {limit}")
+        if sort_dir not in ("asc", "desc"):
+            raise InvalidQuery("sort_dir", f"must be 'asc' or 'desc', got {sort_dir!r}")
+        if sort_by is not None and sort_by not in spec.column_names:
+            raise InvalidQuery(
+                "sort_by",
+                f"unknown column {sort_by!r} of {spec.name}; valid: {', '.join(spec.column_names)}",
+            )
+        if migrated is not None and spec is not TMP_USER_PROPERTIES:
+            raise InvalidQuery("migrated", f"only applies to {TMP_USER_PROPERTIES.name}")
+        where: list[sql.Composable] = []
+        params: list[Any] = []
+        if pk is not None:
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(spec.pk)))
+            params.append(_cast_pk(spec, pk))
+        if migrated is not None:
+            where.append(sql.SQL("migrated = %s"))
+            params.append(migrated)
+        if sort_by is not None:
+            order = [(sort_by, sort_dir)]
+        elif spec is CHANGEABLE_USER_PROPERTIES:
+            order = [("event_time", "desc")]
+        else:
+            order = [(column, "asc") for column in spec.key]
+        order += [(column, "asc") for column in spec.key if column not in dict(order)]
+        query = sql.SQL("SELECT * FROM {}{} ORDER BY {} LIMIT %s").format(
+            sql.Identifier(spec.schema, spec.name),
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(direction.upper()))
+                for column, direction in order
+            ),
+        )
+        params.append(limit)
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            return cursor.execute(query, params).fetchall()
+
+    def latest_changeable(self, ehr_ids: Iterable[int | None]) -> dict[int | None, dict[str, Any]]:
+        """Each person's newest changeable_user_properties row; key None is the null-ehr slot."""
+        wanted = set(ehr_ids)
+        ids = [ehr_id for ehr_id in wanted if ehr_id is not None]
+        result: dict[int | None, dict[str, Any]] = {}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            if ids:
+                rows = cursor.execute(
+                    "SELECT DISTINCT ON (ehr_id) * FROM changeable_user_properties "
+                    "WHERE ehr_id = ANY(%s) ORDER BY ehr_id, event_time DESC, uuid DESC",
+                    (ids,),
+                ).fetchall()
+                result.update((row["ehr_id"], row) for row in rows)
+            if None in wanted:
+                row = cursor.execute(
+                    "SELECT * FROM changeable_user_properties WHERE ehr_id IS NULL "
+                    "ORDER BY event_time DESC, uuid DESC LIMIT 1"
+                ).fetchone()
+                if row is not None:
+                    result[None] = row
+        return result
+
+    # -- writes ------------------------------------------------------------
+
+    def insert_batch(self, table: str, rows: Sequence[Mapping[str, Any]]) -> InsertResult:
+        """Multi-row INSERT … ON CONFLICT DO NOTHING RETURNING the key, chunked under 65,535 params.
+
+        All chunks run in one transaction: a failure leaves nothing behind.
+        """
+        spec = get_table(table)
+        result = InsertResult()
+        if not rows:
+            return result
+        present = set().union(*(row.keys() for row in rows))
+        unknown = present - set(spec.column_names)
+        if unknown:
+            raise InvalidQuery(
+                "data", f"unknown columns {sorted(unknown)} for {spec.name}; valid: "
+                f"{', '.join(spec.column_names)}"
+            )
+        columns = [name for name in spec.column_names if name in present]
+        jsonb = {column.name for column in spec.columns if column.type == "jsonb"}
+        chunk = rows_per_statement(
+            len(columns), self.max_params, self.safety_factor, self.max_rows_per_insert
+        )
+        head = sql.SQL("INSERT INTO {} ({}) VALUES ").format(
+            sql.Identifier(spec.schema, spec.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        tail = sql.SQL(" ON CONFLICT ({}) DO NOTHING RETURNING {}::text").format(
+            sql.SQL(", ").join(map(sql.Identifier, spec.key)), sql.Identifier(spec.key[0])
+        )
+        placeholder, default = sql.SQL("%s"), sql.SQL("DEFAULT")
+        with self.transaction() as conn:
+            for start in range(0, len(rows), chunk):
+                params: list[Any] = []
+                values: list[sql.Composable] = []
+                for row in rows[start : start + chunk]:
+                    cells: list[sql.Composable] = []
+                    for name in columns:
+                        if name not in row:
+                            cells.append(default)
+                            continue
+                        value = row[name]
+                        if name in jsonb and value is not None and not isinstance(value, Jsonb):
+                            value = Jsonb(value)
+                        cells.append(placeholder)
+                        params.append(value)
+                    values.append(sql.SQL("(") + sql.SQL(", ").join(cells) + sql.SQL(")"))
+                query = head + sql.SQL(", ").join(values) + tail
+                cursor = conn.execute(query, params)
+                result.inserted_ids.extend(row[0] for row in cursor.fetchall())
+                result.batches += 1
+        return result
+
+    def copy_rows(self, table: str | TableSpec, rows: Iterable[Sequence[Any]]) -> int:
+        """Bulk load: streaming COPY into a temp staging table, then INSERT … ON CONFLICT DO NOTHING.
+
+        `rows` are tuples in the table's column order (jsonb as JSON text, a dict or `Jsonb`).
+        Returns the number of rows inserted (conflicts skipped).
+        """
+        spec = table if isinstance(table, TableSpec) else get_table(table)
+        stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
+        columns = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
+        json_positions = [i for i, column in enumerate(spec.columns) if column.type == "jsonb"]
+        with self.transaction() as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS"
+                ).format(stage, sql.Identifier(spec.schema, spec.name))
+            )
+            conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+            with conn.cursor() as cursor:
+                with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, columns)) as copy:
+                    for row in rows:
+                        if json_positions:
+                            row = _json_cells(row, json_positions)
+                        copy.write_row(row)
+                inserted = cursor.execute(
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                        sql.Identifier(spec.schema, spec.name), columns, columns, stage
+                    )
+                ).rowcount
+            return inserted
+
+    def mark_migrated(self, uuids: Iterable[Any]) -> int:
+        """Set migrated = true on these tmp_user_properties rows; returns how many changed."""
+        ids = list(uuids)
+        if not ids:
+            return 0
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE tmp_user_properties SET migrated = true WHERE uuid = ANY(%s::uuid[]) "
+                "AND NOT migrated",
+                ([str(item) for item in ids],),
+            ).rowcount
+
+
+def _json_cells(row: Sequence[Any], positions: list[int]) -> Sequence[Any]:
+    for position in positions:
+        value = row[position]
+        if value is not None and not isinstance(value, str | Jsonb):
+            row = list(row)
+            row[position] = Jsonb(value)
+    return row
+
+
+def open_connection(dsn: str) -> psycopg.Connection:
+    """An autocommit connection, the kind the repository and the migrations expect."""
+    return psycopg.connect(dsn, autocommit=True)
