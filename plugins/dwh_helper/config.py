@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 AmplitudeSource = Literal["web", "mobile"]
 AMPLITUDE_SOURCES: tuple[AmplitudeSource, ...] = ("web", "mobile")
@@ -27,6 +27,10 @@ def _block(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
         env_prefix=prefix, env_file=".env", extra="ignore", case_sensitive=False
     )
+
+
+CommaList = Annotated[list[str], NoDecode]
+"""A list given as comma-separated text in the environment."""
 
 
 def _split_list(value: object) -> object:
@@ -105,7 +109,9 @@ class AmplitudeSettings(BaseSettings):
     def credentials(self, source: str) -> tuple[str, str]:
         """(API key, secret key) of a project, or a `SettingsError` naming what to set."""
         if source not in AMPLITUDE_SOURCES:
-            raise SettingsError(f"unknown Amplitude source {source!r}; use one of {AMPLITUDE_SOURCES}")
+            raise SettingsError(
+                f"unknown Amplitude source {source!r}; use one of {AMPLITUDE_SOURCES}"
+            )
         key = getattr(self, f"{source}_client_id")
         secret = getattr(self, f"{source}_secret_key")
         missing = [
@@ -125,7 +131,7 @@ class AppMetricaSettings(BaseSettings):
 
     base_url: str = "https://api.appmetrica.yandex.ru"
     token: SecretStr | None = None
-    application_id: list[str] = Field(default_factory=list)
+    application_id: CommaList = Field(default_factory=list)
     poll_interval_seconds: float = Field(10.0, gt=0)
     poll_timeout_seconds: float = Field(1800.0, gt=0)
     timeout_seconds: float = Field(600.0, gt=0)
@@ -144,8 +150,8 @@ class AuthSettings(BaseSettings):
 
     model_config = _block("AUTH_")
 
-    read_access: list[str] = Field(default_factory=list)
-    write_access: list[str] = Field(default_factory=list)
+    read_access: CommaList = Field(default_factory=list)
+    write_access: CommaList = Field(default_factory=list)
     client_id: str | None = None
     cache_ttl_seconds: float = Field(300.0, ge=0)
 
@@ -230,7 +236,9 @@ def _read_block(cls: type[BaseSettings]) -> BaseSettings:
             variable = (prefix + str(error["loc"][0])).upper() if error["loc"] else prefix
             shown = "***" if _SECRET_WORDS.search(variable) else repr(error.get("input"))
             problems.append(f"{variable}: {error['msg']} (got {shown})")
-        raise SettingsError("invalid settings; fix these variables: " + "; ".join(problems)) from None
+        raise SettingsError(
+            "invalid settings; fix these variables: " + "; ".join(problems)
+        ) from None
 
 
 @lru_cache(maxsize=1)
@@ -244,8 +252,6 @@ def configure_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     chosen = level or LoggingSettings().level
     if not root.handlers:
-        logging.basicConfig(
-            level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     else:
         root.setLevel(chosen)

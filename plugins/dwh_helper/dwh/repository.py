@@ -19,7 +19,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from dwh_helper.dwh.tables import CHANGEABLE_USER_PROPERTIES, TMP_USER_PROPERTIES, TableSpec, get_table
+from dwh_helper.dwh.tables import (
+    CHANGEABLE_USER_PROPERTIES,
+    TMP_USER_PROPERTIES,
+    TableSpec,
+    get_table,
+)
 
 POSTGRES_MAX_PARAMS = 65535
 
@@ -47,7 +52,9 @@ class InsertResult:
 
 
 def rows_per_statement(
-    columns: int, max_params: int = POSTGRES_MAX_PARAMS, safety_factor: float = 0.8,
+    columns: int,
+    max_params: int = POSTGRES_MAX_PARAMS,
+    safety_factor: float = 0.8,
     max_rows: int | None = None,
 ) -> int:
     """Rows one multi-row INSERT may carry: ⌊max_params / columns × safety_factor⌋, capped."""
@@ -109,7 +116,7 @@ class Repository:
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
-        """One transaction; every repository call inside it joins it (nested calls use savepoints)."""
+        """One transaction; repository calls inside it join it (nested ones use savepoints)."""
         if self._tx is not None:
             with self._tx.transaction():
                 yield self._tx
@@ -211,8 +218,9 @@ class Repository:
         unknown = present - set(spec.column_names)
         if unknown:
             raise InvalidQuery(
-                "data", f"unknown columns {sorted(unknown)} for {spec.name}; valid: "
-                f"{', '.join(spec.column_names)}"
+                "data",
+                f"unknown columns {sorted(unknown)} for {spec.name}; valid: "
+                f"{', '.join(spec.column_names)}",
             )
         columns = [name for name in spec.column_names if name in present]
         jsonb = {column.name for column in spec.columns if column.type == "jsonb"}
@@ -249,7 +257,7 @@ class Repository:
         return result
 
     def copy_rows(self, table: str | TableSpec, rows: Iterable[Sequence[Any]]) -> int:
-        """Bulk load: streaming COPY into a temp staging table, then INSERT … ON CONFLICT DO NOTHING.
+        """Bulk load: streaming COPY into temp staging, then INSERT … ON CONFLICT DO NOTHING.
 
         `rows` are tuples in the table's column order (jsonb as JSON text, a dict or `Jsonb`).
         Returns the number of rows inserted (conflicts skipped).

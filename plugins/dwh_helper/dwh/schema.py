@@ -36,7 +36,10 @@ class Migration:
     apply: Callable[[psycopg.Connection], None]
 
 
-_TYPE_NAMES = {"timestamp": "timestamp without time zone", "timestamptz": "timestamp with time zone"}
+_TYPE_NAMES = {
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+}
 _WIDER_THAN = {("bigint", "integer"), ("numeric", "integer"), ("numeric", "bigint")}
 
 
@@ -93,7 +96,9 @@ def _ensure_indexes(conn: psycopg.Connection, spec: TableSpec) -> None:
         name = f"{spec.name}_{'_'.join(columns)}_idx"
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                _ident(name), _ident(spec.schema, spec.name), sql.SQL(", ").join(map(_ident, columns))
+                _ident(name),
+                _ident(spec.schema, spec.name),
+                sql.SQL(", ").join(map(_ident, columns)),
             )
         )
 
@@ -139,8 +144,11 @@ def _conform_columns(conn: psycopg.Connection, spec: TableSpec, table: str) -> N
                 with conn.transaction():
                     conn.execute(
                         sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                            target, _ident(column.name), sql.SQL(column.type),
-                            _ident(column.name), sql.SQL(column.type),
+                            target,
+                            _ident(column.name),
+                            sql.SQL(column.type),
+                            _ident(column.name),
+                            sql.SQL(column.type),
                         )
                     )
             except psycopg.Error as exc:
@@ -169,7 +177,7 @@ def _has_key(conn: psycopg.Connection, schema: str, table: str, key: tuple[str, 
 
 
 def _move_key_violations(conn: psycopg.Connection, spec: TableSpec, table: str) -> int:
-    """Move rows with a null key, and every copy but the first of a duplicated key, to load_rejects."""
+    """Move null-key rows, and all but the first copy of a duplicated key, to load_rejects."""
     target = _ident(spec.schema, table)
     key = spec.key
     nulls = sql.SQL(" OR ").join(sql.SQL("a.{} IS NULL").format(_ident(c)) for c in key)
@@ -182,9 +190,9 @@ def _move_key_violations(conn: psycopg.Connection, spec: TableSpec, table: str) 
         ("null key", sql.SQL("DELETE FROM {} a WHERE {} RETURNING a.*").format(target, nulls)),
         (
             "duplicate key; the first copy was kept",
-            sql.SQL("DELETE FROM {0} a USING {0} b WHERE {1} AND a.ctid > b.ctid RETURNING a.*").format(
-                target, same
-            ),
+            sql.SQL(
+                "DELETE FROM {0} a USING {0} b WHERE {1} AND a.ctid > b.ctid RETURNING a.*"
+            ).format(target, same),
         ),
     ):
         cursor = conn.execute(
@@ -232,7 +240,9 @@ def _convert_to_partitioned(conn: psycopg.Connection, spec: TableSpec) -> None:
     """Replace a plain events_part by the partitioned table, moving every row across."""
     legacy = f"{spec.name}_legacy"
     conn.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(spec.schema, spec.name), _ident(legacy))
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            _ident(spec.schema, spec.name), _ident(legacy)
+        )
     )
     _rename_indexes(conn, spec.schema, legacy, "_legacy")
     _conform_columns(conn, spec, legacy)
@@ -409,9 +419,9 @@ def ensure_month_partitions(conn: psycopg.Connection, months: Iterable[date]) ->
                 continue
             partition = _ident(spec.schema, name)
             conn.execute(
-                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-                    partition, _ident(spec.schema, spec.name)
-                )
+                sql.SQL(
+                    "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                ).format(partition, _ident(spec.schema, spec.name))
             )
             conn.execute(
                 sql.SQL(
@@ -422,8 +432,10 @@ def ensure_month_partitions(conn: psycopg.Connection, months: Iterable[date]) ->
             )
             conn.execute(
                 sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                    _ident(spec.schema, spec.name), partition,
-                    sql.Literal(start.isoformat()), sql.Literal(end.isoformat()),
+                    _ident(spec.schema, spec.name),
+                    partition,
+                    sql.Literal(start.isoformat()),
+                    sql.Literal(end.isoformat()),
                 )
             )
             created.append(name)

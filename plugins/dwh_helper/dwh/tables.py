@@ -1,4 +1,4 @@
-"""Specs of the DWH tables: columns, types, conflict keys. The schema and the repository read them."""
+"""Specs of the DWH tables (columns, types, conflict keys), read by the schema and repository."""
 
 from __future__ import annotations
 
@@ -62,9 +62,18 @@ def _cols(*spec: str) -> tuple[Column, ...]:
 EVENTS_PART = TableSpec(
     "events_part",
     _cols(
-        "uuid uuid NOT NULL", "event_type text", "event_time timestamp NOT NULL",
-        "user_id bigint", "platform text", "device_id text", "event_id bigint", "language text",
-        "os_name text", "os_version text", "session_id bigint", "start_version text",
+        "uuid uuid NOT NULL",
+        "event_type text",
+        "event_time timestamp NOT NULL",
+        "user_id bigint",
+        "platform text",
+        "device_id text",
+        "event_id bigint",
+        "language text",
+        "os_name text",
+        "os_version text",
+        "session_id bigint",
+        "start_version text",
         "version_name text",
     ),
     key=("uuid", "event_time"),
@@ -74,8 +83,13 @@ EVENTS_PART = TableSpec(
 MOBILE_DEVICES = TableSpec(
     "mobile_devices",
     _cols(
-        "device_id text NOT NULL", "device_brand text", "device_carrier text",
-        "device_family text", "device_manufacturer text", "device_model text", "device_type text",
+        "device_id text NOT NULL",
+        "device_brand text",
+        "device_carrier text",
+        "device_family text",
+        "device_manufacturer text",
+        "device_model text",
+        "device_type text",
     ),
     key=("device_id",),
     pk="device_id",
@@ -83,9 +97,15 @@ MOBILE_DEVICES = TableSpec(
 TECHNICAL_DATA = TableSpec(
     "technical_data",
     _cols(
-        "uuid uuid NOT NULL", "insert_id text", "amplitude_attribution_ids jsonb",
-        "amplitude_id bigint", "is_attribution_event text", "library text",
-        "group_properties_json jsonb", "groups_json jsonb", "plan_json jsonb",
+        "uuid uuid NOT NULL",
+        "insert_id text",
+        "amplitude_attribution_ids jsonb",
+        "amplitude_id bigint",
+        "is_attribution_event text",
+        "library text",
+        "group_properties_json jsonb",
+        "groups_json jsonb",
+        "plan_json jsonb",
     ),
     key=("uuid",),
     pk="uuid",
@@ -100,8 +120,12 @@ TMP_USER_PROPERTIES = TableSpec(
     "tmp_user_properties",
     (
         *_cols(
-            "uuid uuid NOT NULL", "user_properties_json jsonb", "language text",
-            "session_id bigint", "start_version text", "event_time timestamp",
+            "uuid uuid NOT NULL",
+            "user_properties_json jsonb",
+            "language text",
+            "session_id bigint",
+            "start_version text",
+            "event_time timestamp",
         ),
         Column("migrated", "boolean", not_null=True, default="false"),
     ),
@@ -112,8 +136,13 @@ TMP_USER_PROPERTIES = TableSpec(
 USER_LOCATIONS = TableSpec(
     "user_locations",
     _cols(
-        "uuid uuid NOT NULL", "location_lat double precision", "location_lng double precision",
-        "city text", "country text", "ip_address inet", "region text",
+        "uuid uuid NOT NULL",
+        "location_lat double precision",
+        "location_lng double precision",
+        "city text",
+        "country text",
+        "ip_address inet",
+        "region text",
     ),
     key=("uuid",),
     pk="uuid",
@@ -121,9 +150,14 @@ USER_LOCATIONS = TableSpec(
 PERMANENT_USER_PROPERTIES = TableSpec(
     "permanent_user_properties",
     _cols(
-        "ehr_id bigint NOT NULL", "first_login_at timestamp NOT NULL", "gender text",
-        "cohort_day integer", "cohort_week integer", "cohort_month integer",
-        "registered_via_app boolean", "source text",
+        "ehr_id bigint NOT NULL",
+        "first_login_at timestamp NOT NULL",
+        "gender text",
+        "cohort_day integer",
+        "cohort_week integer",
+        "cohort_month integer",
+        "registered_via_app boolean",
+        "source text",
     ),
     key=("ehr_id",),
     pk="ehr_id",
@@ -131,13 +165,24 @@ PERMANENT_USER_PROPERTIES = TableSpec(
 CHANGEABLE_USER_PROPERTIES = TableSpec(
     "changeable_user_properties",
     _cols(
-        "uuid uuid NOT NULL", "ehr_id bigint", "event_time timestamp NOT NULL", "language text",
-        "age integer", "app_city text", "push_permission boolean", "location_permission boolean",
-        "authorization_status boolean", "telemed_files_sent integer",
-        "appointments_cancelled integer", "telemed_files_received integer",
-        "telemed_messages_received integer", "telemed_messages_sent integer",
-        "telemed_consultations_resumed integer", "appointments_booked integer",
-        "session_id bigint", "start_version text",
+        "uuid uuid NOT NULL",
+        "ehr_id bigint",
+        "event_time timestamp NOT NULL",
+        "language text",
+        "age integer",
+        "app_city text",
+        "push_permission boolean",
+        "location_permission boolean",
+        "authorization_status boolean",
+        "telemed_files_sent integer",
+        "appointments_cancelled integer",
+        "telemed_files_received integer",
+        "telemed_messages_received integer",
+        "telemed_messages_sent integer",
+        "telemed_consultations_resumed integer",
+        "appointments_booked integer",
+        "session_id bigint",
+        "start_version text",
     ),
     key=("uuid",),
     pk="ehr_id",
@@ -147,20 +192,31 @@ CHANGEABLE_USER_PROPERTIES = TableSpec(
 DWH_TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
-        EVENTS_PART, MOBILE_DEVICES, TECHNICAL_DATA, TMP_EVENT_PROPERTIES, TMP_USER_PROPERTIES,
-        USER_LOCATIONS, PERMANENT_USER_PROPERTIES, CHANGEABLE_USER_PROPERTIES,
+        EVENTS_PART,
+        MOBILE_DEVICES,
+        TECHNICAL_DATA,
+        TMP_EVENT_PROPERTIES,
+        TMP_USER_PROPERTIES,
+        USER_LOCATIONS,
+        PERMANENT_USER_PROPERTIES,
+        CHANGEABLE_USER_PROPERTIES,
     )
 }
 """The company's eight tables, by name."""
 
 AMPLITUDE_EVENT_TABLES: tuple[str, ...] = (
-    "mobile_devices", "events_part", "technical_data", "tmp_event_properties",
-    "tmp_user_properties", "user_locations",
+    "mobile_devices",
+    "events_part",
+    "technical_data",
+    "tmp_event_properties",
+    "tmp_user_properties",
+    "user_locations",
 )
 """The six tables an Amplitude event fills, in load order (devices before events)."""
 
 CHANGEABLE_STATE_COLUMNS: tuple[str, ...] = tuple(
-    name for name in CHANGEABLE_USER_PROPERTIES.column_names
+    name
+    for name in CHANGEABLE_USER_PROPERTIES.column_names
     if name not in ("uuid", "event_time", "session_id")
 )
 """Columns compared to decide whether a person's changeable state changed."""

@@ -92,8 +92,17 @@ class TemporaryPostgres:
             shutil.chown(self.root, user="postgres")
         started = time.monotonic()
         self._run(
-            "initdb", "-D", str(self.datadir), "-U", self.user, "-A", "trust",
-            "-E", "UTF8", "--locale=C", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
@@ -101,11 +110,21 @@ class TemporaryPostgres:
             "-c max_connections=100 -c shared_buffers=128MB"
         )
         self._run(
-            "pg_ctl", "-D", str(self.datadir), "-o", options,
-            "-l", str(self.root / "server.log"), "-w", "-t", "30", "start",
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
         )
-        log.info("throwaway PostgreSQL on port %s ready in %.1fs", self.port,
-                 time.monotonic() - started)
+        log.info(
+            "throwaway PostgreSQL on port %s ready in %.1fs", self.port, time.monotonic() - started
+        )
         return self
 
     def stop(self) -> None:
