@@ -1,0 +1,370 @@
+"""Turn one record's raw user properties into a permanent row and a changeable row.
+
+A record is a `tmp_user_properties` row (`uuid`, `user_properties_json`,
+`language`, `session_id`, `start_version`, `event_time`) or a raw Amplitude
+event (the same fields, with `user_properties`). The rules come from the
+mapping (`field_mappings.yaml`); this module only applies them, and fast: each
+rule is compiled once per mapping into a small converter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid as uuid_module
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from dwh_helper.dwh.tables import (
+    CHANGEABLE_USER_PROPERTIES,
+    PERMANENT_USER_PROPERTIES,
+    TableSpec,
+)
+from dwh_helper.transform.field_mapping import FieldMappings, FieldRule, load_field_mappings
+
+_INT_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """A value that could not be converted: the key that held it, the value, and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the value as given when JSON can hold it, else its repr)."""
+        value = self.value
+        if not isinstance(value, str | int | float | bool | type(None) | dict | list):
+            value = repr(value)
+        return {"key": self.key, "value": value, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.key}={_short(self.value)}: {self.reason}"
+
+
+@dataclass
+class TransformResult:
+    """The rows one record gives, or its errors (then both rows are None), and its unknown keys."""
+
+    permanent: dict[str, Any] | None
+    changeable: dict[str, Any] | None
+    errors: list[FieldError] = field(default_factory=list)
+    unknown_keys: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the record converted without an error."""
+        return not self.errors
+
+
+class _Invalid(ValueError):
+    """A value a converter refuses; the message is the reason."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _typed_set(values: list[Any]) -> frozenset[tuple[type, Any]]:
+    return frozenset((type(value), value) for value in values)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    column: str
+    keys: tuple[str, ...]
+    from_record: bool
+    nulls: frozenset[tuple[type, Any]]
+    convert: Callable[[Any], Any]
+
+
+def _string_converter(rule: FieldRule) -> Callable[[Any], Any]:
+    lowercase = rule.lowercase
+    regex = re.compile(rule.extract_regex) if rule.extract_regex else None
+    value_map = dict(rule.value_map)
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            text = value
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is int or kind is float:
+            text = str(value)
+        else:
+            raise _Invalid(f"expected a string, got a JSON {_json_kind(value)}")
+        if "\x00" in text:
+            raise _Invalid("contains a NUL character, which PostgreSQL text cannot store")
+        if lowercase:
+            text = text.lower()
+        if regex is not None:
+            match = regex.search(text)
+            if match is None:
+                raise _Invalid(f"no match for extract_regex {regex.pattern!r}")
+            text = match.group(regex.groups)
+        if value_map:
+            return value_map.get(text, text)
+        return text
+
+    return convert
+
+
+def _integer_converter(rule: FieldRule, sql_type: str) -> Callable[[Any], Any]:
+    regex = re.compile(rule.extract_regex) if rule.extract_regex else None
+    value_map = dict(rule.value_map)
+    low, high = _INT_BOUNDS.get(sql_type, _INT_BOUNDS["bigint"])
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is str and value_map and value in value_map:
+            value = value_map[value]
+            if value is None:
+                return None
+            kind = type(value)
+        if kind is int:
+            number = value
+        elif kind is str:
+            text = value
+            if regex is not None:
+                match = regex.search(text)
+                if match is None:
+                    raise _Invalid(f"no match for extract_regex {regex.pattern!r}")
+                text = match.group(regex.groups)
+            try:
+                number = int(text)
+            except ValueError:
+                raise _Invalid(
+                    "not an integer" if regex is None else f"{text!r} is not an integer"
+                ) from None
+        elif kind is float:
+            if not value.is_integer():
+                raise _Invalid("not a whole number")
+            number = int(value)
+        else:
+            raise _Invalid(f"expected an integer, got a JSON {_json_kind(value)}")
+        if not low <= number <= high:
+            raise _Invalid(f"out of range for {sql_type} ({low}..{high})")
+        return number
+
+    return convert
+
+
+def _boolean_converter(rule: FieldRule) -> Callable[[Any], Any]:
+    trues = _typed_set(rule.true_values)
+    falses = _typed_set(rule.false_values)
+    listed = f"true: {rule.true_values}, false: {rule.false_values}"
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is bool:
+            return value
+        typed = (kind, value) if kind is not dict and kind is not list else None
+        if typed in trues:
+            return True
+        if typed in falses:
+            return False
+        raise _Invalid(f"not a known boolean value ({listed})")
+
+    return convert
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _compile_rule(rule: FieldRule, defaults: list[Any], spec: TableSpec | None) -> _Rule:
+    sql_type = spec.column(rule.column).type if spec is not None else "bigint"
+    if rule.type == "string":
+        convert = _string_converter(rule)
+    elif rule.type == "integer":
+        convert = _integer_converter(rule, sql_type)
+    else:
+        convert = _boolean_converter(rule)
+    return _Rule(
+        column=rule.column,
+        keys=tuple(rule.keys),
+        from_record=rule.origin == "record",
+        nulls=_typed_set([*defaults, *rule.null_values]) - {(type(None), None)},
+        convert=convert,
+    )
+
+
+@dataclass(frozen=True)
+class CompiledMapping:
+    """A mapping turned into converters, built once per mapping object."""
+
+    ehr_id: _Rule
+    permanent: tuple[_Rule, ...]
+    changeable: tuple[_Rule, ...]
+    known_keys: frozenset[str]
+
+
+_compiled_cache: dict[int, tuple[FieldMappings, CompiledMapping]] = {}
+
+
+def compile_mapping(mapping: FieldMappings) -> CompiledMapping:
+    """The compiled form of a mapping (cached per mapping object)."""
+    cached = _compiled_cache.get(id(mapping))
+    if cached is not None and cached[0] is mapping:
+        return cached[1]
+    defaults = list(mapping.null_values)
+    compiled = CompiledMapping(
+        ehr_id=_compile_rule(mapping.ehr_id, defaults, None),
+        permanent=tuple(
+            _compile_rule(rule, defaults, PERMANENT_USER_PROPERTIES) for rule in mapping.permanent
+        ),
+        changeable=tuple(
+            _compile_rule(rule, defaults, CHANGEABLE_USER_PROPERTIES) for rule in mapping.changeable
+        ),
+        known_keys=mapping.known_keys(),
+    )
+    if len(_compiled_cache) > 32:
+        _compiled_cache.clear()
+    _compiled_cache[id(mapping)] = (mapping, compiled)
+    return compiled
+
+
+@lru_cache(maxsize=1)
+def default_mapping() -> FieldMappings:
+    """The shipped mapping, loaded once."""
+    return load_field_mappings()
+
+
+def _apply(
+    rule: _Rule, props: Mapping[str, Any], record: Mapping[str, Any], errors: list[FieldError]
+) -> Any:
+    """The first non-null value of the rule's keys, converted; None when every key is null."""
+    source = record if rule.from_record else props
+    nulls = rule.nulls
+    for key in rule.keys:
+        value = source.get(key)
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is not dict and kind is not list and (kind, value) in nulls:
+            continue
+        try:
+            converted = rule.convert(value)
+        except _Invalid as exc:
+            errors.append(FieldError(key, value, f"{rule.column}: {exc}"))
+            return None
+        if converted is not None:
+            return converted
+    return None
+
+
+def _user_properties(record: Mapping[str, Any], errors: list[FieldError]) -> Mapping[str, Any]:
+    if "user_properties_json" in record:
+        key = "user_properties_json"
+    else:
+        key = "user_properties"
+    props = record.get(key)
+    if props is None:
+        return {}
+    if isinstance(props, str | bytes):
+        try:
+            props = json.loads(props)
+        except ValueError as exc:
+            errors.append(FieldError(key, props, f"not valid JSON: {exc}"))
+            return {}
+    if not isinstance(props, dict):
+        errors.append(FieldError(key, props, f"expected a JSON object, got {_json_kind(props)}"))
+        return {}
+    return props
+
+
+def parse_event_time(value: Any) -> datetime:
+    """A record's event_time as a naive UTC datetime (accepts datetimes and ISO strings)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid("not a timestamp (expected e.g. '2024-03-02 00:57:33.008000')") from None
+    else:
+        raise _Invalid("missing" if value is None else f"expected a timestamp, got {_json_kind(value)}")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def _record_uuid(value: Any) -> uuid_module.UUID:
+    if isinstance(value, uuid_module.UUID):
+        return value
+    if value is None:
+        raise _Invalid("missing")
+    try:
+        return uuid_module.UUID(str(value))
+    except ValueError:
+        raise _Invalid("not a uuid") from None
+
+
+_PERMANENT_TEMPLATE = dict.fromkeys(PERMANENT_USER_PROPERTIES.column_names)
+_CHANGEABLE_TEMPLATE = dict.fromkeys(CHANGEABLE_USER_PROPERTIES.column_names)
+
+
+def transform_record(
+    record: Mapping[str, Any], mapping: FieldMappings | None = None, strict: bool = False
+) -> TransformResult:
+    """Map one record to (permanent row | None, changeable row | None, errors, unknown keys).
+
+    No person id → no permanent row (the changeable row carries a null
+    ehr_id). Any error → both rows are None. Keys the mapping neither reads nor
+    ignores are listed in `unknown_keys`; with `strict` they are errors too.
+    """
+    compiled = compile_mapping(mapping if mapping is not None else default_mapping())
+    errors: list[FieldError] = []
+    props = _user_properties(record, errors)
+
+    try:
+        record_id = _record_uuid(record.get("uuid"))
+    except _Invalid as exc:
+        errors.append(FieldError("uuid", record.get("uuid"), f"uuid: {exc}"))
+        record_id = None
+    try:
+        event_time = parse_event_time(record.get("event_time"))
+    except _Invalid as exc:
+        errors.append(FieldError("event_time", record.get("event_time"), f"event_time: {exc}"))
+        event_time = None
+
+    ehr_id = _apply(compiled.ehr_id, props, record, errors)
+    changeable = _CHANGEABLE_TEMPLATE.copy()
+    for rule in compiled.changeable:
+        changeable[rule.column] = _apply(rule, props, record, errors)
+    permanent = None
+    if ehr_id is not None:
+        permanent = _PERMANENT_TEMPLATE.copy()
+        for rule in compiled.permanent:
+            permanent[rule.column] = _apply(rule, props, record, errors)
+
+    known = compiled.known_keys
+    unknown = [key for key in props if key not in known]
+    if strict:
+        errors.extend(
+            FieldError(key, props[key], "key is not in the field mapping (strict mode)")
+            for key in unknown
+        )
+    if errors:
+        return TransformResult(None, None, errors, unknown)
+    changeable["uuid"] = record_id
+    changeable["ehr_id"] = ehr_id
+    changeable["event_time"] = event_time
+    if permanent is not None:
+        permanent["ehr_id"] = ehr_id
+        permanent["first_login_at"] = event_time
+    return TransformResult(permanent, changeable, errors, unknown)
