@@ -95,7 +95,9 @@ class FieldRule(BaseModel):
             raise ValueError("extract_regex does not apply to booleans")
         if self.lowercase and self.type != "string":
             raise ValueError(f"lowercase only applies to strings, not {self.type}")
-        both = [value for value in self.true_values if _typed(value) in _typed_set(self.false_values)]
+        both = [
+            value for value in self.true_values if _typed(value) in _typed_set(self.false_values)
+        ]
         if both:
             raise ValueError(f"values both true and false: {both}")
         return self
@@ -135,7 +137,9 @@ class FieldMappings(BaseModel):
 
     def known_keys(self) -> frozenset[str]:
         """user_properties keys the mapping reads or ignores on purpose."""
-        keys = {key for rule in self.rules() if rule.origin == "user_properties" for key in rule.keys}
+        keys = {
+            key for rule in self.rules() if rule.origin == "user_properties" for key in rule.keys
+        }
         return frozenset(keys | set(self.ignore_keys))
 
 
@@ -211,5 +215,8 @@ def load_field_mappings(path: Path | str | None = None) -> FieldMappings:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise MappingError(f"{file}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise MappingError(f"{file}: not valid YAML{where}: {problem}") from None
     return parse_field_mappings(data, str(file))

@@ -297,7 +297,9 @@ def parse_event_time(value: Any) -> datetime:
         except ValueError:
             raise _Invalid("not a timestamp (expected e.g. '2024-03-02 00:57:33.008000')") from None
     else:
-        raise _Invalid("missing" if value is None else f"expected a timestamp, got {_json_kind(value)}")
+        raise _Invalid(
+            "missing" if value is None else f"expected a timestamp, got {_json_kind(value)}"
+        )
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
