@@ -1,0 +1,185 @@
+"""Error bodies, the documented error responses, and the handlers that keep 500s away."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    """One invalid input: where it is and what is wrong with it."""
+
+    field: str = Field(
+        description="The parameter or body field, e.g. `sort_by` or `data[3].event_time`"
+    )
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of this API."""
+
+    detail: str = Field(description="What went wrong and what to change")
+    errors: list[FieldError] = Field(default_factory=list, description="Invalid fields, if any")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, message, optional field errors and headers."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.errors = [FieldError(field=field, message=detail)] if field else []
+        self.headers = headers
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing or invalid Yandex ID token (see `WWW-Authenticate`)",
+    403: "The token's login has no access to this endpoint",
+    404: "Not found",
+    409: "Conflict with what exists",
+    413: "Request too large",
+    416: "Offset past the end of the object",
+    422: "Invalid parameter or body; `errors` names each field",
+    502: "The upstream service answered with an error",
+    503: "A dependency (Yandex ID, PostgreSQL, S3, upstream) is unavailable or not configured",
+    504: "The upstream service did not answer in time",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for these status codes, all with the `ErrorBody` model."""
+    result: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        text = descriptions.get(f"e{code}", _DESCRIPTIONS.get(code, "Error"))
+        result[code] = {"model": ErrorBody, "description": text}
+    return result
+
+
+AUTH_ERRORS = (401, 403, 503)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("query", "body", "path", "header", "cookie"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "body"
+
+
+def _validation_body(exc: RequestValidationError) -> ErrorBody:
+    errors = []
+    for error in exc.errors():
+        message = str(error.get("msg", "invalid value"))
+        if error.get("type") == "json_invalid":
+            message = "the body is not valid JSON: " + str(error.get("ctx", {}).get("error", ""))
+        errors.append(FieldError(field=_location(error.get("loc", ())), message=message))
+    shown = "; ".join(f"{item.field}: {item.message}" for item in errors[:10])
+    if len(errors) > 10:
+        shown += f"; ... and {len(errors) - 10} more"
+    return ErrorBody(detail=f"invalid request: {shown}", errors=errors[:100])
+
+
+def _json(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every known failure to a JSON answer with a 4xx/5xx that says what to do."""
+    import botocore.exceptions
+    import httpx
+    import psycopg
+    import psycopg_pool
+
+    from dwh_helper.config import SettingsError
+    from dwh_helper.dwh.repository import InvalidQuery
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _json(exc.status_code, ErrorBody(detail=exc.detail, errors=exc.errors), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _json(422, _validation_body(exc))
+
+    @app.exception_handler(InvalidQuery)
+    async def _invalid_query(request: Request, exc: InvalidQuery) -> JSONResponse:
+        return _json(
+            422,
+            ErrorBody(
+                detail=f"{exc.field}: {exc.message}",
+                errors=[FieldError(field=exc.field, message=exc.message)],
+            ),
+        )
+
+    @app.exception_handler(SettingsError)
+    async def _settings(request: Request, exc: SettingsError) -> JSONResponse:
+        log.error("%s %s: service not configured: %s", request.method, request.url.path, exc)
+        return _json(503, ErrorBody(detail=f"the service is not configured: {exc}"))
+
+    @app.exception_handler(psycopg_pool.PoolTimeout)
+    async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s: no database connection: %s", request.method, request.url.path, exc)
+        return _json(503, ErrorBody(detail="PostgreSQL is unavailable (no connection in time)"))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s: database error: %s", request.method, request.url.path, exc)
+        return _json(503, ErrorBody(detail="PostgreSQL is unavailable; try again later"))
+
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def _integrity(request: Request, exc: Exception) -> JSONResponse:
+        diag = getattr(exc, "diag", None)
+        constraint = getattr(diag, "constraint_name", None)
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f" (constraint {constraint})" if constraint else ""
+        return _json(409, ErrorBody(detail=f"the rows break a table constraint{where}: {text}"))
+
+    @app.exception_handler(psycopg.DataError)
+    async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _json(422, ErrorBody(detail=f"PostgreSQL refused a value: {text}"))
+
+    @app.exception_handler(botocore.exceptions.EndpointConnectionError)
+    @app.exception_handler(botocore.exceptions.ConnectTimeoutError)
+    @app.exception_handler(botocore.exceptions.NoCredentialsError)
+    async def _s3_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s: S3 unavailable: %s", request.method, request.url.path, exc)
+        return _json(503, ErrorBody(detail=f"S3 is unavailable: {type(exc).__name__}"))
+
+    @app.exception_handler(botocore.exceptions.ClientError)
+    async def _s3_error(request: Request, exc: botocore.exceptions.ClientError) -> JSONResponse:
+        error = exc.response.get("Error", {})
+        log.error("%s %s: S3 error %s", request.method, request.url.path, error.get("Code"))
+        return _json(
+            502,
+            ErrorBody(detail=f"S3 answered {error.get('Code', '?')}: {error.get('Message', '')}"),
+        )
+
+    @app.exception_handler(httpx.TimeoutException)
+    async def _upstream_timeout(request: Request, exc: Exception) -> JSONResponse:
+        return _json(504, ErrorBody(detail=f"an upstream service timed out: {type(exc).__name__}"))
+
+    @app.exception_handler(httpx.HTTPError)
+    async def _upstream_error(request: Request, exc: Exception) -> JSONResponse:
+        return _json(502, ErrorBody(detail=f"an upstream service failed: {type(exc).__name__}"))

@@ -1,0 +1,73 @@
+"""Builds the FastAPI app: `uvicorn api.main:app`, or `create_app(settings)` in tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.auth import TOKEN_HELP
+from api.deps import Resources, get_settings
+from api.errors import install_error_handlers
+from api.routers import amplitude, appmetrica, db, health, s3, transform
+from api.settings import ApiSettings, get_api_settings
+from dwh_helper.config import Settings, configure_logging
+
+DESCRIPTION = f"""
+The DWH Helper companion service: Amplitude and AppMetrica exports on demand,
+the eight DWH tables over REST, objects of the raw-file bucket, and the
+user-properties ETL.
+
+**Authentication.** {TOKEN_HELP} Click **Authorize** and paste the token.
+Logins in `AUTH_READ_ACCESS` may call read endpoints; logins in
+`AUTH_WRITE_ACCESS` may call every endpoint.
+"""
+
+
+def _token_link(settings: Settings | None) -> str:
+    try:
+        client_id = (settings or get_settings()).yandex.client_id
+    except Exception:  # noqa: BLE001 - the docs must build even with broken settings
+        client_id = None
+    if not client_id:
+        return ""
+    url = f"https://oauth.yandex.ru/authorize?response_type=token&client_id={client_id}"
+    return f"\n\n[Get a token for this service]({url})"
+
+
+def create_app(
+    settings: Settings | None = None,
+    api_settings: ApiSettings | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The app; `settings`/`api_settings` override the environment; `clock` drives auth caching."""
+    resources = Resources(clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
+        yield
+        resources.close()
+
+    app = FastAPI(
+        title="DWH Helper API",
+        version="0.1.0",
+        description=DESCRIPTION + _token_link(settings),
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.resources = resources
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    if api_settings is not None:
+        app.dependency_overrides[get_api_settings] = lambda: api_settings
+    install_error_handlers(app)
+    for module in (health, db, s3, amplitude, appmetrica, transform):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

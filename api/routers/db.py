@@ -1,0 +1,122 @@
+"""`/db/<table>`: read (GET) and insert (POST) rows of the eight DWH tables."""
+
+# No `from __future__ import annotations`: the endpoints are built in a loop and
+# FastAPI must see their (generated) parameter and body types as real objects.
+
+import logging
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from api.auth import require_read, require_write
+from api.deps import ApiSettingsDep, RepoDep
+from api.errors import AUTH_ERRORS, ApiError, error_responses
+from api.models import TABLE_MODELS, InsertResponse, TableModels
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/db", tags=["db"], dependencies=[Depends(require_read)])
+
+
+def limit_body_size(request: Request, api: ApiSettingsDep) -> None:
+    """413 when the declared body is larger than `API_MAX_BODY_MB`."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        size = int(declared)
+    except ValueError:
+        raise ApiError(400, f"Content-Length {declared[:20]!r} is not a number") from None
+    if size > api.max_body_mb * 1024 * 1024:
+        raise ApiError(
+            413, f"the body has {size} bytes; the limit is API_MAX_BODY_MB={api.max_body_mb} MB"
+        )
+
+
+def _add_table(url_name: str, models: TableModels) -> None:
+    spec = models.spec
+    columns = spec.column_names
+    SortColumn = Literal[columns]  # type: ignore[valid-type]  # noqa: N806
+    is_user_properties = spec.name == "tmp_user_properties"
+    RowsModel = models.rows  # noqa: N806
+    BatchModel = models.batch  # noqa: N806
+    pk_help = f"Only rows whose `{spec.pk}` ({spec.pk_type}) equals this"
+
+    def read_rows(
+        repo: RepoDep,
+        pk: Annotated[str | None, Query(description=pk_help, max_length=200)] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, description="Rows to return (DB_SELECT_*)")
+        ] = None,
+        sort_by: Annotated[SortColumn | None, Query(description="Column to sort on")] = None,
+        sort_dir: Annotated[Literal["asc", "desc"], Query()] = "asc",
+        migrated: Annotated[
+            bool | None,
+            Query(
+                description="user-properties only: only rows already (true) or not yet (false) "
+                "migrated",
+                include_in_schema=is_user_properties,
+            ),
+        ] = None,
+    ) -> Any:
+        started = time.monotonic()
+        rows = repo.select(
+            spec.name, pk=pk, limit=limit, sort_by=sort_by, sort_dir=sort_dir, migrated=migrated
+        )
+        log.info("GET /db/%s: %d rows in %.3fs", url_name, len(rows), time.monotonic() - started)
+        return {"rows": rows, "count": len(rows)}
+
+    read_rows.__doc__ = (
+        f"Rows of `{spec.name}`, filtered on `{spec.pk}` with `pk`, sorted, at most `limit`."
+    )
+    router.add_api_route(
+        f"/{url_name}",
+        read_rows,
+        methods=["GET"],
+        response_model=RowsModel,
+        name=f"read_{spec.name}",
+        summary=f"Read rows of {spec.name}",
+        responses=error_responses(*AUTH_ERRORS, 422),
+    )
+
+    def insert_rows(batch: BatchModel, repo: RepoDep, api: ApiSettingsDep) -> InsertResponse:  # type: ignore[valid-type]
+        rows = batch.data  # type: ignore[attr-defined]
+        if len(rows) > api.db_max_post_rows:
+            raise ApiError(
+                413,
+                f"{len(rows)} rows in one request; the limit is "
+                f"API_DB_MAX_POST_ROWS={api.db_max_post_rows}: split the data",
+            )
+        started = time.monotonic()
+        result = repo.insert_batch(spec.name, [row.model_dump(exclude_unset=True) for row in rows])
+        log.info(
+            "POST /db/%s: %d of %d rows inserted in %d statements, %.3fs",
+            url_name,
+            result.count,
+            len(rows),
+            result.batches,
+            time.monotonic() - started,
+        )
+        return InsertResponse(
+            inserted_ids=result.inserted_ids, count=result.count, batches=result.batches
+        )
+
+    insert_rows.__doc__ = (
+        f"Insert rows into `{spec.name}`; rows whose key ({', '.join(spec.key)}) exists are "
+        "skipped and not counted. Needs write access."
+    )
+    router.add_api_route(
+        f"/{url_name}",
+        insert_rows,
+        methods=["POST"],
+        response_model=InsertResponse,
+        name=f"insert_{spec.name}",
+        summary=f"Insert rows into {spec.name}",
+        dependencies=[Depends(require_write), Depends(limit_body_size)],
+        responses=error_responses(*AUTH_ERRORS, 409, 413, 422),
+    )
+
+
+for _url_name, _models in TABLE_MODELS.items():
+    _add_table(_url_name, _models)

@@ -1,0 +1,111 @@
+"""Fixtures of the API tests: the app on the real PostgreSQL, moto's S3 and a Yandex ID stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api.main import create_app
+from api.settings import ApiSettings
+from dwh_helper.config import (
+    AmplitudeSettings,
+    AppMetricaSettings,
+    AuthSettings,
+    EtlSettings,
+    LoggingSettings,
+    PostgresSettings,
+    S3Settings,
+    Settings,
+    YandexSettings,
+)
+from dwh_helper.sandbox.s3 import LocalS3
+from dwh_helper.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
+
+READ = {"Authorization": "OAuth demo-read-token"}
+WRITE = {"Authorization": "Bearer demo-write-token"}
+STRANGER = {"Authorization": "OAuth demo-stranger-token"}
+
+
+class FakeClock:
+    """A monotonic clock the tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def yandex_id() -> Iterator[YandexIdSandbox]:
+    """The Yandex ID stand-in with the demo tokens plus one issued to another application."""
+    tokens = dict(DEMO_TOKENS)
+    tokens["other-app-token"] = {"login": "demo-writer", "id": "9", "client_id": "someone-else"}
+    with YandexIdSandbox(tokens, hang_seconds=5) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def yandex(yandex_id: YandexIdSandbox) -> Iterator[YandexIdSandbox]:
+    """The stand-in, answering normally at the start and the end of each test."""
+    yandex_id.set_mode("ok")
+    yield yandex_id
+    yandex_id.set_mode("ok")
+
+
+def build_settings(
+    dsn: str, s3: LocalS3 | None, bucket: str | None, yandex_url: str, **blocks: object
+) -> Settings:
+    """Settings pointing at the test's database, bucket and Yandex ID stand-in."""
+    values: dict[str, object] = {
+        "db": PostgresSettings(dsn=SecretStr(dsn), minconn=0, maxconn=4),
+        "s3": S3Settings(
+            endpoint_url=s3.endpoint_url if s3 else "http://127.0.0.1:9",
+            region="us-east-1",
+            bucket_name=bucket,
+            access_key_id=SecretStr("testing"),
+            secret_access_key=SecretStr("testing"),
+        ),
+        "auth": AuthSettings(
+            read_access=["Demo-Reader"], write_access=["demo-writer"], cache_ttl_seconds=300
+        ),
+        "yandex": YandexSettings(login_url=yandex_url, timeout_seconds=0.5, client_id="test-app"),
+        "amplitude": AmplitudeSettings(),
+        "appmetrica": AppMetricaSettings(),
+        "etl": EtlSettings(),
+        "logging": LoggingSettings(),
+    }
+    values.update(blocks)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The auth cache's clock."""
+    return FakeClock()
+
+
+@pytest.fixture
+def api_settings() -> ApiSettings:
+    """API limits small enough to test."""
+    return ApiSettings(db_max_post_rows=50, appmetrica_wait_seconds=2, max_body_mb=1)
+
+
+@pytest.fixture
+def settings(dwh_dsn: str, s3_server: LocalS3, bucket: str, yandex: YandexIdSandbox) -> Settings:
+    """Settings of one test: fresh database, fresh bucket, the Yandex ID stand-in."""
+    return build_settings(dwh_dsn, s3_server, bucket, yandex.url)
+
+
+@pytest.fixture
+def client(settings: Settings, api_settings: ApiSettings, clock: FakeClock) -> Iterator[TestClient]:
+    """A TestClient on an app built for this test."""
+    app = create_app(settings, api_settings, clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
