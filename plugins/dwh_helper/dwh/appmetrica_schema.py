@@ -1,0 +1,177 @@
+"""The `appmetrica` DWH schema: one typed table per Logs API resource, keyed by a UUIDv5.
+
+Migration 2 creates schema `appmetrica` with the tables `events`,
+`installations` and `sessions_starts` (importing this module registers it;
+`dwh.schema.migrate` imports it). Each table has every field of its resource
+as a typed column (see `dwh_helper.sources.appmetrica_parse` for the kinds),
+plus `application_id bigint` and `row_uuid uuid` as the primary key.
+
+Logs API rows have no natural key, so `row_uuid` is a UUIDv5 over the fields
+that identify a row (`IDENTITY_FIELDS`, always preceded by the application
+id): re-loading the same day inserts nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from dwh_helper.dwh.schema import Migration, conform_table, register
+from dwh_helper.dwh.tables import Column, TableSpec
+from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS, field_kind
+
+SCHEMA = "appmetrica"
+DEFAULT_RESOURCE = "events"
+
+ROW_UUID_NAMESPACE = uuid.UUID("6d1df4cb-3ff4-5bbc-914a-bf1b5d4b76b1")
+"""Namespace of every row_uuid (uuid5(NAMESPACE_URL, 'https://github.com/dwh-helper/appmetrica'))."""
+
+IDENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "events": (
+        "appmetrica_device_id",
+        "event_timestamp",
+        "event_name",
+        "session_id",
+        "event_json",
+    ),
+    "installations": ("appmetrica_device_id", "installation_id", "install_timestamp"),
+    "sessions_starts": ("appmetrica_device_id", "session_id", "session_start_timestamp"),
+}
+"""Fields (after the application id) whose values make up a row's identity, per resource."""
+
+TIME_FIELDS: dict[str, str] = {
+    "events": "event_timestamp",
+    "installations": "install_timestamp",
+    "sessions_starts": "session_start_timestamp",
+}
+"""The canonical time of a row per resource (indexed together with application_id)."""
+
+SQL_TYPES: dict[str, str] = {
+    "timestamp": "timestamptz",
+    "datetime": "timestamp",
+    "bigint": "bigint",
+    "uint64": "numeric(20,0)",
+    "bool": "boolean",
+    "json": "jsonb",
+    "text": "text",
+}
+"""SQL column type per field kind (unsigned 64-bit device ids do not fit a bigint)."""
+
+
+def column_type(field: str) -> str:
+    """SQL type of a Logs API field's column."""
+    return SQL_TYPES[field_kind(field)]
+
+
+def _spec(resource: str) -> TableSpec:
+    columns = [
+        Column("row_uuid", "uuid", not_null=True),
+        Column("application_id", "bigint", not_null=True),
+    ]
+    columns += [
+        Column(name, column_type(name))
+        for name in DEFAULT_FIELDS[resource]
+        if name != "application_id"
+    ]
+    return TableSpec(
+        resource,
+        tuple(columns),
+        key=("row_uuid",),
+        pk="row_uuid",
+        schema=SCHEMA,
+        indexes=(("application_id", TIME_FIELDS[resource]),),
+    )
+
+
+APPMETRICA_TABLES: dict[str, TableSpec] = {resource: _spec(resource) for resource in DEFAULT_FIELDS}
+"""Table specs of schema `appmetrica`, by resource name."""
+
+
+def appmetrica_table(resource: str = DEFAULT_RESOURCE) -> TableSpec:
+    """The table spec of a resource, or a KeyError listing the supported resources."""
+    try:
+        return APPMETRICA_TABLES[resource]
+    except KeyError:
+        raise KeyError(
+            f"no appmetrica table for resource {resource!r}; supported: "
+            f"{', '.join(APPMETRICA_TABLES)}"
+        ) from None
+
+
+def identity_fields(resource: str) -> tuple[str, ...]:
+    """Fields an export must include so that row_uuid identifies rows (application_id aside)."""
+    appmetrica_table(resource)
+    return IDENTITY_FIELDS[resource]
+
+
+def _canonical(value: Any) -> str:
+    """One value as text for the identity: the same for a value read from CSV or from JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return str(int(value.timestamp()))
+        return value.isoformat(sep=" ")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _application_id(value: str | int) -> int:
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"application_id {value!r} must be a numeric AppMetrica application id")
+    return int(text)
+
+
+def row_uuid(resource: str, record: Mapping[str, Any], application_id: str | int) -> uuid.UUID:
+    """The deterministic key of a typed record (as `cast_record` returns it)."""
+    parts = [resource, str(_application_id(application_id))]
+    parts += [_canonical(record.get(name)) for name in IDENTITY_FIELDS[resource]]
+    return uuid.uuid5(ROW_UUID_NAMESPACE, "\x1f".join(parts))
+
+
+@lru_cache(maxsize=64)
+def _plan(spec: TableSpec) -> tuple[tuple[str, bool], ...]:
+    if spec.column_names[:2] != ("row_uuid", "application_id"):
+        raise ValueError(f"{spec.qualified} is not an appmetrica table spec")
+    return tuple((column.name, column.type == "jsonb") for column in spec.columns[2:])
+
+
+def to_row(spec: TableSpec, record: Mapping[str, Any], application_id: str | int) -> tuple:
+    """A typed record as a tuple in the spec's column order, `row_uuid` first.
+
+    Fields the table does not have are ignored; missing ones are NULL. jsonb
+    values are wrapped in `Jsonb` so that a JSON string stays a JSON string.
+    """
+    app_id = _application_id(application_id)
+    values: list[Any] = [row_uuid(spec.name, record, app_id), app_id]
+    get = record.get
+    for name, is_json in _plan(spec):
+        value = get(name)
+        if is_json and value is not None:
+            value = Jsonb(value)
+        values.append(value)
+    return tuple(values)
+
+
+def create_appmetrica_schema(conn: psycopg.Connection) -> None:
+    """CREATE SCHEMA appmetrica and create (or conform) every table; safe to run again."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    for spec in APPMETRICA_TABLES.values():
+        conform_table(conn, spec)
+
+
+register(Migration(2, "appmetrica schema", create_appmetrica_schema))
