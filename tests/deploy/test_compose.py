@@ -321,3 +321,21 @@ def test_api_dockerfile_installs_the_lock_and_runs_uvicorn() -> None:
 def test_dockerignore_keeps_secrets_and_venv_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".venv", ".git"} <= set(ignored)
+
+
+def test_every_pool_the_code_names_is_created_by_the_init_job(config: dict) -> None:
+    script = "\n".join(config["services"]["airflow-init"]["command"])
+    created = set(re.findall(r"airflow pools set (\S+) \d+", script))
+    assert created == set(POOLS)
+    # `pool="x"` arguments and constants such as `AMPLITUDE_POOL = "x"` or `pool: str = "x"`.
+    pattern = re.compile(r"""\b\w*pool\w*\s*(?::\s*str\s*)?=\s*["']([\w.-]+)["']""", re.IGNORECASE)
+    named: set[str] = set()
+    sources = [
+        *(ROOT / "dags").rglob("*.py"),
+        *(ROOT / "plugins/dwh_helper/operators").rglob("*.py"),
+    ]
+    for path in sources:
+        for match in pattern.finditer(path.read_text()):
+            named.add(match.group(1))
+    named.discard("default_pool")
+    assert named <= created, f"pools used in dags/ or operators/ but not created: {named - created}"
