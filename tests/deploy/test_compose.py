@@ -220,6 +220,8 @@ def test_connections_and_settings_come_from_dotenv(tmp_path: Path) -> None:
     assert api["YANDEX_CLIENT_ID"] == "client-1"
     assert (api["DB_HOST"], api["DB_PASSWORD"]) == ("dwh-postgres", "p@ss/word")
     assert (api["S3_ENDPOINT_URL"], api["S3_BUCKET_NAME"]) == ("http://minio:9000", "raw-prod")
+    migrate = services["dwh-migrate"]["environment"]
+    assert (migrate["DB_HOST"], migrate["DB_PASSWORD"]) == ("dwh-postgres", "p@ss/word")
     assert services["dwh-postgres"]["environment"]["POSTGRES_PASSWORD"] == "p@ss/word"
     assert services["minio-init"]["environment"]["S3_BUCKET_NAME"] == "raw-prod"
 
