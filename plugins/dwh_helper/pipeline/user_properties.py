@@ -1,0 +1,683 @@
+"""The user-properties ETL: raw user properties → permanent and changeable rows, resumably.
+
+Two sources share one batch writer:
+
+- `tmp_table` (default): pending `tmp_user_properties` rows (`migrated = false`),
+  optionally within `since`/`until`, read in `(event_time, uuid)` order by keyset
+  pagination, `batch_size` rows at a time.
+- `s3`: the events of a raw Amplitude archive (ZIP of gzip NDJSON) or of an
+  NDJSON file (optionally gzip) in S3; `start_after` skips lines already done.
+
+Each batch is one transaction: permanent rows (first wins), changeable rows
+(only where a person's state changed), rejects, and — for `tmp_table` —
+`migrated = true` on exactly the rows that converted. A crash leaves every batch
+applied and marked, or not at all; a re-run continues with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from dwh_helper.dwh.repository import Repository
+from dwh_helper.dwh.tables import (
+    CHANGEABLE_STATE_COLUMNS,
+    CHANGEABLE_USER_PROPERTIES,
+    PERMANENT_USER_PROPERTIES,
+)
+from dwh_helper.storage.s3 import ObjectStore
+from dwh_helper.transform.field_mapping import FieldMappings, load_field_mappings
+from dwh_helper.transform.user_properties import (
+    FieldError,
+    TransformResult,
+    default_mapping,
+    transform_record,
+)
+
+log = logging.getLogger(__name__)
+
+Source = Literal["tmp_table", "s3"]
+REJECT_SOURCE = "user_properties"
+"""`load_rejects.source` of the records this step could not convert."""
+
+_LOCK_ID = 7_461_503_505  # pg_advisory_lock key: one user-properties run at a time
+_PERMANENT_COLUMNS = PERMANENT_USER_PROPERTIES.column_names
+_CHANGEABLE_COLUMNS = CHANGEABLE_USER_PROPERTIES.column_names
+_TMP_COLUMNS = "uuid, user_properties_json, language, session_id, start_version, event_time"
+
+
+class MigrationInterrupted(RuntimeError):
+    """A run stopped part way; `result` says what was committed and where to resume."""
+
+    def __init__(self, message: str, result: MigrationResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RunInProgress(RuntimeError):
+    """Another user-properties run holds the lock on this database."""
+
+
+@dataclass
+class MigrationResult:
+    """What a run did: counts, unknown keys, and (for `s3`) the lines done and the failing one."""
+
+    source: str
+    status: Literal["completed", "interrupted"] = "completed"
+    processed: int = 0
+    rejected: int = 0
+    permanent_inserted: int = 0
+    changeable_inserted: int = 0
+    batches: int = 0
+    unknown_keys: dict[str, int] = field(default_factory=dict)
+    error_keys: dict[str, int] = field(default_factory=dict)
+    since: str | None = None
+    until: str | None = None
+    key: str | None = None
+    start_after: int | None = None
+    last_line: int | None = None
+    failed_line: int | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        """Records (processed + rejected) per second of the run."""
+        total = self.processed + self.rejected
+        return total / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (XCom, API responses)."""
+        data = asdict(self)
+        data["rows_per_second"] = round(self.rows_per_second, 1)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+    def summary(self) -> str:
+        """One log line: counts, rate, unknown keys, and where to resume."""
+        text = (
+            f"user properties ({self.source}) {self.status}: {self.processed} processed, "
+            f"{self.rejected} rejected, {self.permanent_inserted} permanent and "
+            f"{self.changeable_inserted} changeable rows inserted in {self.batches} batches, "
+            f"{self.seconds:.1f}s ({self.rows_per_second:.0f} rows/s)"
+        )
+        if self.unknown_keys:
+            top = sorted(self.unknown_keys.items(), key=lambda item: (-item[1], item[0]))[:10]
+            text += "; unknown keys: " + ", ".join(f"{key}={count}" for key, count in top)
+        if self.key is not None:
+            text += f"; s3 key {self.key}, last line {self.last_line}"
+        if self.status != "completed":
+            text += f"; failed at line {self.failed_line}" if self.failed_line else ""
+            text += f"; error: {self.error}"
+        return text
+
+
+@dataclass
+class _Reject:
+    record_id: str | None
+    errors: list[FieldError]
+    entry: str | None = None
+    line: int | None = None
+    raw: dict[str, Any] | None = None
+
+
+@dataclass
+class _Batch:
+    """One batch's converted records (in order) and rejects."""
+
+    converted: list[TransformResult] = field(default_factory=list)
+    rejects: list[_Reject] = field(default_factory=list)
+    first_line: int | None = None
+    last_line: int | None = None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def migrate_user_properties(
+    repo: Repository,
+    *,
+    source: Source = "tmp_table",
+    since: date | datetime | str | None = None,
+    until: date | datetime | str | None = None,
+    batch_size: int = 5000,
+    strict: bool = False,
+    mapping: FieldMappings | Path | str | None = None,
+    store: ObjectStore | None = None,
+    key: str | None = None,
+    start_after: int | None = None,
+) -> MigrationResult:
+    """Turn raw user properties into permanent and changeable rows, batch by batch.
+
+    `since`/`until` (tmp_table): a date is a whole UTC day, `until` inclusive; a
+    datetime is an exact bound (`until` exclusive). `key`/`store`/`start_after`
+    (s3): the object to read and the last line already done. Raises
+    `MigrationInterrupted` (carrying the partial result) when a batch fails;
+    every batch committed before it stays committed.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if source not in ("tmp_table", "s3"):
+        raise ValueError(f"unknown source {source!r}; use 'tmp_table' or 's3'")
+    rules = _resolve_mapping(mapping)
+    lower, upper = _time_bounds(since, until)
+    result = MigrationResult(
+        source=source,
+        since=lower.isoformat() if lower else None,
+        until=upper.isoformat() if upper else None,
+    )
+    started = time.monotonic()
+    with _run_lock(repo):
+        try:
+            if source == "tmp_table":
+                _run_tmp_table(repo, rules, strict, batch_size, lower, upper, result)
+            else:
+                if store is None or not key:
+                    raise ValueError("source 's3' needs `store` (an ObjectStore) and `key`")
+                if start_after is not None and start_after < 0:
+                    raise ValueError(f"start_after must be 0 or more, got {start_after}")
+                result.key = key
+                result.start_after = start_after
+                _run_s3(repo, rules, strict, batch_size, store, key, start_after or 0, result)
+        except MigrationInterrupted as exc:
+            exc.result.seconds = time.monotonic() - started
+            log.error("%s", exc.result.summary())
+            raise
+    result.seconds = time.monotonic() - started
+    log.info("%s", result.summary())
+    return result
+
+
+def _resolve_mapping(mapping: FieldMappings | Path | str | None) -> FieldMappings:
+    if mapping is None:
+        return default_mapping()
+    if isinstance(mapping, FieldMappings):
+        return mapping
+    return load_field_mappings(mapping)
+
+
+def _as_datetime(value: date | datetime | str, name: str) -> datetime | date:
+    if isinstance(value, datetime | date):
+        return value
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a date (YYYY-MM-DD) or an ISO timestamp, got {value!r}"
+        ) from None
+
+
+def _time_bounds(
+    since: date | datetime | str | None, until: date | datetime | str | None
+) -> tuple[datetime | None, datetime | None]:
+    """[lower, upper) in naive UTC: a date `until` includes that whole day."""
+    lower = upper = None
+    if since not in (None, ""):
+        value = _as_datetime(since, "since")  # type: ignore[arg-type]
+        lower = (
+            value if isinstance(value, datetime) else datetime.combine(value, datetime.min.time())
+        )
+    if until not in (None, ""):
+        value = _as_datetime(until, "until")  # type: ignore[arg-type]
+        if isinstance(value, datetime):
+            upper = value
+        else:
+            upper = datetime.combine(value + timedelta(days=1), datetime.min.time())
+    for bound in (lower, upper):
+        if bound is not None and bound.tzinfo is not None:
+            raise ValueError("since/until must be naive UTC timestamps or dates")
+    if lower is not None and upper is not None and lower >= upper:
+        raise ValueError(f"since ({since}) must be before until ({until})")
+    return lower, upper
+
+
+@contextmanager
+def _run_lock(repo: Repository) -> Iterator[None]:
+    """Hold a session advisory lock so two runs never interleave their batches."""
+    with repo.connection() as conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()
+        if not got or not got[0]:
+            raise RunInProgress(
+                "another user-properties run is in progress on this database; "
+                "wait for it to finish (or end its session) and run again"
+            )
+        try:
+            yield
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+            except psycopg.Error:
+                log.warning("could not release the user-properties run lock (connection lost)")
+
+
+# --------------------------------------------------------------------------- the batch writer
+
+
+def _count_errors(result: MigrationResult, errors: Sequence[FieldError]) -> None:
+    for key in {error.key for error in errors}:
+        result.error_keys[key] = result.error_keys.get(key, 0) + 1
+
+
+def _clean_json(value: Any) -> Any:
+    """JSON safe for jsonb (PostgreSQL refuses the NUL character in jsonb strings)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_clean_json(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def _reject_rows(rejects: list[_Reject], key: str | None) -> list[tuple[Any, ...]]:
+    rows = []
+    for reject in rejects:
+        reason = "; ".join(str(error) for error in reject.errors)
+        raw = {"errors": [error.as_dict() for error in reject.errors]}
+        if reject.raw is not None:
+            raw.update(reject.raw)
+        rows.append(
+            (
+                REJECT_SOURCE,
+                key,
+                reject.record_id,
+                reject.entry,
+                reject.line,
+                reason.replace("\x00", "\\x00"),
+                Jsonb(_clean_json(raw)),
+            )
+        )
+    return rows
+
+
+def _new_changeable_rows(
+    repo: Repository, converted: list[TransformResult]
+) -> list[tuple[Any, ...]]:
+    """Changeable rows whose state differs from the person's latest (database, then batch)."""
+    people = {item.changeable["ehr_id"] for item in converted if item.changeable is not None}
+    latest = {
+        ehr_id: tuple(row[column] for column in CHANGEABLE_STATE_COLUMNS)
+        for ehr_id, row in repo.latest_changeable(people).items()
+    }
+    rows = []
+    for item in converted:
+        row = item.changeable
+        if row is None:
+            continue
+        state = tuple(row[column] for column in CHANGEABLE_STATE_COLUMNS)
+        ehr_id = row["ehr_id"]
+        if latest.get(ehr_id) == state:
+            continue
+        latest[ehr_id] = state
+        rows.append(tuple(row[column] for column in _CHANGEABLE_COLUMNS))
+    return rows
+
+
+def _first_permanent_rows(converted: list[TransformResult]) -> list[tuple[Any, ...]]:
+    """One permanent row per person: the batch's earliest record wins."""
+    seen: dict[int, tuple[Any, ...]] = {}
+    for item in converted:
+        row = item.permanent
+        if row is not None and row["ehr_id"] not in seen:
+            seen[row["ehr_id"]] = tuple(row[column] for column in _PERMANENT_COLUMNS)
+    return list(seen.values())
+
+
+def _write_batch(
+    repo: Repository,
+    batch: _Batch,
+    *,
+    s3_key: str | None = None,
+    migrated: Sequence[Any] = (),
+    clear_rejects: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Write one batch inside the caller's transaction; returns (permanent, changeable) inserted."""
+    permanent = _first_permanent_rows(batch.converted)
+    changeable = _new_changeable_rows(repo, batch.converted)
+    permanent_inserted = repo.copy_rows(PERMANENT_USER_PROPERTIES, permanent) if permanent else 0
+    changeable_inserted = (
+        repo.copy_rows(CHANGEABLE_USER_PROPERTIES, changeable) if changeable else 0
+    )
+    with repo.connection() as conn, conn.cursor() as cursor:
+        if clear_rejects:
+            cursor.execute(
+                "DELETE FROM load_rejects WHERE source = %s AND s3_key IS NULL "
+                "AND record_id = ANY(%s)",
+                (REJECT_SOURCE, list(clear_rejects)),
+            )
+        if s3_key is not None and batch.first_line is not None:
+            cursor.execute(
+                "DELETE FROM load_rejects WHERE source = %s AND s3_key = %s "
+                "AND line BETWEEN %s AND %s",
+                (REJECT_SOURCE, s3_key, batch.first_line, batch.last_line),
+            )
+        if batch.rejects:
+            cursor.executemany(
+                "INSERT INTO load_rejects (source, s3_key, record_id, entry, line, reason, raw) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                _reject_rows(batch.rejects, s3_key),
+            )
+    if migrated:
+        repo.mark_migrated(migrated)
+    return permanent_inserted, changeable_inserted
+
+
+def _record_batch(result: MigrationResult, batch: _Batch, inserted: tuple[int, int]) -> None:
+    result.batches += 1
+    result.processed += len(batch.converted)
+    result.rejected += len(batch.rejects)
+    result.permanent_inserted += inserted[0]
+    result.changeable_inserted += inserted[1]
+
+
+# --------------------------------------------------------------------------- source: tmp_table
+
+
+def _pending_rows(
+    conn: psycopg.Connection,
+    lower: datetime | None,
+    upper: datetime | None,
+    after: tuple[datetime, Any] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The next pending rows in (event_time, uuid) order after `after` (keyset, never OFFSET)."""
+    where = ["migrated = false", "event_time IS NOT NULL"]
+    params: list[Any] = []
+    if lower is not None:
+        where.append("event_time >= %s")
+        params.append(lower)
+    if upper is not None:
+        where.append("event_time < %s")
+        params.append(upper)
+    if after is not None:
+        where.append("event_time >= %s AND (event_time, uuid) > (%s, %s)")
+        params.extend([after[0], after[0], after[1]])
+    params.append(limit)
+    query = (
+        f"SELECT {_TMP_COLUMNS} FROM tmp_user_properties WHERE {' AND '.join(where)} "  # noqa: S608
+        "ORDER BY event_time, uuid LIMIT %s"
+    )
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(query, params).fetchall()
+
+
+def _pending_without_time(conn: psycopg.Connection, after: Any, limit: int) -> list[dict[str, Any]]:
+    """Pending rows with no event_time (they can only be rejected), in uuid order."""
+    query = (
+        f"SELECT {_TMP_COLUMNS} FROM tmp_user_properties "  # noqa: S608
+        "WHERE migrated = false AND event_time IS NULL AND (%s::uuid IS NULL OR uuid > %s) "
+        "ORDER BY uuid LIMIT %s"
+    )
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(query, (after, after, limit)).fetchall()
+
+
+def _has_old_rejects(repo: Repository) -> bool:
+    with repo.connection() as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM load_rejects WHERE source = %s AND s3_key IS NULL)",
+            (REJECT_SOURCE,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _convert_tmp_rows(
+    rows: list[dict[str, Any]],
+    rules: FieldMappings,
+    strict: bool,
+    result: MigrationResult,
+    unknown: Counter[str],
+) -> tuple[_Batch, list[Any]]:
+    batch = _Batch()
+    done: list[Any] = []
+    for row in rows:
+        converted = transform_record(row, rules, strict)
+        if converted.unknown_keys:
+            unknown.update(converted.unknown_keys)
+        if converted.errors:
+            batch.rejects.append(_Reject(str(row["uuid"]), converted.errors))
+            _count_errors(result, converted.errors)
+        else:
+            batch.converted.append(converted)
+            done.append(row["uuid"])
+    return batch, done
+
+
+def _run_tmp_table(
+    repo: Repository,
+    rules: FieldMappings,
+    strict: bool,
+    batch_size: int,
+    lower: datetime | None,
+    upper: datetime | None,
+    result: MigrationResult,
+) -> None:
+    clear_old = _has_old_rejects(repo)
+    unknown: Counter[str] = Counter()
+    phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
+    try:
+        for phase in phases:
+            after: Any = None
+            while True:
+                started = time.monotonic()
+                with repo.transaction() as conn:
+                    if phase == "timed":
+                        rows = _pending_rows(conn, lower, upper, after, batch_size)
+                    else:
+                        rows = _pending_without_time(conn, after, batch_size)
+                    if not rows:
+                        break
+                    batch, done = _convert_tmp_rows(rows, rules, strict, result, unknown)
+                    inserted = _write_batch(
+                        repo,
+                        batch,
+                        migrated=done,
+                        clear_rejects=[str(row["uuid"]) for row in rows] if clear_old else (),
+                    )
+                _record_batch(result, batch, inserted)
+                last = rows[-1]
+                after = (last["event_time"], last["uuid"]) if phase == "timed" else last["uuid"]
+                log.info(
+                    "batch %d: %d rows up to %s, %d processed, %d rejected, %d permanent and "
+                    "%d changeable inserted in %.2fs",
+                    result.batches,
+                    len(rows),
+                    last["event_time"],
+                    len(batch.converted),
+                    len(batch.rejects),
+                    inserted[0],
+                    inserted[1],
+                    time.monotonic() - started,
+                )
+                if len(rows) < batch_size:
+                    break
+    except Exception as exc:
+        result.status = "interrupted"
+        result.error = _describe_error(exc)
+        result.unknown_keys = dict(unknown)
+        raise MigrationInterrupted(
+            f"user-properties run interrupted in batch {result.batches + 1} "
+            f"({result.batches} batches committed, {result.processed} rows processed): "
+            f"{result.error}; run again to continue where it stopped",
+            result,
+        ) from exc
+    result.unknown_keys = dict(unknown)
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return f"{type(exc).__name__}: {exc.diag.message_primary}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- source: s3
+
+
+@dataclass(frozen=True)
+class _Line:
+    index: int
+    entry: str | None
+    entry_line: int | None
+    data: bytes
+
+
+class _ReadError(Exception):
+    """The raw file could not be read past a line (internal; carries the cause)."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.index = index
+        self.cause = cause
+
+
+def _iter_file_lines(path: Path) -> Iterator[_Line]:
+    """Non-empty lines of a ZIP archive (entry by entry) or an NDJSON file, numbered from 1."""
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    index = 0
+    try:
+        if magic[:2] == b"PK":
+            from dwh_helper.sources.amplitude import iter_lines
+
+            for raw in iter_lines(path):
+                index += 1
+                yield _Line(index, raw.entry, raw.line, raw.data)
+            return
+        opener = gzip.open if magic[:2] == b"\x1f\x8b" else open
+        with opener(path, "rb") as lines:
+            for number, data in enumerate(lines, start=1):
+                data = data.strip()
+                if data:
+                    index += 1
+                    yield _Line(index, None, number, data)
+    except Exception as exc:
+        raise _ReadError(index + 1, exc) from exc
+
+
+def _convert_line(
+    line: _Line,
+    rules: FieldMappings,
+    strict: bool,
+    batch: _Batch,
+    result: MigrationResult,
+    unknown: Counter[str],
+) -> None:
+    try:
+        event = json.loads(line.data)
+    except ValueError as exc:
+        error = FieldError("<line>", line.data[:200].decode("utf-8", "replace"), f"not JSON: {exc}")
+        batch.rejects.append(_Reject(None, [error], line.entry, line.index))
+        _count_errors(result, [error])
+        return
+    if not isinstance(event, dict):
+        error = FieldError("<line>", _clean_json(event), "not a JSON object (an event)")
+        batch.rejects.append(_Reject(None, [error], line.entry, line.index))
+        _count_errors(result, [error])
+        return
+    converted = transform_record(event, rules, strict)
+    if converted.unknown_keys:
+        unknown.update(converted.unknown_keys)
+    if converted.errors:
+        record_id = event.get("uuid")
+        batch.rejects.append(
+            _Reject(
+                str(record_id) if record_id is not None else None,
+                converted.errors,
+                line.entry,
+                line.index,
+                {"entry_line": line.entry_line, "event": event},
+            )
+        )
+        _count_errors(result, converted.errors)
+    else:
+        batch.converted.append(converted)
+
+
+def _run_s3(
+    repo: Repository,
+    rules: FieldMappings,
+    strict: bool,
+    batch_size: int,
+    store: ObjectStore,
+    key: str,
+    start_after: int,
+    result: MigrationResult,
+) -> None:
+    unknown: Counter[str] = Counter()
+    result.last_line = start_after
+    with tempfile.TemporaryDirectory(prefix="dwh-user-properties-") as workdir:
+        path = store.download_file(key, Path(workdir) / "raw")
+        lines = _iter_file_lines(path)
+        failed_line: int | None = None
+        try:
+            done = False
+            while not done:
+                batch = _Batch()
+                started = time.monotonic()
+                read_error: _ReadError | None = None
+                try:
+                    for line in lines:
+                        if line.index <= start_after:
+                            continue
+                        if batch.first_line is None:
+                            batch.first_line = line.index
+                        batch.last_line = line.index
+                        _convert_line(line, rules, strict, batch, result, unknown)
+                        if line.index - batch.first_line + 1 >= batch_size:
+                            break
+                    else:
+                        done = True
+                except _ReadError as exc:
+                    read_error = exc
+                if batch.first_line is not None:
+                    failed_line = batch.first_line
+                    with repo.transaction():
+                        inserted = _write_batch(repo, batch, s3_key=key)
+                    _record_batch(result, batch, inserted)
+                    result.last_line = batch.last_line
+                    log.info(
+                        "batch %d: lines %d-%d of s3 key %s, %d processed, %d rejected, "
+                        "%d permanent and %d changeable inserted in %.2fs",
+                        result.batches,
+                        batch.first_line,
+                        batch.last_line,
+                        key,
+                        len(batch.converted),
+                        len(batch.rejects),
+                        inserted[0],
+                        inserted[1],
+                        time.monotonic() - started,
+                    )
+                if read_error is not None:
+                    failed_line = max(read_error.index, (result.last_line or 0) + 1)
+                    raise read_error.cause
+        except Exception as exc:
+            result.status = "interrupted"
+            result.failed_line = failed_line
+            result.error = _describe_error(exc)
+            result.unknown_keys = dict(unknown)
+            raise MigrationInterrupted(
+                f"user-properties run over s3 key {key} interrupted at line "
+                f"{result.failed_line}: {result.error}; lines up to {result.last_line} are done, "
+                f"run again with start_after={result.last_line}",
+                result,
+            ) from exc
+    result.unknown_keys = dict(unknown)
