@@ -429,7 +429,12 @@ class AmplitudeClient:
             with self._http.stream("GET", EXPORT_PATH, params=window.params()) as response:
                 status = response.status_code
                 if status == 200:
-                    size, digest = _stream_to_file(response, partial)
+                    digest = hashlib.sha256()
+                    with open(partial, "wb") as handle:
+                        for chunk in response.iter_bytes(_CHUNK):
+                            handle.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
                 else:
                     body = _read_excerpt(response)
                     size = len(body)
@@ -457,7 +462,7 @@ class AmplitudeClient:
                 partial.unlink(missing_ok=True)
                 raise _TransientResponse(f"HTTP 200 but {problem}")
             partial.replace(path)
-            return ExportedFile(path=path, window=window, size=size, sha256=digest)
+            return ExportedFile(path=path, window=window, size=size, sha256=digest.hexdigest())
         return self._handle_error_status(window, status, body, response.headers)
 
     def _handle_error_status(
@@ -496,17 +501,6 @@ def _limit_length(window: ExportWindow) -> Iterator[ExportWindow]:
         end = min(window.end, start + (MAX_WINDOW_HOURS - 1) * HOUR)
         yield ExportWindow(start, end)
         start = end + HOUR
-
-
-def _stream_to_file(response: httpx.Response, path: Path) -> tuple[int, str]:
-    size = 0
-    digest = hashlib.sha256()
-    with open(path, "wb") as handle:
-        for chunk in response.iter_bytes(_CHUNK):
-            handle.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _read_excerpt(response: httpx.Response, limit: int = 500) -> str:
