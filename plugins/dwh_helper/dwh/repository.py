@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid as uuid_module
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -263,29 +263,57 @@ class Repository:
         Returns the number of rows inserted (conflicts skipped).
         """
         spec = table if isinstance(table, TableSpec) else get_table(table)
-        stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
-        columns = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
         json_positions = [i for i, column in enumerate(spec.columns) if column.type == "jsonb"]
+
+        def write(copy: psycopg.Copy) -> None:
+            for row in rows:
+                if json_positions:
+                    row = _json_cells(row, json_positions)
+                copy.write_row(row)
+
+        return self._copy_via_stage(spec, spec.column_names, write)
+
+    def copy_text(
+        self, table: str | TableSpec, columns: Sequence[str], chunks: Iterable[bytes | str]
+    ) -> int:
+        """Bulk load rows already formatted as COPY text (see `dwh.copy_text`) for `columns`.
+
+        Columns left out take their defaults. Same staging and ON CONFLICT as `copy_rows`.
+        """
+        spec = table if isinstance(table, TableSpec) else get_table(table)
+        unknown = set(columns) - set(spec.column_names)
+        if unknown:
+            raise InvalidQuery("columns", f"unknown columns {sorted(unknown)} for {spec.name}")
+
+        def write(copy: psycopg.Copy) -> None:
+            for chunk in chunks:
+                copy.write(chunk)
+
+        return self._copy_via_stage(spec, tuple(columns), write)
+
+    def _copy_via_stage(
+        self, spec: TableSpec, columns: Sequence[str], write: Callable[[psycopg.Copy], None]
+    ) -> int:
+        stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
+        target = sql.Identifier(spec.schema, spec.name)
+        staged = sql.SQL(", ").join(map(sql.Identifier, columns))
+        every = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
         with self.transaction() as conn:
             conn.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
                     "ON COMMIT DELETE ROWS"
-                ).format(stage, sql.Identifier(spec.schema, spec.name))
+                ).format(stage, target)
             )
             conn.execute(sql.SQL("TRUNCATE {}").format(stage))
             with conn.cursor() as cursor:
-                with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, columns)) as copy:
-                    for row in rows:
-                        if json_positions:
-                            row = _json_cells(row, json_positions)
-                        copy.write_row(row)
-                inserted = cursor.execute(
+                with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, staged)) as copy:
+                    write(copy)
+                return cursor.execute(
                     sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                        sql.Identifier(spec.schema, spec.name), columns, columns, stage
+                        target, every, every, stage
                     )
                 ).rowcount
-            return inserted
 
     def mark_migrated(self, uuids: Iterable[Any]) -> int:
         """Set migrated = true on these tmp_user_properties rows; returns how many changed."""

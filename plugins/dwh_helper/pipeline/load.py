@@ -1,0 +1,358 @@
+"""Load one raw file from S3 into the DWH: stream, parse, map, COPY — one transaction per file.
+
+The main thread reads and maps records into COPY text; a writer thread ships
+each finished batch to PostgreSQL (COPY into staging, INSERT … ON CONFLICT DO
+NOTHING). Python's work on batch N+1 overlaps the server's work on batch N, and
+at most two batches exist at a time, so memory stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+
+from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
+from dwh_helper.dwh.repository import Repository
+from dwh_helper.dwh.tables import TableSpec
+from dwh_helper.storage.s3 import ObjectStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 20_000
+PROGRESS_EVERY_SECONDS = 30.0
+
+
+class LoadError(RuntimeError):
+    """A raw file could not be loaded; nothing of it was committed. Names the file."""
+
+    def __init__(self, key: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.retryable = retryable
+
+
+class CorruptFile(Exception):
+    """Raised by a format's reader when the file itself (not one record) is unreadable."""
+
+
+class TargetTable(Protocol):
+    """What the loader needs of a mapping's table: its spec and the columns it fills."""
+
+    spec: TableSpec
+    columns: tuple[str, ...]
+    first_per_file: bool
+
+
+class RecordMapping(Protocol):
+    """A mapping: its source, its tables in load order, and record → per-table COPY lines."""
+
+    source: str
+    record_id: str
+    tables: tuple[Any, ...]
+
+    def map_event(self, event: dict[str, Any]) -> list[tuple[Any, str | None, str | None]]:
+        """[(table, COPY line or None, first-per-file key or None), ...]; raises on a bad record."""
+        ...
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """How to read one kind of raw file: records out of it, and each record decoded."""
+
+    source: str
+    records: Callable[[Path], Iterator[tuple[str, int, Any]]]
+    decode: Callable[[Any], dict[str, Any]]
+    month_of: Callable[[dict[str, Any]], str | None] | None = None
+    after_commit: Callable[[psycopg.Connection, set[str]], None] | None = None
+
+
+@dataclass
+class LoadResult:
+    """What one file's load did."""
+
+    key: str
+    source: str
+    rows_read: int = 0
+    inserted: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    seconds: float = 0.0
+    reject_reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (XCom, API answers)."""
+        return {
+            "key": self.key,
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "inserted": dict(self.inserted),
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _Batch:
+    """COPY lines per table and rejects, gathered until the batch is full."""
+
+    def __init__(self, tables: tuple[Any, ...]) -> None:
+        self.lines: dict[Any, list[str]] = {table: [] for table in tables}
+        self.rejects: list[Reject] = []
+        self.records = 0
+
+
+class _Writer(threading.Thread):
+    """Ships batches to PostgreSQL in the file's transaction, one batch behind the reader."""
+
+    def __init__(self, repo: Repository, conn: psycopg.Connection, result: LoadResult) -> None:
+        super().__init__(name="dwh-batch-writer", daemon=True)
+        self.repo, self.conn, self.result = repo, conn, result
+        self.batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.db_seconds = 0.0
+
+    def run(self) -> None:
+        while (batch := self.batches.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the reader stops at its next submit
+            try:
+                started = time.perf_counter()
+                self._write(batch)
+                self.db_seconds += time.perf_counter() - started
+            except BaseException as exc:  # re-raised in the reader's thread
+                self.error = exc
+
+    def _write(self, batch: _Batch) -> None:
+        for table, lines in batch.lines.items():
+            if not lines:
+                continue
+            lines.append("")
+            payload = "\n".join(lines).encode()
+            inserted = self.repo.copy_text(table.spec, table.columns, [payload])
+            name = table.spec.name
+            self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
+        if batch.rejects:
+            write_rejects(self.conn, batch.rejects)
+
+    def submit(self, batch: _Batch) -> None:
+        """Queue a batch (blocks while the previous one is still being written)."""
+        self._raise()
+        self.batches.put(batch)
+
+    def finish(self) -> None:
+        """Wait until every queued batch is written; re-raise the writer's error."""
+        self.batches.put(None)
+        self.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Stop after the current batch (used when the reader fails)."""
+        if self.is_alive():
+            self.error = self.error or RuntimeError("aborted")
+            self.batches.put(None)
+            self.join()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def load_raw_file(
+    store: ObjectStore,
+    key: str,
+    repo: Repository,
+    mapping: RecordMapping,
+    raw_format: RawFormat,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    reject_ratio: float = 0.01,
+    window: tuple[datetime, datetime] | None = None,
+) -> LoadResult:
+    """Load one raw file from S3 into the mapping's tables, all or nothing; journal it.
+
+    Records that cannot be mapped go to load_rejects with file, entry, line and reason;
+    the load fails (and commits nothing) when they exceed `reject_ratio` of the records.
+    Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
+    """
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    result = LoadResult(key=key, source=raw_format.source)
+    months: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="dwh-load-") as tmp:
+        path = Path(tmp) / Path(key).name
+        store.download_file(key, path)
+        size = path.stat().st_size
+        log.info("loading s3://%s/%s (%d bytes)", store.bucket, key, size)
+        try:
+            with repo.transaction() as conn:
+                writer = _Writer(repo, conn, result)
+                writer.start()
+                try:
+                    _read_into(writer, path, key, mapping, raw_format, batch_size, result, months)
+                    writer.finish()
+                except BaseException:
+                    writer.abort()
+                    raise
+                _check_rejects(key, result, reject_ratio)
+                result.seconds = time.perf_counter() - started
+                write_load_log(
+                    conn,
+                    source=raw_format.source,
+                    s3_key=key,
+                    started_at=started_at,
+                    status="loaded",
+                    rows_read=result.rows_read,
+                    rows_inserted=result.inserted,
+                    rows_rejected=result.rejected,
+                    window_start=window[0] if window else None,
+                    window_end=window[1] if window else None,
+                )
+        except BaseException as exc:
+            _journal_failure(repo, raw_format.source, key, started_at, result, exc, window)
+            if isinstance(exc, LoadError):
+                raise
+            if isinstance(exc, CorruptFile):
+                raise LoadError(key, f"corrupt file, nothing loaded: {exc}") from exc
+            if isinstance(exc, psycopg.OperationalError):
+                raise LoadError(key, f"database unavailable: {exc}", retryable=True) from exc
+            raise
+    if raw_format.after_commit and months:
+        with repo.connection() as conn:
+            raw_format.after_commit(conn, months)
+    log.info(
+        "loaded %s: %d records, %d rejected, inserted %s in %.1fs (%.0f records/s, db %.1fs)",
+        key,
+        result.rows_read,
+        result.rejected,
+        result.inserted,
+        result.seconds,
+        result.rows_read / result.seconds if result.seconds else 0.0,
+        writer.db_seconds,
+    )
+    return result
+
+
+def _read_into(
+    writer: _Writer,
+    path: Path,
+    key: str,
+    mapping: RecordMapping,
+    raw_format: RawFormat,
+    batch_size: int,
+    result: LoadResult,
+    months: set[str],
+) -> None:
+    """Read, decode and map every record of the file into batches handed to the writer."""
+    batch = _Batch(mapping.tables)
+    seen: dict[Any, set[str]] = {table: set() for table in mapping.tables if table.first_per_file}
+    decode, month_of, source = raw_format.decode, raw_format.month_of, raw_format.source
+    next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
+    for entry, line, raw in raw_format.records(path):
+        result.rows_read += 1
+        batch.records += 1
+        event: dict[str, Any] | None = None
+        try:
+            event = decode(raw)
+            mapped = mapping.map_event(event)
+        except (ValueError, TypeError) as exc:
+            result.rejected += 1
+            if len(result.reject_reasons) < 10:
+                result.reject_reasons.append(f"{entry}:{line}: {exc}")
+            batch.rejects.append(
+                Reject(
+                    source=source,
+                    reason=str(exc),
+                    s3_key=key,
+                    record_id=_record_id(event, mapping.record_id),
+                    entry=entry,
+                    line=line,
+                    raw=event if event is not None else _raw_for_reject(raw),
+                )
+            )
+        else:
+            for table, text, dedup_key in mapped:
+                if text is None:
+                    continue
+                if dedup_key is not None and table in seen:
+                    if dedup_key in seen[table]:
+                        continue
+                    seen[table].add(dedup_key)
+                batch.lines[table].append(text)
+            if month_of is not None:
+                month = month_of(event)
+                if month:
+                    months.add(month)
+        if batch.records >= batch_size:
+            writer.submit(batch)
+            batch = _Batch(mapping.tables)
+            now = time.perf_counter()
+            if now >= next_progress:
+                next_progress = now + PROGRESS_EVERY_SECONDS
+                log.info(
+                    "%s: %d records read, %d rejected so far",
+                    key,
+                    result.rows_read,
+                    result.rejected,
+                )
+    if batch.records:
+        writer.submit(batch)
+
+
+def _check_rejects(key: str, result: LoadResult, reject_ratio: float) -> None:
+    if result.rows_read and result.rejected / result.rows_read > reject_ratio:
+        sample = "; ".join(result.reject_reasons[:3])
+        raise LoadError(
+            key,
+            f"{result.rejected} of {result.rows_read} records rejected "
+            f"({result.rejected / result.rows_read:.1%} > the allowed {reject_ratio:.1%}); "
+            f"nothing loaded. First reasons: {sample}. Fix the mapping or raise ETL_REJECT_RATIO, "
+            "then re-run the load from S3",
+        )
+
+
+def _journal_failure(
+    repo: Repository,
+    source: str,
+    key: str,
+    started_at: datetime,
+    result: LoadResult,
+    exc: BaseException,
+    window: tuple[datetime, datetime] | None,
+) -> None:
+    """Record a failed load in load_log (its own transaction); never masks the real error."""
+    try:
+        with repo.transaction() as conn:
+            write_load_log(
+                conn,
+                source=source,
+                s3_key=key,
+                started_at=started_at,
+                status="failed",
+                rows_read=result.rows_read,
+                rows_rejected=result.rejected,
+                window_start=window[0] if window else None,
+                window_end=window[1] if window else None,
+                error=str(exc)[:2000],
+            )
+    except Exception:  # the database may be the thing that failed
+        log.exception("could not record the failed load of %s in load_log", key)
+
+
+def _record_id(event: dict[str, Any] | None, field_name: str) -> str | None:
+    value = event.get(field_name) if isinstance(event, dict) else None
+    return None if value is None else str(value)
+
+
+def _raw_for_reject(raw: Any) -> Any:
+    """A record that could not be decoded, kept as text."""
+    if isinstance(raw, bytes | bytearray):
+        return {"unparsed_line": bytes(raw).decode("utf-8", errors="replace")[:10000]}
+    return raw

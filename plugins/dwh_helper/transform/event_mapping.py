@@ -1,0 +1,394 @@
+"""Declarative event → DWH rows mappings (YAML, validated by Pydantic when loaded).
+
+A mapping file names, per target table, which event field fills each column,
+which raw values mean NULL, and which column must be present. Loading it
+compiles one small function per table that turns an event into a COPY text
+line (see `dwh.copy_text`), so the hot path does no lookups in the rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dwh_helper.dwh.copy_text import NULL, escape, json_text
+from dwh_helper.dwh.tables import TableSpec, get_table
+
+MAPPINGS_DIR = Path(__file__).with_name("mappings")
+
+ValueType = Literal[
+    "text", "uuid", "bigint", "integer", "double", "boolean", "timestamp", "json", "inet"
+]
+_DEFAULT_TYPE: dict[str, ValueType] = {
+    "text": "text",
+    "uuid": "uuid",
+    "bigint": "bigint",
+    "integer": "integer",
+    "double precision": "double",
+    "boolean": "boolean",
+    "timestamp": "timestamp",
+    "jsonb": "json",
+    "inet": "inet",
+}
+_ALLOWED: dict[str, set[str]] = {
+    "text": {"text"},
+    "uuid": {"uuid", "text"},
+    "bigint": {"bigint", "integer"},
+    "integer": {"integer"},
+    "double precision": {"double"},
+    "boolean": {"boolean"},
+    "timestamp": {"timestamp"},
+    "jsonb": {"json"},
+    "inet": {"inet", "text"},
+}
+
+
+class MappingError(ValueError):
+    """An event cannot be mapped: which column, which value, why."""
+
+    def __init__(self, table: str, column: str, value: Any, reason: str) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        super().__init__(f"{table}.{column}: {reason} (value {shown})")
+        self.table, self.column, self.value, self.reason = table, column, value, reason
+
+
+class MappingFileError(ValueError):
+    """A mapping file is invalid; the message names the file and the entry."""
+
+
+class ColumnRule(BaseModel):
+    """How one column is filled: the event field, its type, the raw values meaning NULL."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str | None = Field(None, alias="from", description="event field (default: column)")
+    type: ValueType | None = None
+    null_values: list[str | int | float | bool] = Field(default_factory=list)
+    required: bool = False
+
+
+class TableRule(BaseModel):
+    """The columns of one target table, and when an event gives it no row."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: dict[str, ColumnRule | None]
+    skip_when_null: str | None = Field(None, description="no row when this column is NULL")
+    first_per_file: bool = Field(False, description="keep the first row per key within a file")
+
+
+class EventMappingFile(BaseModel):
+    """A whole mapping file: the source it is for and its target tables in load order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    record_id: str = Field(description="event field that identifies a record in rejects")
+    tables: dict[str, TableRule]
+
+    @model_validator(mode="after")
+    def _check_against_tables(self) -> EventMappingFile:
+        for table, rule in self.tables.items():
+            try:
+                spec = get_table(table)
+            except KeyError as exc:
+                raise ValueError(f"tables.{table}: {exc.args[0]}") from None
+            for column, column_rule in rule.columns.items():
+                if column not in spec.column_names:
+                    raise ValueError(
+                        f"tables.{table}.columns.{column}: not a column of {table}; "
+                        f"valid: {', '.join(spec.column_names)}"
+                    )
+                sql_type = spec.column(column).type
+                chosen = (column_rule.type if column_rule else None) or _DEFAULT_TYPE[sql_type]
+                if chosen not in _ALLOWED[sql_type]:
+                    raise ValueError(
+                        f"tables.{table}.columns.{column}: type {chosen!r} cannot fill a "
+                        f"{sql_type} column; use one of {sorted(_ALLOWED[sql_type])}"
+                    )
+            for column in spec.columns:
+                if column.not_null and column.default is None and column.name not in rule.columns:
+                    raise ValueError(f"tables.{table}: NOT NULL column {column.name} is not mapped")
+            if rule.skip_when_null and rule.skip_when_null not in rule.columns:
+                raise ValueError(f"tables.{table}.skip_when_null: {rule.skip_when_null} not mapped")
+        return self
+
+
+# -- casters: raw JSON value -> COPY text field (or MappingError) --------------------------
+
+Caster = Callable[[Any], str]
+
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
+_INT = re.compile(r"[+-]?\d+")
+_BOUNDS = {"bigint": 2**63, "integer": 2**31}
+
+
+class _CastFailure(ValueError):
+    pass
+
+
+def _text(value: Any) -> str:
+    if value.__class__ is str:
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return escape(value)
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json_text(value)
+
+
+def _uuid(value: Any) -> str:
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return value
+    raise _CastFailure("not a uuid")
+
+
+def _integer(bound: int) -> Caster:
+    def cast(value: Any) -> str:
+        if isinstance(value, bool):
+            raise _CastFailure("a boolean is not an integer")
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, str) and _INT.fullmatch(value.strip()):
+            number = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        else:
+            raise _CastFailure("not an integer")
+        if not -bound <= number < bound:
+            raise _CastFailure(f"out of range for a {bound.bit_length()}-bit integer")
+        return str(number)
+
+    return cast
+
+
+def _double(value: Any) -> str:
+    if isinstance(value, bool):
+        raise _CastFailure("a boolean is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _CastFailure("not a number") from None
+    if not math.isfinite(number):
+        raise _CastFailure("not a finite number")
+    return repr(number)
+
+
+def _boolean(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if value in ("true", "false", "True", "False"):
+        return "t" if value in ("true", "True") else "f"
+    raise _CastFailure("not a boolean")
+
+
+def _timestamp(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _CastFailure("not a timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _CastFailure("not an ISO timestamp") from None
+    if parsed.tzinfo is not None:
+        return parsed.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return value
+
+
+def _json(value: Any) -> str:
+    return json_text(value)
+
+
+def _inet(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _CastFailure("not an IP address")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise _CastFailure("not an IP address") from None
+    return value
+
+
+_CASTERS: dict[str, Caster] = {
+    "text": _text,
+    "uuid": _uuid,
+    "bigint": _integer(_BOUNDS["bigint"]),
+    "integer": _integer(_BOUNDS["integer"]),
+    "double": _double,
+    "boolean": _boolean,
+    "timestamp": _timestamp,
+    "json": _json,
+    "inet": _inet,
+}
+
+
+@dataclass(frozen=True)
+class _CompiledColumn:
+    name: str
+    source: str
+    cast: Caster
+    nulls: frozenset[Any]
+    required: bool
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _hashable_null(value: Any) -> bool:
+    return value is None or value.__class__ in _SCALARS
+
+
+@dataclass(frozen=True)
+class TableMapper:
+    """One target table: the columns it fills and how an event becomes its COPY line."""
+
+    spec: TableSpec
+    columns: tuple[str, ...]
+    compiled: tuple[_CompiledColumn, ...]
+    skip_when_null: str | None
+    first_per_file: bool
+
+    @property
+    def key_column(self) -> str:
+        """The first column of the table's conflict key."""
+        return self.spec.key[0]
+
+    def __post_init__(self) -> None:
+        plan = tuple(
+            (
+                column.source,
+                column.cast,
+                column.nulls or None,
+                column.name == self.skip_when_null,
+                column.required,
+                column.name == self.spec.key[0],
+                column.name,
+            )
+            for column in self.compiled
+        )
+        object.__setattr__(self, "_plan", plan)
+
+    def line(self, event: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(COPY line or None when the event gives no row, key for first-per-file dedup)."""
+        get = event.get
+        fields: list[str] = []
+        append = fields.append
+        key: str | None = None
+        name = ""
+        value = None
+        try:
+            for source, cast, nulls, skip, required, is_key, name in self._plan:  # type: ignore[attr-defined]
+                value = get(source)
+                if value is None or (nulls and value.__class__ in _SCALARS and value in nulls):
+                    if skip:
+                        return None, None
+                    if required:
+                        raise MappingError(self.spec.name, name, value, "missing")
+                    append(NULL)
+                    continue
+                text = cast(value)
+                if is_key:
+                    key = text
+                append(text)
+        except _CastFailure as failure:
+            raise MappingError(self.spec.name, name, value, str(failure)) from None
+        return "\t".join(fields), key
+
+
+@dataclass(frozen=True)
+class EventMapping:
+    """A loaded, validated mapping: its source, record id field and table mappers in load order."""
+
+    source: str
+    record_id: str
+    tables: tuple[TableMapper, ...]
+    path: Path | None = None
+
+    def map_event(self, event: dict[str, Any]) -> list[tuple[TableMapper, str | None, str | None]]:
+        """Each table's (mapper, COPY line or None, dedup key) for an event; MappingError if bad."""
+        return [(table, *table.line(event)) for table in self.tables]
+
+
+def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventMapping:
+    """Compile a validated mapping model into per-table mappers (columns in table order)."""
+    mappers = []
+    for table, rule in model.tables.items():
+        spec = get_table(table)
+        compiled = []
+        for column in spec.columns:
+            if column.name not in rule.columns:
+                continue
+            column_rule = rule.columns[column.name] or ColumnRule()
+            value_type = column_rule.type or _DEFAULT_TYPE[column.type]
+            compiled.append(
+                _CompiledColumn(
+                    name=column.name,
+                    source=column_rule.source or column.name,
+                    cast=_CASTERS[value_type],
+                    nulls=frozenset(v for v in column_rule.null_values if _hashable_null(v)),
+                    required=column_rule.required or (column.not_null and column.default is None),
+                )
+            )
+        mappers.append(
+            TableMapper(
+                spec=spec,
+                columns=tuple(c.name for c in compiled),
+                compiled=tuple(compiled),
+                skip_when_null=rule.skip_when_null,
+                first_per_file=rule.first_per_file,
+            )
+        )
+    return EventMapping(model.source, model.record_id, tuple(mappers), path)
+
+
+def load_event_mapping(path: Path | str) -> EventMapping:
+    """Read, validate and compile a mapping file; MappingFileError names the file and entry."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = MAPPINGS_DIR / path
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MappingFileError(f"{path}: cannot read the mapping: {exc}") from None
+    try:
+        model = EventMappingFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or '<file>'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise MappingFileError(f"{path}: invalid mapping: {problems}") from None
+    return compile_mapping(model, path)
+
+
+def amplitude_mapping() -> EventMapping:
+    """The shipped Amplitude mapping (`transform/mappings/amplitude.yaml`)."""
+    return load_event_mapping(MAPPINGS_DIR / "amplitude.yaml")
+
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+def parse_json_line(data: bytes) -> dict[str, Any]:
+    """One NDJSON line as an event object (ValueError when it is not a JSON object)."""
+    try:
+        event = _decode_json(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if event.__class__ is not dict:
+        raise ValueError(f"a line holds a JSON {type(event).__name__}, not an object")
+    return event
