@@ -113,6 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     from dwh_helper.config import SettingsError
     from dwh_helper.dwh.repository import InvalidQuery
+    from dwh_helper.storage.patch import OffsetPastEnd
+    from dwh_helper.storage.s3 import ObjectNotFound
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -130,6 +132,16 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail=f"{exc.field}: {exc.message}",
                 errors=[FieldError(field=exc.field, message=exc.message)],
             ),
+        )
+
+    @app.exception_handler(ObjectNotFound)
+    async def _not_found(request: Request, exc: ObjectNotFound) -> JSONResponse:
+        return _json(404, ErrorBody(detail=str(exc.args[0]) if exc.args else "no such object"))
+
+    @app.exception_handler(OffsetPastEnd)
+    async def _past_end(request: Request, exc: OffsetPastEnd) -> JSONResponse:
+        return _json(
+            416, ErrorBody(detail=str(exc)), headers={"Content-Range": f"bytes */{exc.size}"}
         )
 
     @app.exception_handler(SettingsError)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.auth import TOKEN_HELP
 from api.deps import Resources, get_settings
 from api.errors import install_error_handlers
+from api.limits import BodySizeLimit
 from api.routers import amplitude, appmetrica, db, health, s3, transform
 from api.settings import ApiSettings, get_api_settings
 from dwh_helper.config import Settings, configure_logging
@@ -65,6 +66,7 @@ def create_app(
     if api_settings is not None:
         app.dependency_overrides[get_api_settings] = lambda: api_settings
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
     for module in (health, db, s3, amplitude, appmetrica, transform):
         app.include_router(module.router)
     return app

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import require_read, require_write
 from api.deps import ApiSettingsDep, RepoDep
@@ -17,21 +17,6 @@ from api.models import TABLE_MODELS, InsertResponse, TableModels
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/db", tags=["db"], dependencies=[Depends(require_read)])
-
-
-def limit_body_size(request: Request, api: ApiSettingsDep) -> None:
-    """413 when the declared body is larger than `API_MAX_BODY_MB`."""
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return
-    try:
-        size = int(declared)
-    except ValueError:
-        raise ApiError(400, f"Content-Length {declared[:20]!r} is not a number") from None
-    if size > api.max_body_mb * 1024 * 1024:
-        raise ApiError(
-            413, f"the body has {size} bytes; the limit is API_MAX_BODY_MB={api.max_body_mb} MB"
-        )
 
 
 def _add_table(url_name: str, models: TableModels) -> None:
@@ -113,7 +98,7 @@ def _add_table(url_name: str, models: TableModels) -> None:
         response_model=InsertResponse,
         name=f"insert_{spec.name}",
         summary=f"Insert rows into {spec.name}",
-        dependencies=[Depends(require_write), Depends(limit_body_size)],
+        dependencies=[Depends(require_write)],
         responses=error_responses(*AUTH_ERRORS, 409, 413, 422),
     )
 
