@@ -49,6 +49,7 @@ DATA_DELAY = timedelta(hours=2)
 MAX_WINDOW_HOURS = 365 * 24
 
 _CHUNK = 1024 * 1024
+_READ_CHUNK = 256 * 1024
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 _PARAM_FORMAT = "%Y%m%dT%H"
@@ -653,12 +654,13 @@ def _gunzip_chunks(raw: io.BufferedIOBase) -> Iterator[bytes]:
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     seen_member = False
     while True:
-        compressed = raw.read(_CHUNK)
+        compressed = raw.read(_READ_CHUNK)
         if not compressed:
             break
         while compressed:
             seen_member = True
-            out = decompressor.decompress(compressed)
+            # bounded output: highly compressible data must not inflate into one huge block
+            out = decompressor.decompress(compressed, _CHUNK)
             if out:
                 yield out
             if decompressor.eof:
@@ -666,7 +668,7 @@ def _gunzip_chunks(raw: io.BufferedIOBase) -> Iterator[bytes]:
                 decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 seen_member = False
             else:
-                compressed = b""
+                compressed = decompressor.unconsumed_tail
     tail = decompressor.flush()
     if tail:
         yield tail
