@@ -13,11 +13,12 @@ id): re-loading the same day inserts nothing new.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -112,6 +113,10 @@ def identity_fields(resource: str) -> tuple[str, ...]:
     return IDENTITY_FIELDS[resource]
 
 
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(value: Any) -> str:
     """One value as text for the identity: the same for a value read from CSV or from JSON."""
     if value is None:
@@ -126,7 +131,7 @@ def _canonical(value: Any) -> str:
         if value.tzinfo is not None:
             return str(int(value.timestamp()))
         return value.isoformat(sep=" ")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _canonical_json(value)
 
 
 def _application_id(value: str | int) -> int:
@@ -136,34 +141,80 @@ def _application_id(value: str | int) -> int:
     return int(text)
 
 
+def _uuid5(name: str) -> uuid.UUID:
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
+    return uuid.UUID(bytes=digest[:16], version=5)
+
+
+_NAMESPACE_BYTES = ROW_UUID_NAMESPACE.bytes
+
+
 def row_uuid(resource: str, record: Mapping[str, Any], application_id: str | int) -> uuid.UUID:
-    """The deterministic key of a typed record (as `cast_record` returns it)."""
-    parts = [resource, str(_application_id(application_id))]
-    parts += [_canonical(record.get(name)) for name in IDENTITY_FIELDS[resource]]
-    return uuid.uuid5(ROW_UUID_NAMESPACE, "\x1f".join(parts))
+    """The deterministic key of a typed record (as `cast_record` returns it).
+
+    UUIDv5 in `ROW_UUID_NAMESPACE` over resource, application id and the
+    `IDENTITY_FIELDS` values joined by U+001F (timestamps as Unix seconds,
+    JSON with sorted keys, NULL as an empty string).
+    """
+    return to_row(appmetrica_table(resource), record, application_id)[0]
 
 
-@lru_cache(maxsize=64)
-def _plan(spec: TableSpec) -> tuple[tuple[str, bool], ...]:
-    if spec.column_names[:2] != ("row_uuid", "application_id"):
+def _as_is(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class _Plan:
+    identity: tuple[str, ...]
+    names: tuple[str, ...]
+    json_positions: tuple[tuple[int, str], ...]
+
+
+_PLANS: dict[int, tuple[TableSpec, _Plan]] = {}
+
+
+def _plan(spec: TableSpec) -> _Plan:
+    """How to build a row of a spec, cached by identity (hashing a spec walks every column)."""
+    cached = _PLANS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    if spec.column_names[:2] != ("row_uuid", "application_id") or spec.name not in IDENTITY_FIELDS:
         raise ValueError(f"{spec.qualified} is not an appmetrica table spec")
-    return tuple((column.name, column.type == "jsonb") for column in spec.columns[2:])
+    plan = _Plan(
+        identity=IDENTITY_FIELDS[spec.name],
+        names=spec.column_names[2:],
+        json_positions=tuple(
+            (position + 2, column.name)
+            for position, column in enumerate(spec.columns[2:])
+            if column.type == "jsonb"
+        ),
+    )
+    _PLANS[id(spec)] = (spec, plan)
+    return plan
 
 
 def to_row(spec: TableSpec, record: Mapping[str, Any], application_id: str | int) -> tuple:
     """A typed record as a tuple in the spec's column order, `row_uuid` first.
 
     Fields the table does not have are ignored; missing ones are NULL. jsonb
-    values are wrapped in `Jsonb` so that a JSON string stays a JSON string.
+    values are `Jsonb` wrappers (serialized once, keys sorted), so a JSON
+    string stays a JSON string.
     """
+    plan = _plan(spec)
     app_id = _application_id(application_id)
-    values: list[Any] = [row_uuid(spec.name, record, app_id), app_id]
     get = record.get
-    for name, is_json in _plan(spec):
-        value = get(name)
-        if is_json and value is not None:
-            value = Jsonb(value)
-        values.append(value)
+    values: list[Any] = [None, app_id, *[get(name) for name in plan.names]]
+    json_text: dict[str, str] = {}
+    for position, name in plan.json_positions:
+        value = values[position]
+        if value is not None:
+            text = json_text[name] = _canonical_json(value)
+            values[position] = Jsonb(text, dumps=_as_is)
+    parts = [spec.name, str(app_id)]
+    for name in plan.identity:
+        text = json_text.get(name)
+        parts.append(text if text is not None else _canonical(get(name)))
+    values[0] = _uuid5("\x1f".join(parts))
     return tuple(values)
 
 

@@ -554,7 +554,10 @@ class AppMetricaSandbox:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="appmetrica-sandbox", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="appmetrica-sandbox",
+            daemon=True,
         )
         self._thread.start()
         log.info("AppMetrica sandbox on %s (applications %s)", self.url, self.application_ids)
@@ -753,6 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(split.query, keep_blank_values=True))
         headers = {key.lower(): value for key, value in self.headers.items()}
         record = SandboxRequest("GET", split.path, params, headers)
+        self.sandbox._record(record)  # before answering: a client may look right after
         try:
             if split.path == STATUS_PATH:
                 self.sandbox._authorize(headers, None)
@@ -775,8 +779,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_text(reject.status, reject.message)
         except (BrokenPipeError, ConnectionResetError):
             record.status = record.status or 499
-        finally:
-            self.sandbox._record(record)
 
     def _send_text(self, status: int, text: str, content_type: str = "text/plain") -> None:
         body = text.encode()

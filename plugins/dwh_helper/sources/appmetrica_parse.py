@@ -199,10 +199,12 @@ def _to_timestamp(value: str) -> datetime:
 
 
 def _to_datetime(value: str) -> datetime:
-    try:
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        raise ValueError("expected 'YYYY-MM-DD hh:mm:ss'") from None
+    if len(value) == 19 and value[10] == " ":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError("expected 'YYYY-MM-DD hh:mm:ss'")
 
 
 def _to_bigint(value: str) -> int:
