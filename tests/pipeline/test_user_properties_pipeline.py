@@ -235,7 +235,8 @@ def test_rejects_are_recorded_stay_pending_and_are_retried(repo, dwh_conn):
         ],
     )
     result = migrate_user_properties(repo, batch_size=3)
-    assert (result.processed, result.rejected) == (2, 2)
+    assert (result.processed, result.rejected, result.rejected_before) == (2, 2, 0)
+    assert result.new_reject_ratio == 0.5
     assert result.error_keys == {"age": 1, "registered_via_app": 1, "EHR_ID": 1}
     assert fetch(
         dwh_conn, "SELECT uuid FROM tmp_user_properties WHERE NOT migrated ORDER BY uuid"
@@ -255,7 +256,8 @@ def test_rejects_are_recorded_stay_pending_and_are_retried(repo, dwh_conn):
     ]
 
     again = migrate_user_properties(repo)
-    assert (again.processed, again.rejected) == (0, 2)
+    assert (again.processed, again.rejected, again.rejected_before) == (0, 2, 2)
+    assert again.new_reject_ratio == 0.0
     assert fetch(dwh_conn, "SELECT count(*) FROM load_rejects") == [(2,)]
 
     data = copy.deepcopy(yaml.safe_load(DEFAULT_MAPPING_PATH.read_text(encoding="utf-8")))

@@ -80,6 +80,7 @@ class MigrationResult:
     status: Literal["completed", "interrupted"] = "completed"
     processed: int = 0
     rejected: int = 0
+    rejected_before: int = 0
     permanent_inserted: int = 0
     changeable_inserted: int = 0
     batches: int = 0
@@ -95,6 +96,13 @@ class MigrationResult:
     seconds: float = 0.0
 
     @property
+    def new_reject_ratio(self) -> float:
+        """Share of this run's records rejected for the first time (repeat rejects left out)."""
+        new = self.rejected - self.rejected_before
+        total = self.processed + new
+        return new / total if total else 0.0
+
+    @property
     def rows_per_second(self) -> float:
         """Records (processed + rejected) per second of the run."""
         total = self.processed + self.rejected
@@ -104,6 +112,7 @@ class MigrationResult:
         """JSON-ready form (XCom, API responses)."""
         data = asdict(self)
         data["rows_per_second"] = round(self.rows_per_second, 1)
+        data["new_reject_ratio"] = round(self.new_reject_ratio, 6)
         data["seconds"] = round(self.seconds, 3)
         return data
 
@@ -111,7 +120,8 @@ class MigrationResult:
         """One log line: counts, rate, unknown keys, and where to resume."""
         text = (
             f"user properties ({self.source}) {self.status}: {self.processed} processed, "
-            f"{self.rejected} rejected, {self.permanent_inserted} permanent and "
+            f"{self.rejected} rejected ({self.rejected_before} of them already before), "
+            f"{self.permanent_inserted} permanent and "
             f"{self.changeable_inserted} changeable rows inserted in {self.batches} batches, "
             f"{self.seconds:.1f}s ({self.rows_per_second:.0f} rows/s)"
         )
@@ -341,6 +351,13 @@ def _first_permanent_rows(converted: list[TransformResult]) -> list[tuple[Any, .
     return list(seen.values())
 
 
+@dataclass(frozen=True)
+class _Written:
+    permanent: int
+    changeable: int
+    repeated: int  # rejects of records an earlier run had rejected already
+
+
 def _write_batch(
     repo: Repository,
     batch: _Batch,
@@ -348,27 +365,36 @@ def _write_batch(
     s3_key: str | None = None,
     migrated: Sequence[Any] = (),
     clear_rejects: Sequence[str] = (),
-) -> tuple[int, int]:
-    """Write one batch inside the caller's transaction; returns (permanent, changeable) inserted."""
+) -> _Written:
+    """Write one batch inside the caller's transaction.
+
+    Earlier rejects of the same records are replaced, so `load_rejects` holds
+    each pending record's current errors once.
+    """
     permanent = _first_permanent_rows(batch.converted)
     changeable = _new_changeable_rows(repo, batch.converted)
     permanent_inserted = repo.copy_rows(PERMANENT_USER_PROPERTIES, permanent) if permanent else 0
     changeable_inserted = (
         repo.copy_rows(CHANGEABLE_USER_PROPERTIES, changeable) if changeable else 0
     )
+    repeated = 0
     with repo.connection() as conn, conn.cursor() as cursor:
         if clear_rejects:
             cursor.execute(
                 "DELETE FROM load_rejects WHERE source = %s AND s3_key IS NULL "
-                "AND record_id = ANY(%s)",
+                "AND record_id = ANY(%s) RETURNING record_id",
                 (REJECT_SOURCE, list(clear_rejects)),
             )
+            before = {row[0] for row in cursor.fetchall()}
+            repeated = sum(reject.record_id in before for reject in batch.rejects)
         if s3_key is not None and batch.first_line is not None:
             cursor.execute(
                 "DELETE FROM load_rejects WHERE source = %s AND s3_key = %s "
-                "AND line BETWEEN %s AND %s",
+                "AND line BETWEEN %s AND %s RETURNING line",
                 (REJECT_SOURCE, s3_key, batch.first_line, batch.last_line),
             )
+            before = {row[0] for row in cursor.fetchall()}
+            repeated = sum(reject.line in before for reject in batch.rejects)
         if batch.rejects:
             cursor.executemany(
                 "INSERT INTO load_rejects (source, s3_key, record_id, entry, line, reason, raw) "
@@ -377,15 +403,16 @@ def _write_batch(
             )
     if migrated:
         repo.mark_migrated(migrated)
-    return permanent_inserted, changeable_inserted
+    return _Written(permanent_inserted, changeable_inserted, repeated)
 
 
-def _record_batch(result: MigrationResult, batch: _Batch, inserted: tuple[int, int]) -> None:
+def _record_batch(result: MigrationResult, batch: _Batch, written: _Written) -> None:
     result.batches += 1
     result.processed += len(batch.converted)
     result.rejected += len(batch.rejects)
-    result.permanent_inserted += inserted[0]
-    result.changeable_inserted += inserted[1]
+    result.rejected_before += written.repeated
+    result.permanent_inserted += written.permanent
+    result.changeable_inserted += written.changeable
 
 
 # --------------------------------------------------------------------------- source: tmp_table
@@ -486,13 +513,13 @@ def _run_tmp_table(
                     if not rows:
                         break
                     batch, done = _convert_tmp_rows(rows, rules, strict, result, unknown)
-                    inserted = _write_batch(
+                    written = _write_batch(
                         repo,
                         batch,
                         migrated=done,
                         clear_rejects=[str(row["uuid"]) for row in rows] if clear_old else (),
                     )
-                _record_batch(result, batch, inserted)
+                _record_batch(result, batch, written)
                 last = rows[-1]
                 after = (last["event_time"], last["uuid"]) if phase == "timed" else last["uuid"]
                 log.info(
@@ -503,8 +530,8 @@ def _run_tmp_table(
                     last["event_time"],
                     len(batch.converted),
                     len(batch.rejects),
-                    inserted[0],
-                    inserted[1],
+                    written.permanent,
+                    written.changeable,
                     time.monotonic() - started,
                 )
                 if len(rows) < batch_size:
@@ -650,8 +677,8 @@ def _run_s3(
                 if batch.first_line is not None:
                     failed_line = batch.first_line
                     with repo.transaction():
-                        inserted = _write_batch(repo, batch, s3_key=key)
-                    _record_batch(result, batch, inserted)
+                        written = _write_batch(repo, batch, s3_key=key)
+                    _record_batch(result, batch, written)
                     result.last_line = batch.last_line
                     log.info(
                         "batch %d: lines %d-%d of s3 key %s, %d processed, %d rejected, "
@@ -662,8 +689,8 @@ def _run_s3(
                         key,
                         len(batch.converted),
                         len(batch.rejects),
-                        inserted[0],
-                        inserted[1],
+                        written.permanent,
+                        written.changeable,
                         time.monotonic() - started,
                     )
                 if read_error is not None:

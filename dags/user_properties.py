@@ -1,0 +1,98 @@
+"""DAG `user_properties`: raw user properties → permanent and changeable user properties."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+from dwh_helper.operators.assets import AMPLITUDE_EVENTS
+from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
+
+DOC = """
+### User properties
+
+Turns the raw user properties that `amplitude_events` lands in
+`tmp_user_properties` into `permanent_user_properties` (one row per person,
+first value wins) and `changeable_user_properties` (a new row only when a
+person's state changes), following `field_mappings.yaml`.
+
+* **Schedule**: whenever `amplitude_events` updates the `dwh://public/amplitude_events`
+  Asset; also runnable by hand.
+* **Params**: `since` / `until` (dates, both inclusive, UTC; empty = everything
+  pending), `batch_size` (rows per transaction), `strict` (keys missing from the
+  mapping reject the record instead of being only reported).
+* **Resumable**: every batch is one transaction (writes + `migrated = true`);
+  a failed or retried run continues where it stopped, with no duplicates.
+* **Rejects**: records whose values cannot be converted go to `load_rejects`
+  (source `user_properties`) and stay pending until the mapping is fixed. The
+  task fails (without retries) when the share of new rejects exceeds
+  `ETL_REJECT_RATIO`.
+* **Result**: the counts (processed, rejected, inserted, unknown keys) are in
+  the task's XCom and in its log's summary line.
+
+Connection: `dwh_postgres`.
+"""
+
+
+@dag(
+    dag_id="user_properties",
+    schedule=[AMPLITUDE_EVENTS],
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["dwh", "user-properties", "amplitude"],
+    doc_md=DOC,
+    default_args={
+        "owner": "dwh",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+    },
+    params={
+        "since": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Since",
+            description="First day (UTC) of event_time to migrate; empty = no lower bound.",
+        ),
+        "until": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Until",
+            description="Last day (UTC, inclusive) of event_time to migrate; empty = no bound.",
+        ),
+        "batch_size": Param(
+            5000, type="integer", minimum=1, maximum=100000, description="Rows per transaction."
+        ),
+        "strict": Param(
+            False, type="boolean", description="Reject records carrying keys the mapping lacks."
+        ),
+    },
+)
+def user_properties() -> None:
+    """Apply the DWH schema, then migrate pending user properties."""
+
+    @task(task_id="migrate_dwh_schema")
+    def migrate_dwh_schema() -> list[int]:
+        """Apply pending DWH schema migrations on `dwh_postgres`; returns the versions applied."""
+        from dwh_helper.dwh.schema import migrate
+        from dwh_helper.hooks.dwh import dwh_connection
+
+        with dwh_connection() as conn:
+            return migrate(conn)
+
+    migrate_user_properties = MigrateUserPropertiesOperator(
+        task_id="migrate_user_properties",
+        since="{{ params.since or '' }}",
+        until="{{ params.until or '' }}",
+        batch_size="{{ params.batch_size }}",
+        strict="{{ params.strict }}",
+    )
+    migrate_dwh_schema() >> migrate_user_properties
+
+
+user_properties()
