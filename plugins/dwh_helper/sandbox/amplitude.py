@@ -130,6 +130,7 @@ class AmplitudeSandbox:
         self.url = ""
         self.requests: list[SandboxRequest] = []
         self.export_calls = 0
+        self._server_errors = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -301,7 +302,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if sandbox._take_fault("server_error_first"):
-            status = 503 if faults.server_error_first % 2 else 500
+            with sandbox._lock:
+                sandbox._server_errors += 1
+                status = 500 if sandbox._server_errors % 2 else 503
             self._answer(path, query, status, b"Internal Server Error", name, "server_error")
             return
         if sandbox._take_fault("non_zip_first"):
