@@ -109,3 +109,27 @@ def client(settings: Settings, api_settings: ApiSettings, clock: FakeClock) -> I
     app = create_app(settings, api_settings, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def amplitude_sandbox() -> Iterator[object]:
+    """The Amplitude Export API stand-in (projects `web` and `mobile`), fresh faults per test."""
+    from dwh_helper.sandbox.amplitude import AmplitudeSandbox
+
+    with AmplitudeSandbox(events_per_hour=10) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def amplitude_settings(amplitude_sandbox) -> AmplitudeSettings:  # type: ignore[no-untyped-def]
+    """`AMPLITUDE_*` pointing at the stand-in, one attempt per window (no retry waits)."""
+    web, mobile = amplitude_sandbox.project("web"), amplitude_sandbox.project("mobile")
+    return AmplitudeSettings(
+        web_client_id=SecretStr(web.api_key),
+        web_secret_key=SecretStr(web.secret_key),
+        mobile_client_id=SecretStr(mobile.api_key),
+        mobile_secret_key=SecretStr(mobile.secret_key),
+        base_url=amplitude_sandbox.url,
+        timeout_seconds=5,
+        max_attempts=1,
+    )
