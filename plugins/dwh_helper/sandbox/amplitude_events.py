@@ -408,6 +408,8 @@ def iter_hour(project_id: int, hour: datetime, seed: int, count: int) -> Iterato
     insert_prefix = _uuid_prefix("insert", seed, project_id, f"{hour:%Y%m%d%H}")
     day_number = (hour - _EPOCH).days
     event_types = [name for name, weight in _EVENT_TYPES for _ in range(weight)]
+    # uuid / $insert_id: a (seed, project, hour) hash prefix + the index scrambled by an odd
+    # multiplier (a bijection mod 2**32), so they are unique and look random.
     day_properties: dict[int, dict[str, Any]] = {}
     offsets = sorted(between(0, 3_600_000_000) for _ in range(count))
 
@@ -453,7 +455,7 @@ def iter_hour(project_id: int, hour: datetime, seed: int, count: int) -> Iterato
         session_id = -1 if session_roll < 0.05 else (event_time // 1000) - between(0, 1_800_000)
         attribution_roll = random_()
         event = {
-            "$insert_id": f"{insert_prefix}{index:08x}",
+            "$insert_id": f"{insert_prefix}{index * 0x2545F491 & 0xFFFFFFFF:08x}",
             "$insert_key": f"{device.key}#{between(1, 999)}"
             if device and random_() < 0.8
             else None,
@@ -518,7 +520,7 @@ def iter_hour(project_id: int, hour: datetime, seed: int, count: int) -> Iterato
             "user_creation_time": user.created if user is not None else None,
             "user_id": user_id,
             "user_properties": properties,
-            "uuid": f"{uuid_prefix}{index:08x}",
+            "uuid": f"{uuid_prefix}{index * 0x9E3779B1 & 0xFFFFFFFF:08x}",
             "version_name": device.version_name if device else None,
         }
         yield event
