@@ -386,7 +386,7 @@ class AmplitudeClient:
             except _TransientResponse as fault:
                 last_reason = fault.reason
                 retry_after = fault.retry_after
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.DecodingError) as exc:
                 last_reason = f"{type(exc).__name__}: {exc}"
                 retry_after = None
                 log.warning(
@@ -487,8 +487,8 @@ class AmplitudeClient:
                 f"login/password) or the region (EU projects need region=eu)"
             )
         if status == 429 or status >= 500:
-            return_after = _retry_after_seconds(headers.get("Retry-After"), self._now())
-            raise _TransientResponse(f"HTTP {status}: {body[:120]!r}", return_after)
+            retry_after = _retry_after_seconds(headers.get("Retry-After"), self._now())
+            raise _TransientResponse(f"HTTP {status}: {body[:120]!r}", retry_after)
         raise AmplitudeError(
             f"Amplitude answered HTTP {status} for window {window.label()} of project "
             f"{self.project!r}: {body!r}; this status is not part of the Export API contract"
