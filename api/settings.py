@@ -26,6 +26,12 @@ class ApiSettings(BaseSettings):
     appmetrica_retry_after_seconds: int = Field(
         30, ge=1, description="Retry-After of a 202 from /appmetrica/export"
     )
+    appmetrica_max_queued: int = Field(
+        3, ge=1, description="Requests queued at AppMetrica at once (it allows 3 per application)"
+    )
+    appmetrica_max_attempts: int = Field(
+        3, ge=1, description="Tries of an AppMetrica request on 5xx / network errors"
+    )
     transform_max_days: int = Field(
         31, ge=1, description="Longest since..until range of /transform/user-properties"
     )

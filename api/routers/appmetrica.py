@@ -1,5 +1,383 @@
-"""placeholder"""
+"""`/appmetrica/ping`, `/appmetrica/export`: Logs API data on demand, zipped; 202 if not ready."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import codecs
+import json
+import logging
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.auth import require_read
+from api.deps import ApiSettingsDep, SettingsDep
+from api.downloads import WorkDirFileResponse, remove_dir, work_dir
+from api.errors import AUTH_ERRORS, ApiError, error_responses
+from api.settings import ApiSettings
+from dwh_helper.config import Settings
+from dwh_helper.sources.appmetrica import (
+    DEFAULT_FIELDS,
+    AppMetricaAuthError,
+    AppMetricaBadRequest,
+    AppMetricaClient,
+    AppMetricaError,
+    AppMetricaTooLarge,
+    AppMetricaUnavailable,
+    ExportedPart,
+    ExportRequest,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/appmetrica", tags=["appmetrica"], dependencies=[Depends(require_read)])
+
+MAX_PARTS = 1024
+_BOM = codecs.BOM_UTF8
+
+
+class PingResult(BaseModel):
+    """Whether the Logs API answers and is enabled for the token."""
+
+    reachable: bool
+    enabled: bool = Field(description="`logs_api_availability_status` is `enabled`")
+    base_url: str
+    application_ids: list[str] = Field(description="APPMETRICA_APPLICATION_ID")
+    seconds: float
+
+
+class Preparing(BaseModel):
+    """AppMetrica is still preparing: repeat the same request after `retry_after` seconds."""
+
+    status: Literal["preparing"] = "preparing"
+    detail: str
+    ready_days: list[str]
+    pending_days: list[str]
+    retry_after: int
+
+
+def _client(settings: Settings, api: ApiSettings) -> AppMetricaClient:
+    block = settings.appmetrica
+    return AppMetricaClient(
+        block.require_token(),
+        base_url=block.base_url,
+        poll_interval=block.poll_interval_seconds,
+        poll_timeout=block.poll_timeout_seconds,
+        timeout=block.timeout_seconds,
+        max_attempts=api.appmetrica_max_attempts,
+    )
+
+
+def _upstream_error(exc: AppMetricaError) -> ApiError:
+    if isinstance(exc, AppMetricaAuthError):
+        return ApiError(502, f"AppMetrica refused the service's token: {exc}")
+    if isinstance(exc, AppMetricaTooLarge):
+        return ApiError(502, f"AppMetrica could not split the export finely enough: {exc}")
+    if isinstance(exc, AppMetricaBadRequest):
+        return ApiError(422, f"AppMetrica rejected the request: {exc}")
+    if isinstance(exc, AppMetricaUnavailable):
+        return ApiError(503, f"AppMetrica is unavailable: {exc}", headers={"Retry-After": "60"})
+    return ApiError(502, f"AppMetrica export failed: {exc}")
+
+
+@router.get(
+    "/ping",
+    response_model=PingResult,
+    summary="Is the AppMetrica Logs API reachable and enabled?",
+    responses=error_responses(*AUTH_ERRORS, 502),
+)
+def ping(settings: SettingsDep, api: ApiSettingsDep) -> PingResult:
+    """Ask `/management/v1/logsapi/status` with the configured token."""
+    started = time.monotonic()
+    with _client(settings, api) as client:
+        try:
+            enabled = client.status()
+        except AppMetricaError as exc:
+            raise _upstream_error(exc) from None
+    return PingResult(
+        reachable=True,
+        enabled=enabled,
+        base_url=settings.appmetrica.base_url,
+        application_ids=list(settings.appmetrica.application_id),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def parse_moment(value: str, name: str, end_of_day: bool) -> datetime:
+    """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (a date `date_until` means its last second)."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, datetime.min.time())
+            return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
+        if len(text) == 19 and text[10] in " T":
+            return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    raise ApiError(
+        422,
+        f"{name}={value[:40]!r}: use YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS', e.g. 2024-05-01",
+        field=name,
+    )
+
+
+def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """[since, until] cut at midnight into per-day windows (both ends inclusive, seconds)."""
+    windows = []
+    start = since
+    while start <= until:
+        next_day = datetime.combine(start.date() + timedelta(days=1), datetime.min.time())
+        end = min(until, next_day - timedelta(seconds=1))
+        windows.append((start, end))
+        start = next_day
+    return windows
+
+
+@dataclass
+class _Day:
+    request: ExportRequest
+    parts_count: int = 1
+    parts: dict[int, ExportedPart] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.request.since:%Y-%m-%d}"
+
+    def pending(self) -> list[int]:
+        return [number for number in range(self.parts_count) if number not in self.parts]
+
+
+def _poll_round(client: AppMetricaClient, days: list[_Day], workdir: Path, max_queued: int) -> None:
+    """Ask once for every unfinished part, keeping at most `max_queued` preparing at AppMetrica."""
+    queued = 0
+    for day in days:
+        for number in day.pending():
+            if queued >= max_queued:
+                return
+            try:
+                part = client.request_once(day.request, workdir, day.parts_count, number)
+            except AppMetricaTooLarge:
+                if day.parts_count * 2 > MAX_PARTS:
+                    raise
+                for done in day.parts.values():
+                    done.path.unlink(missing_ok=True)
+                day.parts.clear()
+                day.parts_count *= 2
+                log.info("appmetrica export %s: too large, %d parts", day.label, day.parts_count)
+                return
+            except AppMetricaUnavailable as exc:
+                if "429" in str(exc):
+                    return  # AppMetrica's queue is full: wait for the next round
+                raise
+            if part is None:
+                queued += 1
+            else:
+                day.parts[number] = part
+
+
+def _open_without_bom(path: Path) -> IO[bytes]:
+    handle = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    if handle.read(3) != _BOM:
+        handle.seek(0)
+    return handle
+
+
+def _write_csv(out: IO[bytes], paths: list[Path], bom: bool) -> None:
+    if bom:
+        out.write(_BOM)
+    wrote_header = False
+    ends_with_newline = True
+    for path in paths:
+        with _open_without_bom(path) as handle:
+            header = handle.readline()
+            if not header:
+                continue
+            if not wrote_header:
+                out.write(header)
+                wrote_header = True
+            last = b""
+            for block in iter(lambda: handle.read(1024 * 1024), b""):  # noqa: B023
+                if not ends_with_newline:
+                    out.write(b"\n")
+                    ends_with_newline = True
+                out.write(block)
+                last = block
+            if last:
+                ends_with_newline = last.endswith(b"\n")
+
+
+def _write_json(out: IO[bytes], paths: list[Path], bom: bool) -> int:
+    import ijson
+
+    if bom:
+        out.write(_BOM)
+    out.write(b'{"data":[')
+    count = 0
+    for path in paths:
+        with _open_without_bom(path) as handle:
+            for item in ijson.items(handle, "data.item", use_float=True):
+                if count:
+                    out.write(b",")
+                out.write(json.dumps(item, ensure_ascii=False).encode())
+                count += 1
+    out.write(b"]}")
+    return count
+
+
+@router.get(
+    "/export",
+    summary="Download AppMetrica Logs API data of a date range as one zipped CSV or JSON file",
+    response_class=WorkDirFileResponse,
+    response_model=None,
+    responses={
+        200: {
+            "description": "`appmetrica_<application_id>_<since>_<until>.zip` with one file",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        202: {
+            "model": Preparing,
+            "description": "Still being prepared; repeat the same request after `Retry-After`",
+        },
+        **error_responses(*AUTH_ERRORS, 422, 502),
+    },
+)
+def export(
+    settings: SettingsDep,
+    api: ApiSettingsDep,
+    date_since: Annotated[str, Query(description="`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS`")],
+    date_until: Annotated[str, Query(description="Inclusive; a date means its whole day")],
+    application_id: Annotated[
+        str | None, Query(description="Default: the first APPMETRICA_APPLICATION_ID")
+    ] = None,
+    fields: Annotated[
+        str | None, Query(description="Comma-separated Logs API fields; default: all")
+    ] = None,
+    format: Annotated[Literal["csv", "json"], Query()] = "csv",  # noqa: A002
+    date_dimension: Annotated[Literal["default", "receive"], Query()] = "default",
+    use_utf8_bom: bool = True,
+    skip_unavailable_shards: bool = False,
+    resource: Annotated[
+        Literal["events", "installations", "sessions_starts"],
+        Query(description="Logs API resource"),
+    ] = "events",
+) -> WorkDirFileResponse | JSONResponse:
+    """Export day by day, accumulated into one file, zipped; 202 while AppMetrica prepares.
+
+    Waits up to `API_APPMETRICA_WAIT_SECONDS`; past it the answer is 202 with `Retry-After`,
+    and repeating the same request continues the same preparation at AppMetrica.
+    """
+    since = parse_moment(date_since, "date_since", end_of_day=False)
+    until = parse_moment(date_until, "date_until", end_of_day=True)
+    if until < since:
+        raise ApiError(422, f"date_until={date_until} is before date_since", field="date_until")
+    windows = day_windows(since, until)
+    if len(windows) > api.appmetrica_max_days:
+        raise ApiError(
+            422,
+            f"{len(windows)} days requested; the limit is "
+            f"API_APPMETRICA_MAX_DAYS={api.appmetrica_max_days}",
+            field="date_until",
+        )
+    app_id = application_id or next(iter(settings.appmetrica.application_id), None)
+    if not app_id:
+        raise ApiError(
+            422,
+            "no application_id: pass one or set APPMETRICA_APPLICATION_ID",
+            field="application_id",
+        )
+    if not app_id.isdigit():
+        raise ApiError(
+            422, f"application_id={app_id[:40]!r} must be numeric", field="application_id"
+        )
+    known = DEFAULT_FIELDS[resource]
+    chosen = tuple(item.strip() for item in fields.split(",") if item.strip()) if fields else known
+    unknown = [item for item in chosen if item not in known]
+    if unknown or not chosen:
+        raise ApiError(
+            422,
+            f"unknown {resource} fields {unknown[:10]}; valid: {', '.join(known)}",
+            field="fields",
+        )
+    days = [
+        _Day(
+            ExportRequest(
+                resource=resource,
+                application_id=app_id,
+                since=start,
+                until=end,
+                fields=chosen,
+                date_dimension=date_dimension,
+                use_utf8_bom=use_utf8_bom,
+                skip_unavailable_shards=skip_unavailable_shards,
+                fmt=format,
+            )
+        )
+        for start, end in windows
+    ]
+    name = f"appmetrica_{app_id}_{since:%Y%m%d}_{until:%Y%m%d}"
+    started = time.monotonic()
+    interval = settings.appmetrica.poll_interval_seconds
+    with work_dir(prefix="dwh-api-appmetrica-") as workdir:
+        with _client(settings, api) as client:
+            deadline = started + api.appmetrica_wait_seconds
+            try:
+                while True:
+                    _poll_round(client, days, workdir, api.appmetrica_max_queued)
+                    if all(not day.pending() for day in days):
+                        break
+                    if time.monotonic() + interval > deadline:
+                        remove_dir(workdir)
+                        return _preparing(days, api, time.monotonic() - started)
+                    time.sleep(interval)
+            except AppMetricaError as exc:
+                log.warning("appmetrica export %s failed: %s", name, type(exc).__name__)
+                raise _upstream_error(exc) from None
+        target = workdir / f"{name}.zip"
+        paths = [day.parts[number].path for day in days for number in range(day.parts_count)]
+        entry = f"appmetrica_{resource}_{app_id}_{since:%Y%m%d}_{until:%Y%m%d}.{format}"
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+            with zipped.open(entry, "w", force_zip64=True) as out:
+                if format == "csv":
+                    _write_csv(out, paths, use_utf8_bom)
+                else:
+                    _write_json(out, paths, use_utf8_bom)
+        for path in paths:
+            path.unlink(missing_ok=True)
+    log.info(
+        "appmetrica export %s: %d day(s), %d file(s), %d bytes zipped in %.2fs",
+        name,
+        len(days),
+        len(paths),
+        target.stat().st_size,
+        time.monotonic() - started,
+    )
+    return WorkDirFileResponse(
+        target, workdir, filename=f"{name}.zip", media_type="application/zip"
+    )
+
+
+def _preparing(days: list[_Day], api: ApiSettings, waited: float) -> JSONResponse:
+    ready = [day.label for day in days if not day.pending()]
+    pending = [day.label for day in days if day.pending()]
+    body = Preparing(
+        detail=(
+            f"AppMetrica is still preparing {len(pending)} of {len(days)} day(s) after "
+            f"{waited:.0f}s; repeat the same request in {api.appmetrica_retry_after_seconds}s"
+        ),
+        ready_days=ready,
+        pending_days=pending,
+        retry_after=api.appmetrica_retry_after_seconds,
+    )
+    log.info("appmetrica export: %d day(s) still preparing, answered 202", len(pending))
+    return JSONResponse(
+        status_code=202,
+        content=body.model_dump(),
+        headers={"Retry-After": str(api.appmetrica_retry_after_seconds)},
+    )

@@ -133,3 +133,26 @@ def amplitude_settings(amplitude_sandbox) -> AmplitudeSettings:  # type: ignore[
         timeout_seconds=5,
         max_attempts=1,
     )
+
+
+@pytest.fixture
+def appmetrica_sandbox() -> Iterator[object]:
+    """The AppMetrica Logs API stand-in: application 1111, 30 events a day, 2 polls before 200."""
+    from dwh_helper.sandbox.appmetrica import AppMetricaSandbox
+
+    with AppMetricaSandbox(application_ids=("1111", "2222"), events_per_day=30) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def appmetrica_settings(appmetrica_sandbox) -> AppMetricaSettings:  # type: ignore[no-untyped-def]
+    """`APPMETRICA_*` pointing at the stand-in, polling every 10 ms."""
+    from dwh_helper.sandbox.appmetrica import DEMO_TOKEN
+
+    return AppMetricaSettings(
+        base_url=appmetrica_sandbox.url,
+        token=SecretStr(DEMO_TOKEN),
+        application_id=["1111"],
+        poll_interval_seconds=0.01,
+        timeout_seconds=5,
+    )
