@@ -341,3 +341,19 @@ def test_export_request_validation():
     started = time.monotonic()
     assert ExportRequest("events", "1111", *DAY, ("a",)).params(4, 3)["part_number"] == "3"
     assert time.monotonic() - started < 1
+
+
+def test_from_settings(tmp_path, clock):
+    from pydantic import SecretStr
+
+    from dwh_helper.config import AppMetricaSettings, SettingsError
+
+    with make_sandbox(ready_after=0) as sandbox:
+        settings = AppMetricaSettings(
+            base_url=sandbox.url, token=SecretStr(TOKEN), poll_interval_seconds=2.5
+        )
+        with AppMetricaClient.from_settings(settings, sleep=clock.sleep) as client:
+            assert client.poll_interval == 2.5
+            assert client.status() is True
+    with pytest.raises(SettingsError, match="APPMETRICA_TOKEN"):
+        AppMetricaClient.from_settings(AppMetricaSettings(token=None))

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from dwh_helper.config import AppMetricaSettings
 from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS, FORMATS
 
 __all__ = [
@@ -243,6 +244,18 @@ class AppMetricaClient:
         )
         self._locks: dict[tuple[str, tuple[tuple[str, str], ...]], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: AppMetricaSettings, **options: Any) -> AppMetricaClient:
+        """A client from the `APPMETRICA_*` settings (token, base URL, polling, timeout)."""
+        return cls(
+            settings.require_token(),
+            base_url=settings.base_url,
+            poll_interval=settings.poll_interval_seconds,
+            poll_timeout=settings.poll_timeout_seconds,
+            timeout=settings.timeout_seconds,
+            **options,
+        )
 
     # -- lifecycle -----------------------------------------------------------
 
