@@ -419,3 +419,17 @@ def test_generation_is_fast_enough_for_the_benchmark():
     elapsed = time.perf_counter() - started
     assert count == 20_000
     assert count / elapsed > 15_000  # ~100k/s on an idle core; generous for busy CI
+
+
+def test_airflow_plugin_loading_does_not_run_the_cli():
+    # Airflow execs every plugins/**/*.py as a top-level module named after the file,
+    # i.e. this one as `__main__`: that must not start (or exit into) a sandbox.
+    import importlib.machinery
+    import importlib.util
+
+    path = str(ROOT / "plugins" / "dwh_helper" / "sandbox" / "__main__.py")
+    loader = importlib.machinery.SourceFileLoader("__main__", path)
+    spec = importlib.util.spec_from_loader("__main__", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)  # SystemExit here would fail the test
+    assert module.SANDBOXES["amplitude"] == "dwh_helper.sandbox.amplitude"
