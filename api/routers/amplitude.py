@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import zipfile
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/amplitude", tags=["amplitude"], dependencies=[Depends(require_read)])
 
+EARLIEST = date(2010, 1, 1)
+"""No Amplitude project holds data before this day."""
+
 DayParam = Annotated[
     str, Query(description="A UTC day, `YYYYMMDD`", examples=["20240501"], max_length=8)
 ]
@@ -39,13 +42,16 @@ DayParam = Annotated[
 def parse_day(value: str, name: str) -> date:
     """A `YYYYMMDD` query value as a date, or a 422 naming the parameter."""
     try:
-        if len(value) != 8 or not value.isdigit():
+        if not re.fullmatch(r"[0-9]{8}", value):
             raise ValueError
-        return datetime.strptime(value, "%Y%m%d").date()
+        day = datetime.strptime(value, "%Y%m%d").date()
     except ValueError:
         raise ApiError(
-            422, f"{name}={value!r} is not a day: use YYYYMMDD, e.g. 20240501", field=name
+            422, f"{name}={value[:20]!r} is not a day: use YYYYMMDD, e.g. 20240501", field=name
         ) from None
+    if not EARLIEST <= day <= datetime.now(UTC).date():
+        raise ApiError(422, f"{name}={value} is outside {EARLIEST:%Y%m%d}..today (UTC)", field=name)
+    return day
 
 
 def _upstream_error(exc: AmplitudeError, source: str) -> ApiError:

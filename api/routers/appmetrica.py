@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import re
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/appmetrica", tags=["appmetrica"], dependencies=[Depends(require_read)])
 
 MAX_PARTS = 1024
+EARLIEST, LATEST = date(2010, 1, 1), date(2100, 12, 31)
+"""Dates outside this range are refused (422) before AppMetrica is asked."""
 _BOM = codecs.BOM_UTF8
 
 
@@ -112,18 +115,22 @@ def ping(settings: SettingsDep, api: ApiSettingsDep) -> PingResult:
 def parse_moment(value: str, name: str, end_of_day: bool) -> datetime:
     """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (a date `date_until` means its last second)."""
     text = value.strip()
+    moment: datetime | None = None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day, datetime.min.time())
-            return moment + timedelta(days=1, seconds=-1) if end_of_day else moment
-        if len(text) == 19 and text[10] in " T":
-            return datetime.fromisoformat(text)
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            moment = datetime.combine(date.fromisoformat(text), datetime.min.time())
+            if end_of_day:
+                moment += timedelta(days=1, seconds=-1)
+        elif re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}", text):
+            moment = datetime.fromisoformat(text)
     except ValueError:
-        pass
+        moment = None
+    if moment is not None and EARLIEST <= moment.date() <= LATEST:
+        return moment
     raise ApiError(
         422,
-        f"{name}={value[:40]!r}: use YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS', e.g. 2024-05-01",
+        f"{name}={value[:40]!r}: use YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS' between "
+        f"{EARLIEST} and {LATEST}, e.g. 2024-05-01",
         field=name,
     )
 
@@ -292,7 +299,7 @@ def export(
             "no application_id: pass one or set APPMETRICA_APPLICATION_ID",
             field="application_id",
         )
-    if not app_id.isdigit():
+    if not re.fullmatch(r"[0-9]{1,20}", app_id):
         raise ApiError(
             422, f"application_id={app_id[:40]!r} must be numeric", field="application_id"
         )

@@ -21,6 +21,8 @@ from dwh_helper.pipeline.user_properties import (
 
 log = logging.getLogger(__name__)
 
+EARLIEST, LATEST = date(2000, 1, 1), date(2100, 12, 31)
+
 router = APIRouter(prefix="/transform", tags=["transform"], dependencies=[Depends(require_write)])
 
 
@@ -44,6 +46,10 @@ class UserPropertiesRun(BaseModel):
 
     @model_validator(mode="after")
     def _fits_source(self) -> UserPropertiesRun:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not EARLIEST <= value <= LATEST:
+                raise ValueError(f"{name} ({value}) must lie between {EARLIEST} and {LATEST}")
         if self.source == "tmp_table":
             if self.since is None or self.until is None:
                 raise ValueError("source tmp_table needs `since` and `until` (YYYY-MM-DD)")
