@@ -233,25 +233,31 @@ class Repository:
         tail = sql.SQL(" ON CONFLICT ({}) DO NOTHING RETURNING {}::text").format(
             sql.SQL(", ").join(map(sql.Identifier, spec.key)), sql.Identifier(spec.key[0])
         )
-        placeholder, default = sql.SQL("%s"), sql.SQL("DEFAULT")
+        full_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
         with self.transaction() as conn:
+            head_text, tail_text = head.as_string(conn), tail.as_string(conn)
             for start in range(0, len(rows), chunk):
                 params: list[Any] = []
-                values: list[sql.Composable] = []
+                values: list[str] = []
                 for row in rows[start : start + chunk]:
-                    cells: list[sql.Composable] = []
+                    if len(row) == len(columns):
+                        values.append(full_row)
+                        cells = None
+                    else:
+                        cells = []
                     for name in columns:
                         if name not in row:
-                            cells.append(default)
+                            cells.append("DEFAULT")  # type: ignore[union-attr]
                             continue
                         value = row[name]
                         if name in jsonb and value is not None and not isinstance(value, Jsonb):
                             value = Jsonb(value)
-                        cells.append(placeholder)
+                        if cells is not None:
+                            cells.append("%s")
                         params.append(value)
-                    values.append(sql.SQL("(") + sql.SQL(", ").join(cells) + sql.SQL(")"))
-                query = head + sql.SQL(", ").join(values) + tail
-                cursor = conn.execute(query, params)
+                    if cells is not None:
+                        values.append("(" + ", ".join(cells) + ")")
+                cursor = conn.execute(head_text + ", ".join(values) + tail_text, params)
                 result.inserted_ids.extend(row[0] for row in cursor.fetchall())
                 result.batches += 1
         return result

@@ -23,7 +23,7 @@ from dwh_helper.pipeline.load import (
 )
 from dwh_helper.sources.amplitude import AmplitudeClient, ArchiveError, ExportWindow, iter_lines
 from dwh_helper.storage.s3 import ObjectStore, file_sha256
-from dwh_helper.transform.event_mapping import EventMapping, amplitude_mapping, parse_json_line
+from dwh_helper.transform.event_mapping import EventMapping, amplitude_mapping
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def _records(path: Path):  # noqa: ANN202 - an iterator of (entry, line, bytes)
         raise CorruptFile(str(exc)) from exc
 
 
-def _month_of(event: dict[str, Any]) -> str | None:
-    value = event.get("event_time")
+def _month_of(record: Any) -> str | None:
+    value = getattr(record, "f_event_time", None)
     return value[:7] if isinstance(value, str) and len(value) >= 7 else None
 
 
@@ -154,7 +154,6 @@ def _create_partitions(conn: psycopg.Connection, months: set[str]) -> None:
 AMPLITUDE_FORMAT = RawFormat(
     source="amplitude",
     records=_records,
-    decode=parse_json_line,
     month_of=_month_of,
     after_commit=_create_partitions,
 )

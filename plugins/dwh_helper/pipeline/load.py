@@ -25,6 +25,7 @@ from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
 from dwh_helper.storage.s3 import ObjectStore
+from dwh_helper.transform.event_mapping import parse_json_line
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +55,28 @@ class TargetTable(Protocol):
 
 
 class RecordMapping(Protocol):
-    """A mapping: its source, its tables in load order, and record → per-table COPY lines."""
+    """A mapping: its source, its tables in load order, and raw record → per-table COPY lines."""
 
     source: str
     record_id: str
     tables: tuple[Any, ...]
 
-    def map_event(self, event: dict[str, Any]) -> list[tuple[Any, str | None, str | None]]:
+    def decode(self, raw: Any) -> Any:
+        """A raw record (bytes of a line, a dict of strings, ...) as the mapper's record."""
+        ...
+
+    def map_record(self, record: Any) -> list[tuple[Any, str | None, str | None]]:
         """[(table, COPY line or None, first-per-file key or None), ...]; raises on a bad record."""
         ...
 
 
 @dataclass(frozen=True)
 class RawFormat:
-    """How to read one kind of raw file: records out of it, and each record decoded."""
+    """How to read one kind of raw file: its records (entry, line, raw), and hooks around a load."""
 
     source: str
     records: Callable[[Path], Iterator[tuple[str, int, Any]]]
-    decode: Callable[[Any], dict[str, Any]]
-    month_of: Callable[[dict[str, Any]], str | None] | None = None
+    month_of: Callable[[Any], str | None] | None = None
     after_commit: Callable[[psycopg.Connection, set[str]], None] | None = None
 
 
@@ -118,6 +122,7 @@ class _Writer(threading.Thread):
         self.batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.db_seconds = 0.0
+        self.wait_seconds = 0.0
 
     def run(self) -> None:
         while (batch := self.batches.get()) is not None:
@@ -145,7 +150,9 @@ class _Writer(threading.Thread):
     def submit(self, batch: _Batch) -> None:
         """Queue a batch (blocks while the previous one is still being written)."""
         self._raise()
+        started = time.perf_counter()
         self.batches.put(batch)
+        self.wait_seconds += time.perf_counter() - started
 
     def finish(self) -> None:
         """Wait until every queued batch is written; re-raise the writer's error."""
@@ -190,7 +197,13 @@ def load_raw_file(
         path = Path(tmp) / Path(key).name
         store.download_file(key, path)
         size = path.stat().st_size
-        log.info("loading s3://%s/%s (%d bytes)", store.bucket, key, size)
+        log.info(
+            "loading s3://%s/%s (%d bytes, downloaded in %.1fs)",
+            store.bucket,
+            key,
+            size,
+            time.perf_counter() - started,
+        )
         try:
             with repo.transaction() as conn:
                 writer = _Writer(repo, conn, result)
@@ -228,7 +241,8 @@ def load_raw_file(
         with repo.connection() as conn:
             raw_format.after_commit(conn, months)
     log.info(
-        "loaded %s: %d records, %d rejected, inserted %s in %.1fs (%.0f records/s, db %.1fs)",
+        "loaded %s: %d records, %d rejected, inserted %s in %.1fs (%.0f records/s; "
+        "database busy %.1fs, reader waited %.1fs for it)",
         key,
         result.rows_read,
         result.rejected,
@@ -236,6 +250,7 @@ def load_raw_file(
         result.seconds,
         result.rows_read / result.seconds if result.seconds else 0.0,
         writer.db_seconds,
+        writer.wait_seconds,
     )
     return result
 
@@ -253,28 +268,29 @@ def _read_into(
     """Read, decode and map every record of the file into batches handed to the writer."""
     batch = _Batch(mapping.tables)
     seen: dict[Any, set[str]] = {table: set() for table in mapping.tables if table.first_per_file}
-    decode, month_of, source = raw_format.decode, raw_format.month_of, raw_format.source
+    decode, map_record = mapping.decode, mapping.map_record
+    month_of, source = raw_format.month_of, raw_format.source
     next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
     for entry, line, raw in raw_format.records(path):
         result.rows_read += 1
         batch.records += 1
-        event: dict[str, Any] | None = None
         try:
-            event = decode(raw)
-            mapped = mapping.map_event(event)
+            record = decode(raw)
+            mapped = map_record(record)
         except (ValueError, TypeError) as exc:
             result.rejected += 1
             if len(result.reject_reasons) < 10:
                 result.reject_reasons.append(f"{entry}:{line}: {exc}")
+            kept = _raw_for_reject(raw)
             batch.rejects.append(
                 Reject(
                     source=source,
                     reason=str(exc),
                     s3_key=key,
-                    record_id=_record_id(event, mapping.record_id),
+                    record_id=_record_id(kept, mapping.record_id),
                     entry=entry,
                     line=line,
-                    raw=event if event is not None else _raw_for_reject(raw),
+                    raw=kept,
                 )
             )
         else:
@@ -287,7 +303,7 @@ def _read_into(
                     seen[table].add(dedup_key)
                 batch.lines[table].append(text)
             if month_of is not None:
-                month = month_of(event)
+                month = month_of(record)
                 if month:
                     months.add(month)
         if batch.records >= batch_size:
@@ -346,13 +362,16 @@ def _journal_failure(
         log.exception("could not record the failed load of %s in load_log", key)
 
 
-def _record_id(event: dict[str, Any] | None, field_name: str) -> str | None:
-    value = event.get(field_name) if isinstance(event, dict) else None
+def _record_id(kept: Any, field_name: str) -> str | None:
+    value = kept.get(field_name) if isinstance(kept, dict) else None
     return None if value is None else str(value)
 
 
 def _raw_for_reject(raw: Any) -> Any:
-    """A record that could not be decoded, kept as text."""
+    """The rejected record as JSON for load_rejects: the object, or the line as text."""
     if isinstance(raw, bytes | bytearray):
-        return {"unparsed_line": bytes(raw).decode("utf-8", errors="replace")[:10000]}
+        try:
+            return parse_json_line(bytes(raw))
+        except ValueError:
+            return {"unparsed_line": bytes(raw).decode("utf-8", errors="replace")[:10000]}
     return raw

@@ -19,13 +19,16 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import queue
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +60,9 @@ REJECT_SOURCE = "user_properties"
 _LOCK_ID = 7_461_503_505  # pg_advisory_lock key: one user-properties run at a time
 _PERMANENT_COLUMNS = PERMANENT_USER_PROPERTIES.column_names
 _CHANGEABLE_COLUMNS = CHANGEABLE_USER_PROPERTIES.column_names
+_permanent_tuple = itemgetter(*_PERMANENT_COLUMNS)
+_changeable_tuple = itemgetter(*_CHANGEABLE_COLUMNS)
+_changeable_state = itemgetter(*CHANGEABLE_STATE_COLUMNS)
 _TMP_COLUMNS = "uuid, user_properties_json, language, session_id, start_version, event_time"
 
 
@@ -191,10 +197,10 @@ def migrate_user_properties(
         until=upper.isoformat() if upper else None,
     )
     started = time.monotonic()
-    with _run_lock(repo):
+    with _run_lock(repo) as lock_conn:
         try:
             if source == "tmp_table":
-                _run_tmp_table(repo, rules, strict, batch_size, lower, upper, result)
+                _run_tmp_table(repo, lock_conn, rules, strict, batch_size, lower, upper, result)
             else:
                 if store is None or not key:
                     raise ValueError("source 's3' needs `store` (an ObjectStore) and `key`")
@@ -258,7 +264,7 @@ def _time_bounds(
 
 
 @contextmanager
-def _run_lock(repo: Repository) -> Iterator[None]:
+def _run_lock(repo: Repository) -> Iterator[psycopg.Connection]:
     """Hold a session advisory lock so two runs never interleave their batches."""
     with repo.connection() as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()
@@ -268,7 +274,7 @@ def _run_lock(repo: Repository) -> Iterator[None]:
                 "wait for it to finish (or end its session) and run again"
             )
         try:
-            yield
+            yield conn
         finally:
             try:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
@@ -324,20 +330,19 @@ def _new_changeable_rows(
     """Changeable rows whose state differs from the person's latest (database, then batch)."""
     people = {item.changeable["ehr_id"] for item in converted if item.changeable is not None}
     latest = {
-        ehr_id: tuple(row[column] for column in CHANGEABLE_STATE_COLUMNS)
-        for ehr_id, row in repo.latest_changeable(people).items()
+        ehr_id: _changeable_state(row) for ehr_id, row in repo.latest_changeable(people).items()
     }
     rows = []
     for item in converted:
         row = item.changeable
         if row is None:
             continue
-        state = tuple(row[column] for column in CHANGEABLE_STATE_COLUMNS)
+        state = _changeable_state(row)
         ehr_id = row["ehr_id"]
         if latest.get(ehr_id) == state:
             continue
         latest[ehr_id] = state
-        rows.append(tuple(row[column] for column in _CHANGEABLE_COLUMNS))
+        rows.append(_changeable_tuple(row))
     return rows
 
 
@@ -347,7 +352,7 @@ def _first_permanent_rows(converted: list[TransformResult]) -> list[tuple[Any, .
     for item in converted:
         row = item.permanent
         if row is not None and row["ehr_id"] not in seen:
-            seen[row["ehr_id"]] = tuple(row[column] for column in _PERMANENT_COLUMNS)
+            seen[row["ehr_id"]] = _permanent_tuple(row)
     return list(seen.values())
 
 
@@ -488,8 +493,100 @@ def _convert_tmp_rows(
     return batch, done
 
 
+def _iter_pending(
+    conn: psycopg.Connection,
+    phase: str,
+    lower: datetime | None,
+    upper: datetime | None,
+    batch_size: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Pending rows batch by batch (keyset pagination), read on `conn`."""
+    after: Any = None
+    while True:
+        if phase == "timed":
+            rows = _pending_rows(conn, lower, upper, after, batch_size)
+        else:
+            rows = _pending_without_time(conn, after, batch_size)
+        if not rows:
+            return
+        yield rows
+        if len(rows) < batch_size:
+            return
+        last = rows[-1]
+        after = (last["event_time"], last["uuid"]) if phase == "timed" else last["uuid"]
+
+
+_DONE = object()
+
+
+@contextmanager
+def _prefetched(
+    lock_conn: psycopg.Connection,
+    repo: Repository,
+    phase: str,
+    lower: datetime | None,
+    upper: datetime | None,
+    batch_size: int,
+) -> Iterator[Iterator[list[dict[str, Any]]]]:
+    """The pending batches, read one batch ahead by a thread on a second connection.
+
+    The database reads the next batch while this thread converts and writes the
+    current one. At most two batches wait in memory. Without a second
+    connection (it cannot be opened) the batches are read in line on `repo`.
+    """
+    try:
+        reader = psycopg.connect(
+            lock_conn.info.dsn, password=lock_conn.info.password or None, autocommit=True
+        )
+    except psycopg.Error as exc:
+        log.info("reading in line (no second connection: %s)", _describe_error(exc))
+        with repo.connection() as conn:
+            yield _iter_pending(conn, phase, lower, upper, batch_size)
+        return
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for rows in _iter_pending(reader, phase, lower, upper, batch_size):
+                if not offer(rows):
+                    return
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            offer(exc)
+            return
+        offer(_DONE)
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    thread = threading.Thread(target=read, name="user-properties-reader", daemon=True)
+    thread.start()
+    try:
+        yield batches()
+    finally:
+        stop.set()
+        thread.join()
+        reader.close()
+
+
 def _run_tmp_table(
     repo: Repository,
+    lock_conn: psycopg.Connection,
     rules: FieldMappings,
     strict: bool,
     batch_size: int,
@@ -502,40 +599,30 @@ def _run_tmp_table(
     phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
     try:
         for phase in phases:
-            after: Any = None
-            while True:
-                started = time.monotonic()
-                with repo.transaction() as conn:
-                    if phase == "timed":
-                        rows = _pending_rows(conn, lower, upper, after, batch_size)
-                    else:
-                        rows = _pending_without_time(conn, after, batch_size)
-                    if not rows:
-                        break
-                    batch, done = _convert_tmp_rows(rows, rules, strict, result, unknown)
-                    written = _write_batch(
-                        repo,
-                        batch,
-                        migrated=done,
-                        clear_rejects=[str(row["uuid"]) for row in rows] if clear_old else (),
+            with _prefetched(lock_conn, repo, phase, lower, upper, batch_size) as batches:
+                for rows in batches:
+                    started = time.monotonic()
+                    with repo.transaction():
+                        batch, done = _convert_tmp_rows(rows, rules, strict, result, unknown)
+                        written = _write_batch(
+                            repo,
+                            batch,
+                            migrated=done,
+                            clear_rejects=[str(row["uuid"]) for row in rows] if clear_old else (),
+                        )
+                    _record_batch(result, batch, written)
+                    log.info(
+                        "batch %d: %d rows up to %s, %d processed, %d rejected, %d permanent "
+                        "and %d changeable inserted in %.2fs",
+                        result.batches,
+                        len(rows),
+                        rows[-1]["event_time"],
+                        len(batch.converted),
+                        len(batch.rejects),
+                        written.permanent,
+                        written.changeable,
+                        time.monotonic() - started,
                     )
-                _record_batch(result, batch, written)
-                last = rows[-1]
-                after = (last["event_time"], last["uuid"]) if phase == "timed" else last["uuid"]
-                log.info(
-                    "batch %d: %d rows up to %s, %d processed, %d rejected, %d permanent and "
-                    "%d changeable inserted in %.2fs",
-                    result.batches,
-                    len(rows),
-                    last["event_time"],
-                    len(batch.converted),
-                    len(batch.rejects),
-                    written.permanent,
-                    written.changeable,
-                    time.monotonic() - started,
-                )
-                if len(rows) < batch_size:
-                    break
     except Exception as exc:
         result.status = "interrupted"
         result.error = _describe_error(exc)

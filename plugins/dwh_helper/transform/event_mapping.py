@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,15 +253,24 @@ def _hashable_null(value: Any) -> bool:
     return value is None or value.__class__ in _SCALARS
 
 
+def _raw_json(value: Any) -> str:
+    """A JSON value kept undecoded (`msgspec.Raw`) as an escaped COPY field."""
+    text = bytes(value).decode()
+    if text == "null":
+        return NULL
+    return escape(text)
+
+
 @dataclass(frozen=True)
 class TableMapper:
-    """One target table: the columns it fills and how an event becomes its COPY line."""
+    """One target table: the columns it fills and how a decoded event becomes its COPY line."""
 
     spec: TableSpec
     columns: tuple[str, ...]
     compiled: tuple[_CompiledColumn, ...]
     skip_when_null: str | None
     first_per_file: bool
+    attributes: tuple[str, ...] = ()
 
     @property
     def key_column(self) -> str:
@@ -270,8 +280,7 @@ class TableMapper:
     def __post_init__(self) -> None:
         plan = tuple(
             (
-                column.source,
-                column.cast,
+                _raw_json if column.cast is _json else column.cast,
                 column.nulls or None,
                 column.name == self.skip_when_null,
                 column.required,
@@ -281,18 +290,24 @@ class TableMapper:
             for column in self.compiled
         )
         object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_values", attrgetter(*self.attributes))
 
-    def line(self, event: dict[str, Any]) -> tuple[str | None, str | None]:
+    def line(self, record: Any) -> tuple[str | None, str | None]:
         """(COPY line or None when the event gives no row, key for first-per-file dedup)."""
-        get = event.get
+        values = self._values(record)  # type: ignore[attr-defined]
+        if len(self.attributes) == 1:
+            values = (values,)
         fields: list[str] = []
         append = fields.append
         key: str | None = None
         name = ""
         value = None
         try:
-            for source, cast, nulls, skip, required, is_key, name in self._plan:  # type: ignore[attr-defined]
-                value = get(source)
+            for value, (cast, nulls, skip, required, is_key, name) in zip(
+                values,
+                self._plan,
+                strict=True,  # type: ignore[attr-defined]
+            ):
                 if value is None or (nulls and value.__class__ in _SCALARS and value in nulls):
                     if skip:
                         return None, None
@@ -309,23 +324,50 @@ class TableMapper:
         return "\t".join(fields), key
 
 
+_decode_json = msgspec.json.Decoder().decode
+_encode_json = msgspec.json.Encoder().encode
+
+
 @dataclass(frozen=True)
 class EventMapping:
-    """A loaded, validated mapping: its source, record id field and table mappers in load order."""
+    """A loaded, validated mapping: its source, record id field and table mappers in load order.
+
+    `decode` turns one NDJSON line into a record holding just the mapped fields
+    (JSON-typed fields stay undecoded bytes); `map_record` turns a record into
+    each table's COPY line.
+    """
 
     source: str
     record_id: str
     tables: tuple[TableMapper, ...]
+    record_type: type
     path: Path | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_decode", msgspec.json.Decoder(self.record_type).decode)
+
+    def decode(self, data: bytes) -> Any:
+        """One NDJSON line as a record (ValueError when it is not a JSON object)."""
+        try:
+            return self._decode(data)  # type: ignore[attr-defined]
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"not an event object: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+
+    def map_record(self, record: Any) -> list[tuple[TableMapper, str | None, str | None]]:
+        """Each table's (mapper, COPY line or None, dedup key) for a record; MappingError if bad."""
+        return [(table, *table.line(record)) for table in self.tables]
+
     def map_event(self, event: dict[str, Any]) -> list[tuple[TableMapper, str | None, str | None]]:
-        """Each table's (mapper, COPY line or None, dedup key) for an event; MappingError if bad."""
-        return [(table, *table.line(event)) for table in self.tables]
+        """`map_record` for an event given as a dict."""
+        return self.map_record(self.decode(_encode_json(event)))
 
 
 def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventMapping:
-    """Compile a validated mapping model into per-table mappers (columns in table order)."""
-    mappers = []
+    """Compile a validated mapping model into a record type and per-table mappers."""
+    attributes: dict[str, tuple[str, Any]] = {}  # source field -> (attribute, decoded type)
+    tables = []
     for table, rule in model.tables.items():
         spec = get_table(table)
         compiled = []
@@ -334,15 +376,42 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
                 continue
             column_rule = rule.columns[column.name] or ColumnRule()
             value_type = column_rule.type or _DEFAULT_TYPE[column.type]
+            source = column_rule.source or column.name
+            decoded = msgspec.Raw if value_type == "json" else Any
+            if source in attributes and attributes[source][1] is not decoded:
+                decoded = Any  # one field read both as JSON and as a value: decode it
+            attributes[source] = (
+                attributes.get(source, (record_attribute(source), None))[0],
+                decoded,
+            )
             compiled.append(
                 _CompiledColumn(
                     name=column.name,
-                    source=column_rule.source or column.name,
+                    source=source,
                     cast=_CASTERS[value_type],
                     nulls=frozenset(v for v in column_rule.null_values if _hashable_null(v)),
                     required=column_rule.required or (column.not_null and column.default is None),
                 )
             )
+        tables.append((spec, rule, compiled))
+    record_type = msgspec.defstruct(
+        f"{model.source.title()}Record",
+        [(attribute, decoded, None) for attribute, decoded in attributes.values()],
+        rename={attribute: source for source, (attribute, _) in attributes.items()},
+    )
+    mappers = []
+    for spec, rule, compiled in tables:
+        raw_fields = {
+            source for source, (_, decoded) in attributes.items() if decoded is msgspec.Raw
+        }
+        compiled = [
+            column
+            if column.source in raw_fields or column.cast is not _json
+            else _CompiledColumn(
+                column.name, column.source, _json_value, column.nulls, column.required
+            )
+            for column in compiled
+        ]
         mappers.append(
             TableMapper(
                 spec=spec,
@@ -350,9 +419,20 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
                 compiled=tuple(compiled),
                 skip_when_null=rule.skip_when_null,
                 first_per_file=rule.first_per_file,
+                attributes=tuple(attributes[c.source][0] for c in compiled),
             )
         )
-    return EventMapping(model.source, model.record_id, tuple(mappers), path)
+    return EventMapping(model.source, model.record_id, tuple(mappers), record_type, path)
+
+
+def record_attribute(source: str) -> str:
+    """The record attribute holding event field `source` (`$insert_id` → `f__insert_id`)."""
+    return "f_" + re.sub(r"\W", "_", source)
+
+
+def _json_value(value: Any) -> str:
+    """A decoded JSON value as an escaped COPY field (for fields decoded for another column)."""
+    return json_text(value)
 
 
 def load_event_mapping(path: Path | str) -> EventMapping:
@@ -380,11 +460,8 @@ def amplitude_mapping() -> EventMapping:
     return load_event_mapping(MAPPINGS_DIR / "amplitude.yaml")
 
 
-_decode_json = msgspec.json.Decoder().decode
-
-
 def parse_json_line(data: bytes) -> dict[str, Any]:
-    """One NDJSON line as an event object (ValueError when it is not a JSON object)."""
+    """One NDJSON line as a dict (ValueError when it is not a JSON object)."""
     try:
         event = _decode_json(data)
     except msgspec.DecodeError as exc:

@@ -1,0 +1,159 @@
+"""Benchmark: the Amplitude load end to end against the idempotent load limit, same run.
+
+For each size (default 100,000, 300,000 and 1,000,000 events) it generates a realistic
+day archive with the sandbox generator, puts it in moto's S3 server (its own process),
+and measures in child processes on fresh databases:
+  (a) limit: the same events already mapped to COPY text, loaded batch by batch with
+      COPY into staging + INSERT ... ON CONFLICT DO NOTHING into the six tables;
+  (b) e2e:   `load_amplitude_file` from S3 into PostgreSQL (download, unzip, parse, map, load).
+It prints events/s for both, their ratio and the loader's peak memory.
+
+Usage: python bench/bench_amplitude_load.py [--events 100000 300000 1000000] [--batch-size N]
+Targets (issue 3): e2e >= 80% of the limit; peak memory < 300 MB at 1,000,000 events and
+within 50 MB of the 100,000-event run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from services import BUCKET, ROOT, fresh_database, moto_process, peak_rss_mb, postgres
+
+from dwh_helper.dwh.repository import Repository, open_connection
+from dwh_helper.dwh.schema import ensure_month_partitions
+from dwh_helper.pipeline.amplitude import load_amplitude_file
+from dwh_helper.pipeline.load import DEFAULT_BATCH_SIZE
+from dwh_helper.sandbox.amplitude_events import write_day_archive
+from dwh_helper.sources.amplitude import iter_lines
+from dwh_helper.storage.s3 import ObjectStore, build_s3_client
+from dwh_helper.transform.event_mapping import amplitude_mapping, parse_json_line
+
+DAY = date(2024, 3, 2)
+OUT = ROOT / "bench" / "out"
+
+
+def archive_for(events: int) -> Path:
+    """The generated day archive of `events` events (cached in bench/out/)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"amplitude_{events}.zip"
+    if not path.exists():
+        started = time.perf_counter()
+        write_day_archive(path, 374182, DAY, 42, 0, total_events=events)
+        print(f"  generated {path.name} ({path.stat().st_size / 1e6:.0f} MB) in "
+              f"{time.perf_counter() - started:.0f}s", flush=True)
+    return path
+
+
+def store_for(s3_url: str) -> ObjectStore:
+    """An ObjectStore on the benchmark bucket."""
+    from dwh_helper.config import S3Settings
+
+    settings = S3Settings(endpoint_url=s3_url, bucket_name=BUCKET)
+    return ObjectStore(build_s3_client(settings), BUCKET)
+
+
+def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
+    """(a): pre-map the events to per-batch COPY text files, then time only their loading."""
+    mapping = amplitude_mapping()
+    seen: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="bench-limit-") as tmp:
+        batches: list[list[tuple[object, Path]]] = []
+        lines: dict[object, list[str]] = {table: [] for table in mapping.tables}
+        count = 0
+
+        def flush() -> None:
+            files = []
+            for table, rows in lines.items():
+                path = Path(tmp) / f"{len(batches)}_{table.spec.name}.copy"
+                path.write_text("\n".join(rows) + "\n" if rows else "")
+                files.append((table, path))
+                rows.clear()
+            batches.append(files)
+
+        for raw in iter_lines(archive):
+            for table, text, key in mapping.map_event(parse_json_line(raw.data)):
+                if text is None or (table.first_per_file and key in seen):
+                    continue
+                if table.first_per_file:
+                    seen.add(key)
+                lines[table].append(text)
+            count += 1
+            if count % batch_size == 0:
+                flush()
+        flush()
+        conn = open_connection(dsn)
+        ensure_month_partitions(conn, [DAY])
+        repo = Repository(conn)
+        started = time.perf_counter()
+        with repo.transaction():
+            for files in batches:
+                for table, path in files:
+                    if path.stat().st_size:
+                        repo.copy_text(table.spec, table.columns, [path.read_bytes()])
+        seconds = time.perf_counter() - started
+    return {"events": count, "seconds": seconds}
+
+
+def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int) -> dict:
+    """(b): the real loader, from S3 to PostgreSQL."""
+    repo = Repository(open_connection(dsn))
+    started = time.perf_counter()
+    result = load_amplitude_file(store_for(s3_url), key, repo, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    return {"events": result.rows_read, "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+def run_child(*args: str) -> dict:
+    """Run this script as a child measuring one thing; returns its JSON answer."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Measure every size and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--events", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "limit":
+            print(json.dumps(child_limit(rest[0], Path(rest[1]), args.batch_size)))
+        else:
+            print(json.dumps(child_e2e(rest[0], rest[1], rest[2], args.batch_size)))
+        return
+
+    rows = []
+    with postgres() as pg, moto_process() as s3_url:
+        store = store_for(s3_url)
+        for events in args.events:
+            archive = archive_for(events)
+            key = f"raw/amplitude/web/{DAY:%Y/%m/%d}/web_{DAY:%Y%m%d}_{events}.zip"
+            store.upload_file(archive, key)
+            limit = run_child("limit", fresh_database(pg, "bench_limit"), str(archive))
+            e2e = run_child("e2e", fresh_database(pg, "bench_e2e"), s3_url, key)
+            assert limit["events"] == e2e["events"] == events, (limit, e2e)
+            rows.append((events, events / limit["seconds"], events / e2e["seconds"],
+                         e2e["peak_mb"]))
+            print(f"  {events:>9,} events: limit {rows[-1][1]:,.0f}/s, e2e {rows[-1][2]:,.0f}/s, "
+                  f"peak {e2e['peak_mb']:.0f} MB", flush=True)
+    print()
+    print("| events | idempotent limit (events/s) | load_raw_file e2e (events/s) | e2e / limit "
+          "| loader peak RSS (MB) |")
+    print("|---:|---:|---:|---:|---:|")
+    for events, limit, e2e, peak in rows:
+        print(f"| {events:,} | {limit:,.0f} | {e2e:,.0f} | {e2e / limit:.0%} | {peak:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
