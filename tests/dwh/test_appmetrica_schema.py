@@ -11,6 +11,7 @@ from psycopg import sql
 from dwh_helper.dwh.appmetrica_schema import (
     APPMETRICA_TABLES,
     IDENTITY_FIELDS,
+    RowConverter,
     appmetrica_table,
     create_appmetrica_schema,
     row_uuid,
@@ -19,7 +20,12 @@ from dwh_helper.dwh.appmetrica_schema import (
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import migrate
 from dwh_helper.sandbox.appmetrica import AppMetricaSandbox, write_events_file
-from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS, cast_record, iter_records
+from dwh_helper.sources.appmetrica_parse import (
+    DEFAULT_FIELDS,
+    CastError,
+    cast_record,
+    iter_records,
+)
 
 DAY = (datetime(2024, 3, 1), datetime(2024, 3, 1, 23, 59, 59))
 
@@ -191,3 +197,51 @@ def test_copy_load_is_idempotent_and_typed(dwh_conn, tmp_path, resource):
             "SELECT count(*) FROM appmetrica.events WHERE event_json IS NULL"
         ).fetchone()[0]
         assert nulls == sum(1 for raw in rows if raw["event_json"] == "")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("resource", ["events", "installations", "sessions_starts"])
+def test_row_converter_equals_cast_record_then_to_row(resource):
+    spec = appmetrica_table(resource)
+    convert = RowConverter(spec, "1111")
+    rows = AppMetricaSandbox().rows(resource, "1111", datetime(2024, 3, 1), datetime(2024, 3, 3))
+    assert rows
+    for number, raw in enumerate(rows, start=1):
+        assert convert(raw, row=number) == to_row(spec, cast_record(resource, raw), "1111")
+    odd = dict(rows[0], city="", appmetrica_device_id="00042")  # leading zeros, empty text
+    assert convert(odd) == to_row(spec, cast_record(resource, odd), "1111")
+    assert convert(odd)[spec.column_names.index("city")] is None
+
+
+@pytest.mark.unit
+def test_row_converter_errors_and_json_text():
+    spec = appmetrica_table("events")
+    convert = RowConverter(spec, 1111)
+    raw = AppMetricaSandbox().rows("events", "1111", *DAY)[0]
+    with pytest.raises(CastError) as caught:
+        convert(dict(raw, event_json="{not json"), row=41)
+    assert (caught.value.field, caught.value.row) == ("event_json", 41)
+    assert "row 41: field 'event_json'" in str(caught.value)
+    row = convert(dict(raw, event_json='{"b": [1, 2], "a": "Москва"}'))
+    assert row[spec.column_names.index("event_json")] == '{"a":"Москва","b":[1,2]}'
+    assert (
+        convert(dict(raw, event_json='"just text"'))[spec.column_names.index("event_json")]
+        == '"just text"'
+    )
+
+
+@pytest.mark.db
+def test_json_text_loads_as_json(dwh_conn):
+    spec = appmetrica_table("events")
+    convert = RowConverter(spec, "1111")
+    raw = AppMetricaSandbox().rows("events", "1111", *DAY)[0]
+    rows = [
+        convert(dict(raw, event_json='"just text"', event_timestamp="1709251200")),
+        convert(dict(raw, event_json='{"n": 1}', event_timestamp="1709251201")),
+        convert(dict(raw, event_json="", event_timestamp="1709251202")),
+    ]
+    assert Repository(dwh_conn).copy_rows(spec, rows) == 3
+    kinds = dwh_conn.execute(
+        "SELECT jsonb_typeof(event_json) FROM appmetrica.events ORDER BY event_timestamp"
+    ).fetchall()
+    assert kinds == [("string",), ("object",), (None,)]

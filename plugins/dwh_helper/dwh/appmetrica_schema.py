@@ -16,18 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from dwh_helper.dwh.schema import Migration, conform_table, register
 from dwh_helper.dwh.tables import Column, TableSpec
-from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS, field_kind
+from dwh_helper.sources.appmetrica_parse import (
+    DEFAULT_FIELDS,
+    CastError,
+    field_caster,
+    field_kind,
+)
 
 SCHEMA = "appmetrica"
 DEFAULT_RESOURCE = "events"
@@ -159,10 +163,6 @@ def row_uuid(resource: str, record: Mapping[str, Any], application_id: str | int
     return to_row(appmetrica_table(resource), record, application_id)[0]
 
 
-def _as_is(text: str) -> str:
-    return text
-
-
 @dataclass(frozen=True)
 class _Plan:
     identity: tuple[str, ...]
@@ -197,8 +197,8 @@ def to_row(spec: TableSpec, record: Mapping[str, Any], application_id: str | int
     """A typed record as a tuple in the spec's column order, `row_uuid` first.
 
     Fields the table does not have are ignored; missing ones are NULL. jsonb
-    values are `Jsonb` wrappers (serialized once, keys sorted), so a JSON
-    string stays a JSON string.
+    values are JSON text (keys sorted), which `Repository.copy_rows` loads as
+    is, so a JSON string stays a JSON string.
     """
     plan = _plan(spec)
     app_id = _application_id(application_id)
@@ -209,13 +209,74 @@ def to_row(spec: TableSpec, record: Mapping[str, Any], application_id: str | int
         value = values[position]
         if value is not None:
             text = json_text[name] = _canonical_json(value)
-            values[position] = Jsonb(text, dumps=_as_is)
+            values[position] = text
     parts = [spec.name, str(app_id)]
     for name in plan.identity:
         text = json_text.get(name)
         parts.append(text if text is not None else _canonical(get(name)))
     values[0] = _uuid5("\x1f".join(parts))
     return tuple(values)
+
+
+_INTEGER_KINDS = frozenset({"timestamp", "bigint", "uint64"})
+
+
+class RowConverter:
+    """Raw Logs API records (all strings) → rows of one appmetrica table, in one pass.
+
+    `converter(record, row=n)` equals `to_row(spec, cast_record(resource,
+    record, row=n), application_id)` — same casts, same `CastError`, same
+    `row_uuid` — at a fraction of the cost; the bulk loader uses it.
+    """
+
+    def __init__(self, spec: TableSpec, application_id: str | int) -> None:
+        plan = _plan(spec)
+        self.spec = spec
+        self.application_id = _application_id(application_id)
+        self._names = plan.names
+        self._prefix = f"{spec.name}\x1f{self.application_id}"
+        self._typed: list[tuple[int, str, Callable[[str], Any], bool]] = []
+        for position, name in enumerate(plan.names, start=2):
+            caster = field_caster(name)
+            if caster is not None:
+                self._typed.append((position, name, caster, spec.columns[position].type == "jsonb"))
+        positions = {name: position for position, name in enumerate(spec.column_names)}
+        # How each identity field enters the key, computed from the raw string where that gives
+        # exactly what `_canonical` gives for the typed value.
+        self._identity = tuple((name, positions[name], field_kind(name)) for name in plan.identity)
+
+    def __call__(self, record: Mapping[str, str], row: int | None = None) -> tuple:
+        """The row for one raw record; `CastError` (naming field, value and row) on a bad value."""
+        get = record.get
+        values: list[Any] = [
+            None,
+            self.application_id,
+            *[get(name) or None for name in self._names],
+        ]
+        for position, name, caster, is_json in self._typed:
+            value = values[position]
+            if value is None:
+                continue
+            try:
+                typed = caster(value)
+            except ValueError as exc:
+                raise CastError(name, value, str(exc), row) from None
+            values[position] = _canonical_json(typed) if is_json else typed
+        parts = [self._prefix]
+        for name, position, kind in self._identity:
+            raw = get(name)
+            if not raw:
+                parts.append("")
+            elif kind in _INTEGER_KINDS:
+                parts.append(str(int(raw)))
+            elif kind == "json":
+                parts.append(values[position])
+            elif kind in ("text", "datetime"):
+                parts.append(raw)
+            else:
+                parts.append(_canonical(values[position]))
+        values[0] = _uuid5("\x1f".join(parts))
+        return tuple(values)
 
 
 def create_appmetrica_schema(conn: psycopg.Connection) -> None:

@@ -255,6 +255,12 @@ _CASTERS: dict[str, Callable[[str], Any] | None] = {
 _CASTER_BY_FIELD: dict[str, Callable[[str], Any] | None] = {}
 
 
+def field_caster(name: str) -> Callable[[str], Any] | None:
+    """The function turning a non-empty raw value of this field into its type (None for text);
+    it raises ValueError with the reason on a bad value."""
+    return _caster(name)
+
+
 def _caster(name: str) -> Callable[[str], Any] | None:
     try:
         return _CASTER_BY_FIELD[name]
