@@ -93,6 +93,7 @@ def write_ndjson_zip(
     "/export",
     summary="Download Amplitude events of a range of days as a zipped NDJSON file",
     response_class=WorkDirFileResponse,
+    status_code=200,
     responses={
         200: {
             "description": "`amplitude_<source>_<start>_<end>.zip` holding one NDJSON file "

@@ -242,6 +242,7 @@ def _write_json(out: IO[bytes], paths: list[Path], bom: bool) -> int:
     "/export",
     summary="Download AppMetrica Logs API data of a date range as one zipped CSV or JSON file",
     response_class=WorkDirFileResponse,
+    status_code=200,
     response_model=None,
     responses={
         200: {
