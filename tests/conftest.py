@@ -176,3 +176,31 @@ def airflow_db() -> str:
 
     db.initdb()
     return _AIRFLOW_HOME
+
+
+def airflow_postgres_conn(dsn: str) -> str:
+    """A DSN as the JSON value of an AIRFLOW_CONN_* variable for a postgres connection."""
+    import json
+
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": params.get("host", "127.0.0.1"),
+            "port": int(params.get("port", 5432)),
+            "login": params.get("user", "postgres"),
+            "password": params.get("password") or None,
+            "schema": params["dbname"],
+        }
+    )
+
+
+@pytest.fixture
+def airflow_env(
+    airflow_db: str, dwh_dsn: str, bucket: str, aws_conn_env: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Airflow ready for dag.test(): `dwh_postgres` on the test's database, `aws_default` on
+    moto, `S3_BUCKET_NAME` on the test's bucket. Returns the DWH DSN."""
+    monkeypatch.setenv("AIRFLOW_CONN_DWH_POSTGRES", airflow_postgres_conn(dwh_dsn))
+    monkeypatch.setenv("S3_BUCKET_NAME", bucket)
+    return dwh_dsn

@@ -1,0 +1,108 @@
+"""DAG `amplitude_events`: Amplitude (web, mobile) → S3 raw archives → six DWH event tables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from dwh_helper.operators.amplitude import AmplitudeToS3Operator
+from dwh_helper.operators.assets import AMPLITUDE_EVENTS
+from dwh_helper.operators.load import S3ToDwhOperator
+from dwh_helper.operators.schedule import plan_days, run_migrations
+
+DOC = """
+### Amplitude events → S3 → DWH
+
+Every day at **03:00 UTC** (Amplitude data is complete about 2 hours after an hour ends) this
+DAG exports the **previous UTC day** (`T00`..`T23`, filtered on `server_upload_time`) of each
+Amplitude project and loads it:
+
+1. `migrate_schema` — applies pending DWH migrations (idempotent).
+2. `plan` — the (source, day) pairs of this run: the data interval's day, or the `start`..`end`
+   range and `sources` of a manual run.
+3. `extract` — one mapped task per (source, day): the export lands byte for byte in
+   `s3://$S3_BUCKET_NAME/raw/amplitude/<source>/<YYYY>/<MM>/<DD>/<source>_<YYYYMMDD>.zip`
+   (split windows get an `_<HH>-<HH>` suffix); a re-run overwrites the same keys. With
+   `reload_from_s3` nothing is asked of Amplitude: the archives already in S3 are re-loaded.
+4. `load` — one mapped task per (source, day): each archive is streamed from S3 into
+   `mobile_devices`, `events_part`, `technical_data`, `tmp_event_properties`,
+   `tmp_user_properties` and `user_locations`, one transaction per file
+   (`INSERT … ON CONFLICT DO NOTHING`: re-running changes nothing). Bad records go to
+   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file. Updates the
+   `dwh://public/amplitude_events` asset, which triggers `user_properties`.
+
+Connections: `amplitude_web`, `amplitude_mobile`, `aws_default`, `dwh_postgres`; the bucket is
+`S3_BUCKET_NAME`. Pool: `amplitude_api` caps concurrent Amplitude exports.
+
+Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
+`airflow backfill create --dag-id amplitude_events --from-date 2024-03-01 --to-date 2024-03-31`.
+"""
+
+
+@dag(
+    dag_id="amplitude_events",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["amplitude", "dwh", "raw"],
+    doc_md=DOC,
+    render_template_as_native_obj=True,
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+    },
+    params={
+        "start": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="First UTC day to export (manual runs; default: the data interval's day)",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Last UTC day, inclusive (default: `start`)",
+        ),
+        "sources": Param(
+            ["web", "mobile"],
+            type="array",
+            items={"type": "string", "enum": ["web", "mobile"]},
+            description="Amplitude projects to export",
+        ),
+        "reload_from_s3": Param(
+            False,
+            type="boolean",
+            description="Re-load the archives already in S3; no Amplitude call",
+        ),
+    },
+)
+def amplitude_events() -> None:
+    """Amplitude → S3 → DWH, one mapped task per (source, day)."""
+    migrate = run_migrations()
+    plan = plan_days(source="sources")
+    extract = AmplitudeToS3Operator.partial(
+        task_id="extract",
+        reload_from_s3="{{ params.reload_from_s3 }}",
+        pool="amplitude_api",
+        map_index_template="{{ task.source }} {{ task.day }}",
+        execution_timeout=timedelta(hours=3),
+    ).expand_kwargs(plan)
+    load = S3ToDwhOperator.partial(
+        task_id="load",
+        source="amplitude",
+        outlets=[AMPLITUDE_EVENTS],
+        map_index_template="{{ task.keys | join(', ') or 'no archive' }}",
+        execution_timeout=timedelta(hours=3),
+    ).expand(keys=extract.output)
+    migrate >> plan >> extract >> load
+
+
+amplitude_events()
