@@ -9,12 +9,14 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 import yaml
 
 from dwh_helper.dwh.repository import Repository
-from dwh_helper.dwh.tables import TMP_USER_PROPERTIES
+from dwh_helper.dwh.tables import CHANGEABLE_STATE_COLUMNS, TMP_USER_PROPERTIES
 from dwh_helper.pipeline.user_properties import (
     REJECT_SOURCE,
+    LatestStates,
     MigrationInterrupted,
     RunInProgress,
     migrate_user_properties,
@@ -389,3 +391,19 @@ def test_a_second_run_at_the_same_time_is_refused(repo, dwh_dsn):
         with pytest.raises(RunInProgress, match="another user-properties run"):
             migrate_user_properties(repo)
     assert migrate_user_properties(repo).processed == 1
+
+
+def test_latest_states_follow_the_run_and_stay_bounded(repo, dwh_conn):
+    seed(repo, [(1, person("7", age=30), T0), (2, person(None, age=5), T0)])
+    migrate_user_properties(repo)
+    latest = LatestStates(repo, capacity=2)
+    latest.load({7, 8, None})
+    assert len(latest._states) == 3  # never drops the people of the batch at hand
+    with dwh_conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute("SELECT * FROM changeable_user_properties WHERE ehr_id = 7").fetchone()
+    same = tuple(row[column] for column in CHANGEABLE_STATE_COLUMNS)
+    assert latest.changed(7, same) is False
+    assert latest.changed(8, (8, *same[1:])) is True
+    assert latest.changed(8, (8, *same[1:])) is False
+    latest.load({9})
+    assert len(latest._states) == 2 and 9 in latest._states

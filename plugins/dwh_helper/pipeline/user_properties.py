@@ -324,25 +324,66 @@ def _reject_rows(rejects: list[_Reject], key: str | None) -> list[tuple[Any, ...
     return rows
 
 
+class LatestStates:
+    """Each person's latest changeable state during a run: the database's, then the run's own.
+
+    People are looked up in the database once (in bulk, per batch) and then
+    followed in memory as the run writes their rows. At most `capacity` people
+    are kept (the least recently written are dropped and looked up again if
+    they come back), so memory stays bounded whatever the number of rows.
+    """
+
+    _NONE = object()
+
+    def __init__(self, repo: Repository, capacity: int = 100_000) -> None:
+        self.repo = repo
+        self.capacity = capacity
+        self._states: dict[int | None, Any] = {}
+
+    def load(self, people: set[int | None]) -> None:
+        """Fetch from the database the people this run has not seen yet."""
+        missing = [person for person in people if person not in self._states]
+        if not missing:
+            return
+        found = self.repo.latest_changeable(missing)
+        for person in missing:
+            row = found.get(person)
+            self._states[person] = _changeable_state(row) if row is not None else self._NONE
+        self._trim(keep=people)
+
+    def changed(self, person: int | None, state: tuple[Any, ...]) -> bool:
+        """True (and remember `state`) when it differs from the person's latest state."""
+        if self._states.get(person) == state:
+            return False
+        self._states.pop(person, None)
+        self._states[person] = state
+        return True
+
+    def _trim(self, keep: set[int | None]) -> None:
+        """Drop the least recently written people beyond capacity, never those in `keep`."""
+        excess = len(self._states) - self.capacity
+        if excess <= 0:
+            return
+        victims = []
+        for person in self._states:
+            if person not in keep:
+                victims.append(person)
+                if len(victims) == excess:
+                    break
+        for person in victims:
+            del self._states[person]
+
+
 def _new_changeable_rows(
-    repo: Repository, converted: list[TransformResult]
+    latest: LatestStates, converted: list[TransformResult]
 ) -> list[tuple[Any, ...]]:
-    """Changeable rows whose state differs from the person's latest (database, then batch)."""
-    people = {item.changeable["ehr_id"] for item in converted if item.changeable is not None}
-    latest = {
-        ehr_id: _changeable_state(row) for ehr_id, row in repo.latest_changeable(people).items()
-    }
+    """Changeable rows whose state differs from the person's latest (database, then run)."""
+    latest.load({item.changeable["ehr_id"] for item in converted if item.changeable is not None})
     rows = []
     for item in converted:
         row = item.changeable
-        if row is None:
-            continue
-        state = _changeable_state(row)
-        ehr_id = row["ehr_id"]
-        if latest.get(ehr_id) == state:
-            continue
-        latest[ehr_id] = state
-        rows.append(_changeable_tuple(row))
+        if row is not None and latest.changed(row["ehr_id"], _changeable_state(row)):
+            rows.append(_changeable_tuple(row))
     return rows
 
 
@@ -366,6 +407,7 @@ class _Written:
 def _write_batch(
     repo: Repository,
     batch: _Batch,
+    latest: LatestStates,
     *,
     s3_key: str | None = None,
     migrated: Sequence[Any] = (),
@@ -377,7 +419,7 @@ def _write_batch(
     each pending record's current errors once.
     """
     permanent = _first_permanent_rows(batch.converted)
-    changeable = _new_changeable_rows(repo, batch.converted)
+    changeable = _new_changeable_rows(latest, batch.converted)
     permanent_inserted = repo.copy_rows(PERMANENT_USER_PROPERTIES, permanent) if permanent else 0
     changeable_inserted = (
         repo.copy_rows(CHANGEABLE_USER_PROPERTIES, changeable) if changeable else 0
@@ -595,6 +637,7 @@ def _run_tmp_table(
     result: MigrationResult,
 ) -> None:
     clear_old = _has_old_rejects(repo)
+    latest = LatestStates(repo)
     unknown: Counter[str] = Counter()
     phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
     try:
@@ -607,6 +650,7 @@ def _run_tmp_table(
                         written = _write_batch(
                             repo,
                             batch,
+                            latest,
                             migrated=done,
                             clear_rejects=[str(row["uuid"]) for row in rows] if clear_old else (),
                         )
@@ -736,6 +780,7 @@ def _run_s3(
     result: MigrationResult,
 ) -> None:
     unknown: Counter[str] = Counter()
+    latest = LatestStates(repo)
     result.last_line = start_after
     with tempfile.TemporaryDirectory(prefix="dwh-user-properties-") as workdir:
         path = store.download_file(key, Path(workdir) / "raw")
@@ -764,7 +809,7 @@ def _run_s3(
                 if batch.first_line is not None:
                     failed_line = batch.first_line
                     with repo.transaction():
-                        written = _write_batch(repo, batch, s3_key=key)
+                        written = _write_batch(repo, batch, latest, s3_key=key)
                     _record_batch(result, batch, written)
                     result.last_line = batch.last_line
                     log.info(

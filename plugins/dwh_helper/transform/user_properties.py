@@ -71,16 +71,12 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _typed_set(values: list[Any]) -> frozenset[tuple[type, Any]]:
-    return frozenset((type(value), value) for value in values)
-
-
 @dataclass(frozen=True)
 class _Rule:
     column: str
     keys: tuple[str, ...]
     from_record: bool
-    nulls: frozenset[tuple[type, Any]]
+    nulls: dict[type, frozenset[Any]]
     convert: Callable[[Any], Any]
 
 
@@ -156,19 +152,22 @@ def _integer_converter(rule: FieldRule, sql_type: str) -> Callable[[Any], Any]:
 
 
 def _boolean_converter(rule: FieldRule) -> Callable[[Any], Any]:
-    trues = _typed_set(rule.true_values)
-    falses = _typed_set(rule.false_values)
+    table: dict[type, dict[Any, bool]] = {}
+    for values, meaning in ((rule.false_values, False), (rule.true_values, True)):
+        for value in values:
+            if value is not None:
+                table.setdefault(type(value), {})[value] = meaning
     listed = f"true: {rule.true_values}, false: {rule.false_values}"
 
     def convert(value: Any) -> Any:
         kind = type(value)
         if kind is bool:
             return value
-        typed = (kind, value) if kind is not dict and kind is not list else None
-        if typed in trues:
-            return True
-        if typed in falses:
-            return False
+        same_type = table.get(kind)
+        if same_type is not None:
+            meaning = same_type.get(value)
+            if meaning is not None:
+                return meaning
         raise _Invalid(f"not a known boolean value ({listed})")
 
     return convert
@@ -186,6 +185,15 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _nulls_by_type(values: list[Any]) -> dict[type, frozenset[Any]]:
+    """Null values grouped by exact type, so that 1, True and "1" stay distinct."""
+    grouped: dict[type, set[Any]] = {}
+    for value in values:
+        if value is not None:
+            grouped.setdefault(type(value), set()).add(value)
+    return {kind: frozenset(members) for kind, members in grouped.items()}
+
+
 def _compile_rule(rule: FieldRule, defaults: list[Any], spec: TableSpec | None) -> _Rule:
     sql_type = spec.column(rule.column).type if spec is not None else "bigint"
     if rule.type == "string":
@@ -198,7 +206,7 @@ def _compile_rule(rule: FieldRule, defaults: list[Any], spec: TableSpec | None) 
         column=rule.column,
         keys=tuple(rule.keys),
         from_record=rule.origin == "record",
-        nulls=_typed_set([*defaults, *rule.null_values]) - {(type(None), None)},
+        nulls=_nulls_by_type([*defaults, *rule.null_values]),
         convert=convert,
     )
 
@@ -211,6 +219,7 @@ class CompiledMapping:
     permanent: tuple[_Rule, ...]
     changeable: tuple[_Rule, ...]
     known_keys: frozenset[str]
+    ehr_and_changeable: tuple[_Rule, ...]  # one pass fills the id and the changeable columns
 
 
 _compiled_cache: dict[int, tuple[FieldMappings, CompiledMapping]] = {}
@@ -222,15 +231,18 @@ def compile_mapping(mapping: FieldMappings) -> CompiledMapping:
     if cached is not None and cached[0] is mapping:
         return cached[1]
     defaults = list(mapping.null_values)
+    ehr_id = _compile_rule(mapping.ehr_id, defaults, None)
+    changeable = tuple(
+        _compile_rule(rule, defaults, CHANGEABLE_USER_PROPERTIES) for rule in mapping.changeable
+    )
     compiled = CompiledMapping(
-        ehr_id=_compile_rule(mapping.ehr_id, defaults, None),
+        ehr_id=ehr_id,
         permanent=tuple(
             _compile_rule(rule, defaults, PERMANENT_USER_PROPERTIES) for rule in mapping.permanent
         ),
-        changeable=tuple(
-            _compile_rule(rule, defaults, CHANGEABLE_USER_PROPERTIES) for rule in mapping.changeable
-        ),
+        changeable=changeable,
         known_keys=mapping.known_keys(),
+        ehr_and_changeable=(ehr_id, *changeable),
     )
     if len(_compiled_cache) > 32:
         _compiled_cache.clear()
@@ -244,27 +256,33 @@ def default_mapping() -> FieldMappings:
     return load_field_mappings()
 
 
-def _apply(
-    rule: _Rule, props: Mapping[str, Any], record: Mapping[str, Any], errors: list[FieldError]
-) -> Any:
-    """The first non-null value of the rule's keys, converted; None when every key is null."""
-    source = record if rule.from_record else props
-    nulls = rule.nulls
-    for key in rule.keys:
-        value = source.get(key)
-        if value is None:
-            continue
-        kind = type(value)
-        if kind is not dict and kind is not list and (kind, value) in nulls:
-            continue
-        try:
-            converted = rule.convert(value)
-        except _Invalid as exc:
-            errors.append(FieldError(key, value, f"{rule.column}: {exc}"))
-            return None
-        if converted is not None:
-            return converted
-    return None
+def _fill(
+    rules: tuple[_Rule, ...],
+    props: Mapping[str, Any],
+    record: Mapping[str, Any],
+    target: dict[str, Any],
+    errors: list[FieldError],
+) -> None:
+    """Set each rule's column to the first non-null value of its keys, converted (else None)."""
+    for rule in rules:
+        source = record if rule.from_record else props
+        nulls = rule.nulls
+        result = None
+        for key in rule.keys:
+            value = source.get(key)
+            if value is None:
+                continue
+            same_type_nulls = nulls.get(type(value))
+            if same_type_nulls is not None and value in same_type_nulls:
+                continue
+            try:
+                result = rule.convert(value)
+            except _Invalid as exc:
+                errors.append(FieldError(key, value, f"{rule.column}: {exc}"))
+                break
+            if result is not None:
+                break
+        target[rule.column] = result
 
 
 def _user_properties(record: Mapping[str, Any], errors: list[FieldError]) -> Mapping[str, Any]:
@@ -344,15 +362,13 @@ def transform_record(
         errors.append(FieldError("event_time", record.get("event_time"), f"event_time: {exc}"))
         event_time = None
 
-    ehr_id = _apply(compiled.ehr_id, props, record, errors)
     changeable = _CHANGEABLE_TEMPLATE.copy()
-    for rule in compiled.changeable:
-        changeable[rule.column] = _apply(rule, props, record, errors)
+    _fill(compiled.ehr_and_changeable, props, record, changeable, errors)
+    ehr_id = changeable["ehr_id"]
     permanent = None
     if ehr_id is not None:
         permanent = _PERMANENT_TEMPLATE.copy()
-        for rule in compiled.permanent:
-            permanent[rule.column] = _apply(rule, props, record, errors)
+        _fill(compiled.permanent, props, record, permanent, errors)
 
     known = compiled.known_keys
     unknown = [key for key in props if key not in known]
