@@ -62,9 +62,13 @@ def seed_rows(count: int, people: int, seed: int = 7) -> Iterator[tuple]:
         if roll > 0.995:  # a value the mapping rejects
             props = {**props, "cohort_day": "twelve"}
         yield (
-            uuid.UUID(int=index + 1), json.dumps(props, ensure_ascii=False), "Russian",
-            1709341053000 + index // 20 if roll > 0.05 else -1, "5.1.0",
-            START + step * index, False,
+            uuid.UUID(int=index + 1),
+            json.dumps(props, ensure_ascii=False),
+            "Russian",
+            1709341053000 + index // 20 if roll > 0.05 else -1,
+            "5.1.0",
+            START + step * index,
+            False,
         )
 
 
@@ -93,10 +97,15 @@ def run_step(dsn: str, batch_size: int) -> dict:
         seconds = time.perf_counter() - started
     rows = result.processed + result.rejected
     return {
-        "rows": rows, "seconds": seconds, "rows_per_second": rows / seconds,
-        "peak_rss_mb": peak_rss_mb(), "processed": result.processed,
-        "rejected": result.rejected, "permanent": result.permanent_inserted,
-        "changeable": result.changeable_inserted, "batches": result.batches,
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_second": rows / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "processed": result.processed,
+        "rejected": result.rejected,
+        "permanent": result.permanent_inserted,
+        "changeable": result.changeable_inserted,
+        "batches": result.batches,
         "unknown_keys": result.unknown_keys,
     }
 
@@ -120,12 +129,15 @@ def main() -> None:
             print(f"  seeded {count:,} pending rows with COPY in {seconds:.1f}s", flush=True)
             child = subprocess.run(
                 [sys.executable, __file__, "--child", dsn, "--batch-size", str(args.batch_size)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             report = json.loads(child.stdout.strip().splitlines()[-1])
             print(
                 f"  {report['rows']:>9,} rows in {report['seconds']:6.1f}s = "
-                f"{report['rows_per_second']:>8,.0f} rows/s, peak RSS {report['peak_rss_mb']:.0f} MB "
+                f"{report['rows_per_second']:>8,.0f} rows/s, "
+                f"peak RSS {report['peak_rss_mb']:.0f} MB "
                 f"({report['processed']:,} processed, {report['rejected']:,} rejected, "
                 f"{report['permanent']:,} permanent, {report['changeable']:,} changeable, "
                 f"{report['batches']} batches)",

@@ -9,8 +9,8 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 import yaml
+from psycopg.rows import dict_row
 
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import CHANGEABLE_STATE_COLUMNS, TMP_USER_PROPERTIES
