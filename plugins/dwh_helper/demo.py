@@ -197,8 +197,9 @@ def table_counts(dsn: str) -> dict[str, int]:
             row[0]
             for row in conn.execute(
                 "SELECT schemaname || '.' || tablename FROM pg_tables "
-                "WHERE schemaname IN ('public', 'appmetrica') AND tablename NOT LIKE 'events_part_%' "
-                "AND tablename <> 'schema_migrations' ORDER BY schemaname DESC, tablename"
+                "WHERE schemaname IN ('public', 'appmetrica') "
+                "AND tablename NOT LIKE 'events_part_%' AND tablename <> 'schema_migrations' "
+                "ORDER BY schemaname DESC, tablename"
             )
         ]
         return {
