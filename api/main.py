@@ -38,6 +38,27 @@ def _token_link(settings: Settings | None) -> str:
     return f"\n\n[Get a token for this service]({url})"
 
 
+def configure(
+    app: FastAPI,
+    settings: Settings | None = None,
+    api_settings: ApiSettings | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """Point an app at these settings (None: the environment's) with fresh shared clients."""
+    old = getattr(app.state, "resources", None)
+    if old is not None:
+        old.close()
+    app.state.resources = Resources(clock)
+    app.dependency_overrides.pop(get_settings, None)
+    app.dependency_overrides.pop(get_api_settings, None)
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    if api_settings is not None:
+        app.dependency_overrides[get_api_settings] = lambda: api_settings
+    return app
+
+
 def create_app(
     settings: Settings | None = None,
     api_settings: ApiSettings | None = None,
@@ -45,13 +66,12 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """The app; `settings`/`api_settings` override the environment; `clock` drives auth caching."""
-    resources = Resources(clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         yield
-        resources.close()
+        app.state.resources.close()
 
     app = FastAPI(
         title="DWH Helper API",
@@ -60,11 +80,7 @@ def create_app(
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
     )
-    app.state.resources = resources
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
-    if api_settings is not None:
-        app.dependency_overrides[get_api_settings] = lambda: api_settings
+    configure(app, settings, api_settings, clock=clock)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
     for module in (health, db, s3, amplitude, appmetrica, transform):

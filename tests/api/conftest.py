@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api.main import create_app
+from api.main import configure, create_app
 from api.settings import ApiSettings
 from dwh_helper.config import (
     AmplitudeSettings,
@@ -97,17 +98,50 @@ def api_settings() -> ApiSettings:
     return ApiSettings(db_max_post_rows=50, appmetrica_wait_seconds=2, max_body_mb=1)
 
 
-@pytest.fixture
-def settings(dwh_dsn: str, s3_server: LocalS3, bucket: str, yandex: YandexIdSandbox) -> Settings:
-    """Settings of one test: fresh database, fresh bucket, the Yandex ID stand-in."""
-    return build_settings(dwh_dsn, s3_server, bucket, yandex.url)
+NO_DATABASE = "host=127.0.0.1 port=9 dbname=none user=none connect_timeout=1"
+"""DSN of tests not marked `db`: nothing listens there, so any use of the DB shows."""
 
 
 @pytest.fixture
-def client(settings: Settings, api_settings: ApiSettings, clock: FakeClock) -> Iterator[TestClient]:
-    """A TestClient on an app built for this test."""
-    app = create_app(settings, api_settings, clock=clock)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+def settings(request: pytest.FixtureRequest, yandex: YandexIdSandbox) -> Settings:
+    """Settings of one test: the Yandex ID stand-in; a fresh database if marked `db`, a fresh
+    bucket on moto's server if marked `s3` (else addresses where nothing listens)."""
+    needs_db = request.node.get_closest_marker("db") is not None
+    needs_s3 = request.node.get_closest_marker("s3") is not None
+    dsn = request.getfixturevalue("dwh_dsn") if needs_db else NO_DATABASE
+    s3 = request.getfixturevalue("s3_server") if needs_s3 else None
+    bucket = request.getfixturevalue("bucket") if needs_s3 else "no-such-bucket"
+    return build_settings(dsn, s3, bucket, yandex.url)
+
+
+@pytest.fixture(scope="session")
+def shared_app() -> FastAPI:
+    """One app for the session (building routes takes a while); each test re-points it."""
+    return create_app()
+
+
+@pytest.fixture
+def make_client(
+    shared_app: FastAPI, clock: FakeClock
+) -> Callable[[Settings, ApiSettings], TestClient]:
+    """`make_client(settings, api_settings)`: a TestClient (use it in `with`) on the shared app
+    configured with these settings, fresh shared clients and the test's clock."""
+
+    def make(settings: Settings, api_settings: ApiSettings) -> TestClient:
+        configure(shared_app, settings, api_settings, clock=clock)
+        return TestClient(shared_app, raise_server_exceptions=False)
+
+    return make
+
+
+@pytest.fixture
+def client(
+    make_client: Callable[[Settings, ApiSettings], TestClient],
+    settings: Settings,
+    api_settings: ApiSettings,
+) -> Iterator[TestClient]:
+    """A TestClient on the app configured for this test."""
+    with make_client(settings, api_settings) as test_client:
         yield test_client
 
 

@@ -11,23 +11,21 @@ import zipfile
 from datetime import UTC, date, datetime
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.downloads import WorkDirFileResponse
-from api.main import create_app
 from dwh_helper.sources.amplitude import ExportWindow
 
 READ = {"Authorization": "OAuth demo-read-token"}
 
-pytestmark = pytest.mark.s3  # the settings fixture starts moto; no database
+pytestmark = pytest.mark.unit  # local HTTP stand-ins only: no PostgreSQL, no S3
 
 
 @pytest.fixture
-def amp_client(settings, amplitude_settings, api_settings, clock, tmp_path, monkeypatch):
+def amp_client(settings, amplitude_settings, api_settings, make_client, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     settings.amplitude = amplitude_settings
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         yield client
 
 
@@ -111,11 +109,13 @@ def test_upstream_failures_map_to_502(amp_client, amplitude_sandbox, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_wrong_keys_are_502_naming_the_settings(settings, amplitude_settings, api_settings, clock):
+def test_wrong_keys_are_502_naming_the_settings(
+    settings, amplitude_settings, api_settings, make_client
+):
     settings.amplitude = amplitude_settings.model_copy(
         update={"web_secret_key": SecretStr("wrong")}
     )
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.get(
             "/amplitude/export",
             headers=READ,
@@ -126,8 +126,8 @@ def test_wrong_keys_are_502_naming_the_settings(settings, amplitude_settings, ap
     assert "wrong" not in response.json()["detail"]
 
 
-def test_unconfigured_project_is_503(settings, api_settings, clock):
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+def test_unconfigured_project_is_503(settings, api_settings, make_client):
+    with make_client(settings, api_settings) as client:
         response = client.get(
             "/amplitude/export",
             headers=READ,

@@ -9,15 +9,12 @@ import zipfile
 from datetime import datetime
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
-
-from api.main import create_app
 
 READ = {"Authorization": "OAuth demo-read-token"}
 FIELDS = "event_name,event_datetime,appmetrica_device_id,event_json"
 
-pytestmark = pytest.mark.s3  # the settings fixture starts moto; no database
+pytestmark = pytest.mark.unit  # local HTTP stand-ins only: no PostgreSQL, no S3
 
 
 @pytest.fixture
@@ -27,9 +24,9 @@ def am_settings(settings, appmetrica_settings):
 
 
 @pytest.fixture
-def am_client(am_settings, api_settings, clock):
+def am_client(am_settings, api_settings, make_client):
     api_settings = api_settings.model_copy(update={"appmetrica_max_attempts": 1})
-    with TestClient(create_app(am_settings, api_settings, clock=clock)) as client:
+    with make_client(am_settings, api_settings) as client:
         yield client
 
 
@@ -90,12 +87,14 @@ def test_json_export_without_bom(am_client, appmetrica_sandbox):
     assert data == _expected(appmetrica_sandbox, ["2024-05-01", "2024-05-02", "2024-05-03"], FIELDS)
 
 
-def test_202_while_preparing_then_the_file(am_settings, api_settings, clock, appmetrica_sandbox):
+def test_202_while_preparing_then_the_file(
+    am_settings, api_settings, make_client, appmetrica_sandbox
+):
     api_settings = api_settings.model_copy(
         update={"appmetrica_wait_seconds": 0, "appmetrica_retry_after_seconds": 7}
     )
     params = {"date_since": "2024-05-01", "date_until": "2024-05-02", "fields": FIELDS}
-    with TestClient(create_app(am_settings, api_settings, clock=clock)) as client:
+    with make_client(am_settings, api_settings) as client:
         first = client.get("/appmetrica/export", headers=READ, params=params)
         assert first.status_code == 202
         assert first.headers["retry-after"] == "7"
@@ -199,16 +198,16 @@ def test_ping(am_client, appmetrica_sandbox):
     assert am_client.get("/appmetrica/ping", headers=READ).json()["enabled"] is False
 
 
-def test_ping_with_a_wrong_token_is_502(am_settings, api_settings, clock):
+def test_ping_with_a_wrong_token_is_502(am_settings, api_settings, make_client):
     am_settings.appmetrica = am_settings.appmetrica.model_copy(update={"token": SecretStr("bad")})
-    with TestClient(create_app(am_settings, api_settings, clock=clock)) as client:
+    with make_client(am_settings, api_settings) as client:
         response = client.get("/appmetrica/ping", headers=READ)
     assert response.status_code == 502
     assert "bad" not in response.json()["detail"].split()
 
 
-def test_unconfigured_token_is_503(settings, api_settings, clock):
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+def test_unconfigured_token_is_503(settings, api_settings, make_client):
+    with make_client(settings, api_settings) as client:
         response = client.get("/appmetrica/ping", headers=READ)
     assert response.status_code == 503
     assert "APPMETRICA_TOKEN" in response.json()["detail"]

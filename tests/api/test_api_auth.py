@@ -16,9 +16,8 @@ WRITE = {"Authorization": "Bearer demo-write-token"}
 STRANGER = {"Authorization": "OAuth demo-stranger-token"}
 DEVICE = {"data": [{"device_id": "dev-1", "device_brand": "acme"}]}
 
-pytestmark = pytest.mark.db
 
-
+@pytest.mark.unit  # the Yandex ID stand-in only
 def test_no_token_is_401_with_www_authenticate(client):
     response = client.get("/db/mobile-devices")
     assert response.status_code == 401
@@ -26,6 +25,8 @@ def test_no_token_is_401_with_www_authenticate(client):
     assert "oauth.yandex.ru/authorize" in response.json()["detail"]
 
 
+@pytest.mark.unit  # the Yandex ID stand-in only
+@pytest.mark.unit  # the Yandex ID stand-in only
 @pytest.mark.parametrize(
     "header",
     [
@@ -42,12 +43,14 @@ def test_bad_or_malformed_token_is_401(client, header):
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
+@pytest.mark.db
 def test_valid_login_without_access_is_403(client):
     response = client.get("/db/mobile-devices", headers=STRANGER)
     assert response.status_code == 403
     assert "demo-stranger" in response.json()["detail"]
 
 
+@pytest.mark.db
 def test_reader_reads_but_cannot_write(client):
     assert client.get("/db/mobile-devices", headers=READ).status_code == 200
     response = client.post("/db/mobile-devices", headers=READ, json=DEVICE)
@@ -56,6 +59,7 @@ def test_reader_reads_but_cannot_write(client):
     assert client.get("/db/mobile-devices", headers=READ).json()["count"] == 0
 
 
+@pytest.mark.db
 def test_writer_writes_and_reads(client):
     response = client.post("/db/mobile-devices", headers=WRITE, json=DEVICE)
     assert response.status_code == 200, response.text
@@ -72,14 +76,16 @@ def test_yandex_down_is_503_never_access(client, yandex, mode):
     assert "Yandex ID" in response.json()["detail"]
 
 
-def test_yandex_unreachable_is_503(settings, api_settings, clock):
+@pytest.mark.unit  # the Yandex ID stand-in only
+def test_yandex_unreachable_is_503(settings, api_settings, make_client):
     settings.yandex = settings.yandex.model_copy(update={"login_url": "http://127.0.0.1:9"})
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.get("/db/mobile-devices", headers=READ)
     assert response.status_code == 503
     assert "unreachable" in response.json()["detail"]
 
 
+@pytest.mark.db
 def test_positive_answers_are_cached_until_the_ttl(client, yandex, clock):
     before = yandex.requests
     assert client.get("/db/mobile-devices", headers=READ).status_code == 200
@@ -93,6 +99,7 @@ def test_positive_answers_are_cached_until_the_ttl(client, yandex, clock):
     assert yandex.requests == before + 2
 
 
+@pytest.mark.unit  # the Yandex ID stand-in only
 def test_refused_tokens_are_not_cached(client, yandex):
     before = yandex.requests
     for _ in range(2):
@@ -103,11 +110,12 @@ def test_refused_tokens_are_not_cached(client, yandex):
     assert yandex.requests == before + 2
 
 
-def test_client_id_pin_refuses_tokens_of_other_apps(settings, api_settings, clock):
+@pytest.mark.db
+def test_client_id_pin_refuses_tokens_of_other_apps(settings, api_settings, make_client):
     settings.auth = AuthSettings(
         read_access=["demo-reader"], write_access=["demo-writer"], client_id=DEMO_CLIENT_ID
     )
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         assert client.get("/db/mobile-devices", headers=WRITE).status_code == 200
         response = client.get(
             "/db/mobile-devices", headers={"Authorization": "OAuth other-app-token"}
@@ -116,6 +124,7 @@ def test_client_id_pin_refuses_tokens_of_other_apps(settings, api_settings, cloc
     assert "another application" in response.json()["detail"]
 
 
+@pytest.mark.db
 def test_the_token_is_never_logged(client, caplog):
     with caplog.at_level(logging.DEBUG):
         client.get("/db/mobile-devices", headers=READ)
@@ -125,12 +134,15 @@ def test_the_token_is_never_logged(client, caplog):
     assert "secret-bad-token" not in caplog.text
 
 
-def test_swagger_explains_how_to_get_a_token(client):
-    schema = client.get("/openapi.json").json()
+@pytest.mark.unit  # the Yandex ID stand-in only
+def test_swagger_explains_how_to_get_a_token(settings, api_settings):
+    with TestClient(create_app(settings, api_settings)) as client:
+        schema = client.get("/openapi.json").json()
+        docs = client.get("/docs")
     scheme = schema["components"]["securitySchemes"]["YandexOAuth"]
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
     assert "oauth.yandex.ru/authorize?response_type=token&client_id=" in scheme["description"]
     assert "client_id=test-app" in schema["info"]["description"]
     assert schema["paths"]["/db/mobile-devices"]["get"]["security"] == [{"YandexOAuth": []}]
     assert "/health" in schema["paths"] and "security" not in schema["paths"]["/health"]["get"]
-    assert client.get("/docs").status_code == 200
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()

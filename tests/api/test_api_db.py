@@ -5,14 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from fastapi.testclient import TestClient
-
-from api.main import create_app
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "OAuth demo-write-token"}
 
-pytestmark = pytest.mark.db
 
 U1 = "00000000-0000-4000-8000-000000000001"
 U2 = "00000000-0000-4000-8000-000000000002"
@@ -54,6 +50,10 @@ SAMPLES: dict[str, tuple[dict, str, str]] = {
 }
 
 
+@pytest.mark.db
+@pytest.mark.unit  # the Yandex ID stand-in only
+@pytest.mark.unit  # the Yandex ID stand-in only
+@pytest.mark.unit  # the Yandex ID stand-in only
 @pytest.mark.parametrize("table", list(SAMPLES))
 def test_post_then_get_each_table(client, table):
     row, key, column = SAMPLES[table]
@@ -67,6 +67,7 @@ def test_post_then_get_each_table(client, table):
     assert body["rows"][0][column] == row[column]
 
 
+@pytest.mark.db
 def test_event_time_with_a_zone_is_stored_as_utc(client):
     row = {"uuid": U2, "event_time": "2024-05-01T12:00:00+03:00"}
     assert client.post("/db/events-part", headers=WRITE, json={"data": [row]}).status_code == 200
@@ -74,6 +75,7 @@ def test_event_time_with_a_zone_is_stored_as_utc(client):
     assert rows[0]["event_time"] == "2024-05-01T09:00:00"
 
 
+@pytest.mark.db
 def test_get_sorts_limits_and_filters(client):
     data = [{"device_id": f"dev-{i}", "device_model": f"m{9 - i}"} for i in range(5)]
     assert (
@@ -94,6 +96,7 @@ def test_get_sorts_limits_and_filters(client):
     )
 
 
+@pytest.mark.db
 def test_changeable_history_newest_first(client):
     data = [
         {
@@ -111,6 +114,7 @@ def test_changeable_history_newest_first(client):
     assert [row["age"] for row in rows] == [3, 2, 1]
 
 
+@pytest.mark.db
 def test_migrated_filter_on_user_properties_only(client, dwh_conn):
     data = [{"uuid": U1}, {"uuid": U2}]
     client.post("/db/user-properties", headers=WRITE, json={"data": data})
@@ -123,10 +127,11 @@ def test_migrated_filter_on_user_properties_only(client, dwh_conn):
     assert response.json()["errors"][0]["field"] == "migrated"
 
 
-def test_insert_is_chunked_into_batches(settings, api_settings, clock):
+@pytest.mark.db
+def test_insert_is_chunked_into_batches(settings, api_settings, make_client):
     settings.db = settings.db.model_copy(update={"max_rows_per_insert": 10})
     data = [{"device_id": f"d{i}"} for i in range(25)]
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         body = client.post("/db/mobile-devices", headers=WRITE, json={"data": data}).json()
     assert body["count"] == 25 and body["batches"] == 3
     assert sorted(body["inserted_ids"]) == sorted(row["device_id"] for row in data)
@@ -154,6 +159,7 @@ def test_bad_query_parameters_are_422_naming_the_parameter(client, table, params
     assert [error["field"] for error in response.json()["errors"]] == [field]
 
 
+@pytest.mark.db
 def test_non_iso_event_time_names_row_and_field(client):
     data = [
         {"uuid": U1, "event_time": "2024-05-01T10:00:00"},
@@ -204,6 +210,7 @@ def test_values_of_the_wrong_type_are_422(client, table, row, field):
     assert response.json()["errors"][0]["field"] == f"data[0].{field}"
 
 
+@pytest.mark.db
 def test_empty_list_is_422_and_too_many_rows_413(client):
     response = client.post("/db/mobile-devices", headers=WRITE, json={"data": []})
     assert response.status_code == 422
@@ -215,6 +222,7 @@ def test_empty_list_is_422_and_too_many_rows_413(client):
     assert client.get("/db/mobile-devices", headers=READ).json()["count"] == 0
 
 
+@pytest.mark.unit  # the Yandex ID stand-in only
 def test_oversized_body_is_413(client):
     blob = "x" * (1024 * 1024 + 10)
     response = client.post(
@@ -226,6 +234,7 @@ def test_oversized_body_is_413(client):
     assert "API_MAX_BODY_MB" in response.json()["detail"]
 
 
+@pytest.mark.db
 def test_unknown_device_is_a_409_conflict(client):
     row = {"uuid": U1, "event_time": "2024-05-01T00:00:00", "device_id": "never-seen"}
     response = client.post("/db/events-part", headers=WRITE, json={"data": [row]})

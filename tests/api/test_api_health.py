@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import create_app
 from dwh_helper.config import PostgresSettings
 
 pytestmark = [pytest.mark.db, pytest.mark.s3]
@@ -19,9 +17,9 @@ def test_health_ok_without_a_token(client):
     assert body["postgres"]["ok"] is True and body["s3"]["ok"] is True
 
 
-def test_health_degraded_when_the_bucket_is_missing(settings, api_settings, clock):
+def test_health_degraded_when_the_bucket_is_missing(settings, api_settings, make_client):
     settings.s3 = settings.s3.model_copy(update={"bucket_name": "no-such-bucket"})
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.get("/health")
     assert response.status_code == 503
     body = response.json()
@@ -30,14 +28,14 @@ def test_health_degraded_when_the_bucket_is_missing(settings, api_settings, cloc
     assert body["s3"]["ok"] is False and body["s3"]["error"]
 
 
-def test_health_degraded_when_postgres_is_down(settings, api_settings, clock):
+def test_health_degraded_when_postgres_is_down(settings, api_settings, make_client):
     from pydantic import SecretStr
 
     settings.db = PostgresSettings(
         dsn=SecretStr("host=127.0.0.1 port=9 dbname=x user=x connect_timeout=1"), minconn=0
     )
     api_settings = api_settings.model_copy(update={"db_pool_timeout_seconds": 0.5})
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.get("/health")
         assert response.status_code == 503
         assert response.json()["postgres"]["ok"] is False

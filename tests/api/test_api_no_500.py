@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-
-from api.main import create_app
 
 WRITE = {"Authorization": "OAuth demo-write-token"}
 
@@ -121,12 +118,10 @@ MALFORMED: list[tuple[str, str, dict]] = [
 
 
 @pytest.fixture
-def sweep_client(settings, amplitude_settings, appmetrica_settings, api_settings, clock):
+def sweep_client(settings, amplitude_settings, appmetrica_settings, api_settings, make_client):
     settings.amplitude = amplitude_settings
     settings.appmetrica = appmetrica_settings
-    with TestClient(
-        create_app(settings, api_settings, clock=clock), raise_server_exceptions=False
-    ) as client:
+    with make_client(settings, api_settings) as client:
         yield client
 
 

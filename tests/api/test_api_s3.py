@@ -6,9 +6,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi.testclient import TestClient
-
-from api.main import create_app
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "OAuth demo-write-token"}
@@ -147,11 +144,11 @@ def test_patch_past_the_end_is_416(client, store):
     assert negative.json()["errors"][0]["field"] == "offset"
 
 
-def test_patch_of_a_large_object_goes_by_multipart_copy(settings, api_settings, clock, store):
+def test_patch_of_a_large_object_goes_by_multipart_copy(settings, api_settings, make_client, store):
     big = os.urandom(7 * 1024 * 1024)
     store.client.put_object(Bucket=store.bucket, Key="big.bin", Body=big)
     api_settings = api_settings.model_copy(update={"patch_copy_threshold_mb": 5, "max_body_mb": 8})
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.patch(
             "/s3/patch",
             headers=WRITE,
@@ -211,18 +208,18 @@ def test_upload_over_the_body_limit_is_413(client, store):
     assert store.head("big.txt") is None
 
 
-def test_s3_unreachable_is_503(settings, api_settings, clock, monkeypatch):
+def test_s3_unreachable_is_503(settings, api_settings, make_client, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     settings.s3 = settings.s3.model_copy(update={"endpoint_url": "http://127.0.0.1:9"})
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.get("/s3/objects", headers=READ)
     assert response.status_code == 503
     assert "S3 is unavailable" in response.json()["detail"]
 
 
-def test_bucket_not_configured_is_503(settings, api_settings, clock):
+def test_bucket_not_configured_is_503(settings, api_settings, make_client):
     settings.s3 = settings.s3.model_copy(update={"bucket_name": None})
-    with TestClient(create_app(settings, api_settings, clock=clock)) as client:
+    with make_client(settings, api_settings) as client:
         response = client.get("/s3/objects", headers=READ)
     assert response.status_code == 503
     assert "S3_BUCKET_NAME" in response.json()["detail"]
