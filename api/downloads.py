@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,3 +51,10 @@ def work_dir(prefix: str) -> Iterator[Path]:
     except BaseException:
         remove_dir(path)
         raise
+
+
+def zip_entry(name: str) -> zipfile.ZipInfo:
+    """A deflated ZIP entry named `name`, stamped with the current time."""
+    entry = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    return entry

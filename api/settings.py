@@ -12,7 +12,11 @@ class ApiSettings(BaseSettings):
     """Limits and waits of the API (`API_*` variables)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="API_", env_file=".env", extra="ignore", case_sensitive=False
+        env_prefix="API_",
+        env_file=".env",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
     )
 
     db_pool_timeout_seconds: float = Field(10.0, gt=0, description="Wait for a free DB connection")

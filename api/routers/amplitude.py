@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 
 from api.auth import require_read
 from api.deps import ApiSettingsDep, SettingsDep
-from api.downloads import WorkDirFileResponse, work_dir
+from api.downloads import WorkDirFileResponse, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from dwh_helper.sources.amplitude import (
     AmplitudeAuthError,
@@ -73,7 +73,7 @@ def write_ndjson_zip(
     """Export `first`..`last` day by day into one NDJSON entry of `target`; (events, days)."""
     events = days = 0
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zipped:
-        with zipped.open(entry, "w", force_zip64=True) as out:
+        with zipped.open(zip_entry(entry), "w", force_zip64=True) as out:
             day = first
             while day <= last:
                 day_dir = workdir / day.strftime("%Y%m%d")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import require_read
 from api.deps import ApiSettingsDep, SettingsDep
-from api.downloads import WorkDirFileResponse, remove_dir, work_dir
+from api.downloads import WorkDirFileResponse, remove_dir, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.settings import ApiSettings
 from dwh_helper.config import Settings
@@ -351,7 +351,7 @@ def export(
         paths = [day.parts[number].path for day in days for number in range(day.parts_count)]
         entry = f"appmetrica_{resource}_{app_id}_{since:%Y%m%d}_{until:%Y%m%d}.{format}"
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
-            with zipped.open(entry, "w", force_zip64=True) as out:
+            with zipped.open(zip_entry(entry), "w", force_zip64=True) as out:
                 if format == "csv":
                     _write_csv(out, paths, use_utf8_bom)
                 else:
