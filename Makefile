@@ -6,6 +6,11 @@ export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags:$(CURDIR)
 
 .PHONY: demo test test-unit lint format bench api run migrate clean install
 
+# `make run DAY=2024-03-02`: the three DAGs against the real services configured in .env
+DAY ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.today() - d.timedelta(days=1))")
+AIRFLOW_LOCAL := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
+
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -38,13 +43,29 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## api: the companion API on http://127.0.0.1:8000 against local services and demo tokens
+api: install
+	$(BIN)/python -m dwh_helper.demo api
+
+## run: amplitude_events, appmetrica_events and user_properties for DAY with the .env credentials
+run: install
+	@test -f .env || { echo "No .env: cp .env.example .env and fill in the real credentials"; exit 2; }
+	set -a && . ./.env && set +a && export $(AIRFLOW_LOCAL) && \
+	$(BIN)/airflow db migrate >/dev/null && \
+	$(BIN)/airflow dags test amplitude_events $(DAY) -c '{"start": "$(DAY)", "end": "$(DAY)"}' && \
+	$(BIN)/airflow dags test appmetrica_events $(DAY) -c '{"start": "$(DAY)", "end": "$(DAY)"}' && \
+	$(BIN)/airflow dags test user_properties $(DAY)
+
 ## bench: the benchmark scripts (minutes; numbers go to docs/benchmarks.md)
 bench: install
 	$(BIN)/python bench/bench_repository.py
+	$(BIN)/python bench/bench_amplitude_load.py
+	$(BIN)/python bench/bench_appmetrica_load.py
+	$(BIN)/python bench/bench_user_properties.py
 
 ## migrate: apply the DWH schema to the database in DB_* / .env
 migrate: install
 	$(BIN)/python -m dwh_helper.dwh migrate
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .demo
+	rm -rf $(VENV) .pytest_cache .ruff_cache .airflow bench/out

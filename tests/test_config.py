@@ -89,3 +89,16 @@ def test_missing_values_name_what_to_set(monkeypatch):
         settings.appmetrica.require_token()
     with pytest.raises(SettingsError, match="unknown Amplitude source"):
         settings.amplitude.credentials("tv")
+
+
+def test_env_example_values_are_valid(monkeypatch, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).resolve().parents[1] / ".env.example", tmp_path / ".env")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()  # reads ./.env
+    assert settings.db.max_rows_per_insert is None
+    assert settings.s3.require_bucket() == "dwh-raw"
+    assert settings.amplitude.base_url is None
+    assert settings.auth.write_access == ["data.engineer"]

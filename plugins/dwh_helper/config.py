@@ -25,7 +25,11 @@ class SettingsError(ValueError):
 
 def _block(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
-        env_prefix=prefix, env_file=".env", extra="ignore", case_sensitive=False
+        env_prefix=prefix,
+        env_file=".env",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `DB_MAX_ROWS_PER_INSERT=` in .env means "not set"
     )
 
 
