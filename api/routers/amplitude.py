@@ -125,20 +125,11 @@ def export(
             f"{days} days requested; the limit is API_AMPLITUDE_MAX_DAYS={api.amplitude_max_days}",
             field="end",
         )
-    api_key, secret_key = settings.amplitude.credentials(source)
+    client = AmplitudeClient.from_settings(settings.amplitude, source)
     name = f"amplitude_{source}_{start}_{end}"
     started = time.monotonic()
     with work_dir(prefix="dwh-api-amplitude-") as workdir:
         target = workdir / f"{name}.zip"
-        client = AmplitudeClient(
-            api_key,
-            secret_key,
-            project=source,
-            region=settings.amplitude.region,
-            base_url=settings.amplitude.base_url,
-            timeout=settings.amplitude.timeout_seconds,
-            max_attempts=settings.amplitude.max_attempts,
-        )
         try:
             events, _ = write_ndjson_zip(client, first, last, workdir, target, f"{name}.json")
         except AmplitudeError as exc:
