@@ -24,9 +24,19 @@ def make_rows(count: int) -> list[tuple]:
     start = datetime(2024, 3, 2)
     return [
         (
-            uuid.UUID(int=i + 1), f"event_{i % 40}", start + timedelta(seconds=i % 86400),
-            155683 + i % 5000 if i % 3 else None, "Android", f"device-{i % DEVICES}", i % 500,
-            "Russian", "android", "13", 1709341053000 + i // 50, "5.1.0", "5.4.2",
+            uuid.UUID(int=i + 1),
+            f"event_{i % 40}",
+            start + timedelta(seconds=i % 86400),
+            155683 + i % 5000 if i % 3 else None,
+            "Android",
+            f"device-{i % DEVICES}",
+            i % 500,
+            "Russian",
+            "android",
+            "13",
+            1709341053000 + i // 50,
+            "5.1.0",
+            "5.4.2",
         )
         for i in range(count)
     ]
@@ -61,7 +71,9 @@ def main() -> None:
     columns = ", ".join(EVENTS_PART.column_names)
     with postgres() as pg:
         repo = prepare(fresh_database(pg, "bench_insert"))
-        insert = timed("insert_batch", len(rows), lambda: repo.insert_batch("events_part", dicts).count)
+        insert = timed(
+            "insert_batch", len(rows), lambda: repo.insert_batch("events_part", dicts).count
+        )
 
         repo = prepare(fresh_database(pg, "bench_copy_rows"))
         copy_rows = timed("copy_rows", len(rows), lambda: repo.copy_rows("events_part", rows))

@@ -1,4 +1,4 @@
-"""Services the benchmarks run against: a throwaway PostgreSQL and moto's S3 server in its own process."""
+"""What the benchmarks run against: a throwaway PostgreSQL, moto S3 in a process of its own."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def moto_process() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -41,8 +42,13 @@ def moto_process() -> Iterator[str]:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id="bench", aws_secret_access_key="bench")
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
         client.create_bucket(Bucket=BUCKET)
         yield url
     finally:
@@ -64,7 +70,9 @@ def postgres() -> Iterator[TemporaryPostgres]:
 def fresh_database(pg: TemporaryPostgres, name: str) -> str:
     """(Re)create database `name` from the migrated template; returns its DSN."""
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE bench_template").format(sql.Identifier(name))
         )

@@ -167,3 +167,17 @@ def test_adding_a_field_is_a_config_change(tmp_path):
     mapping = load_event_mapping(_write(tmp_path, body))
     ((table, text, _),) = mapping.map_event({"id": U, "props": {"k": 1}})
     assert text == f'{U}\t{{"k":1}}'
+
+
+def test_compiled_fast_path_equals_the_checked_path_on_sandbox_events():
+    from datetime import UTC, datetime
+
+    from dwh_helper.sandbox.amplitude_events import generate_hour
+
+    mapping = amplitude_mapping()
+    events = generate_hour(374182, datetime(2024, 3, 2, 10, tzinfo=UTC), 9, 2000)
+    assert len(events) == 2000
+    for event in events:
+        record = mapping.decode(__import__("json").dumps(event).encode())
+        for table in mapping.tables:
+            assert table.line(record) == table.checked_line(record)

@@ -139,9 +139,8 @@ class _Writer(threading.Thread):
         for table, lines in batch.lines.items():
             if not lines:
                 continue
-            lines.append("")
-            payload = "\n".join(lines).encode()
-            inserted = self.repo.copy_text(table.spec, table.columns, [payload])
+            inserted = self.repo.copy_text(table.spec, table.columns, _chunks(lines))
+            lines.clear()  # free the batch's text as soon as it is in the database
             name = table.spec.name
             self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
         if batch.rejects:
@@ -170,6 +169,12 @@ class _Writer(threading.Thread):
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def _chunks(lines: list[str], size: int = 2000) -> Iterator[str]:
+    """COPY text in pieces of `size` lines (no second copy of the whole batch in memory)."""
+    for start in range(0, len(lines), size):
+        yield "\n".join(lines[start : start + size]) + "\n"
 
 
 def load_raw_file(
