@@ -1,0 +1,456 @@
+"""AppMetrica steps: export one day of one resource to S3 unchanged, and load a raw file.
+
+`extract_appmetrica` lands each day's Logs API file(s) byte for byte at deterministic keys
+`raw/appmetrica/<application_id>/<resource>/<YYYY>/<MM>/<DD>/<resource>_<app>_<YYYYMMDD>.<fmt>`
+(`_partNNNNofMMMM` when AppMetrica asked for parts), with metadata, overwritten on re-run.
+`load_appmetrica_file` loads one such file with the shared loader (`pipeline.load`) into
+`appmetrica.<table>` through the declarative mapping (`transform/mappings/appmetrica.yaml`).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as day_time
+from pathlib import Path
+from typing import Any
+
+import ijson
+
+from dwh_helper.dwh.repository import Repository
+from dwh_helper.dwh.tables import TableSpec
+from dwh_helper.pipeline.load import (
+    DEFAULT_BATCH_SIZE,
+    CorruptFile,
+    LoadError,
+    LoadResult,
+    RawFormat,
+    load_raw_file,
+)
+from dwh_helper.sources.appmetrica import AppMetricaClient, ExportedPart
+from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
+from dwh_helper.storage.s3 import ObjectStore, file_sha256
+from dwh_helper.transform.appmetrica_mapping import (
+    AppMetricaMapping,
+    ResourceMapping,
+    RowFormatter,
+    load_appmetrica_mapping,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = "appmetrica"
+RAW_PREFIX = "raw/appmetrica"
+FORMATS = ("csv", "json")
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+_KEY = re.compile(
+    r"(?:^|/)raw/appmetrica/(?P<application_id>\d+)/(?P<resource>[a-z_0-9]+)/"
+    r"(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/[^/]+\.(?P<fmt>csv|json)$"
+)
+
+
+def day_prefix(application_id: str | int, resource: str, day: date) -> str:
+    """S3 prefix of one application's raw files of one resource for one day."""
+    return f"{RAW_PREFIX}/{application_id}/{resource}/{day:%Y/%m/%d}/"
+
+
+def raw_key(
+    application_id: str | int,
+    resource: str,
+    day: date,
+    fmt: str = "csv",
+    part_number: int = 0,
+    parts_count: int = 1,
+) -> str:
+    """Deterministic S3 key of a day's file (or of one part of it)."""
+    name = f"{resource}_{application_id}_{day:%Y%m%d}"
+    if parts_count > 1:
+        name += f"_part{part_number + 1:04d}of{parts_count:04d}"
+    return f"{day_prefix(application_id, resource, day)}{name}.{fmt}"
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    """The export window of a day: 00:00:00 .. 23:59:59 (AppMetrica's bounds are inclusive)."""
+    return datetime.combine(day, day_time(0)), datetime.combine(day, day_time(23, 59, 59))
+
+
+def export_fields(
+    resource: str,
+    fields: Sequence[str] | str | None = None,
+    mapping: AppMetricaMapping | None = None,
+) -> tuple[str, ...]:
+    """The fields to export: all documented ones by default; given ones plus identity fields.
+
+    Narrowed exports always include the mapping's identity fields, so `row_uuid`
+    still tells rows apart (they are appended when missing).
+    """
+    if isinstance(fields, str):
+        fields = [item.strip() for item in fields.split(",") if item.strip()]
+    if not fields:
+        if resource not in DEFAULT_FIELDS:
+            raise ValueError(f"no default fields for resource {resource!r}: pass fields explicitly")
+        return DEFAULT_FIELDS[resource]
+    chosen = list(dict.fromkeys(fields))
+    resource_mapping = (mapping or load_appmetrica_mapping()).resource(resource)
+    added = [name for name in resource_mapping.identity if name not in chosen]
+    if added:
+        log.info("%s: adding identity field(s) %s to the export", resource, ", ".join(added))
+        chosen += added
+    return tuple(chosen)
+
+
+@dataclass
+class ExtractResult:
+    """What `extract_appmetrica` landed in S3."""
+
+    application_id: str
+    resource: str
+    day: date
+    keys: list[str] = field(default_factory=list)
+    bytes: int = 0
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (XCom, logs)."""
+        return {
+            "application_id": self.application_id,
+            "resource": self.resource,
+            "day": self.day.isoformat(),
+            "keys": list(self.keys),
+            "bytes": self.bytes,
+            "removed": list(self.removed),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def extract_appmetrica(
+    client: AppMetricaClient,
+    store: ObjectStore,
+    application_id: str | int,
+    resource: str,
+    day: date,
+    fields: Sequence[str] | str | None = None,
+    *,
+    date_dimension: str = "default",
+    fmt: str = "csv",
+    use_utf8_bom: bool = False,
+    skip_unavailable_shards: bool = False,
+    mapping: AppMetricaMapping | None = None,
+) -> ExtractResult:
+    """Export one day of one resource and land the file(s) in S3 unchanged; a re-run overwrites.
+
+    Keys are deterministic (see `raw_key`); objects of earlier runs under the day's
+    prefix that this run did not write (say, parts of a split export) are removed, so
+    the prefix always mirrors the latest export.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt {fmt!r}: use 'csv' or 'json'")
+    started = time.perf_counter()
+    application_id = str(application_id)
+    chosen = export_fields(resource, fields, mapping)
+    since, until = day_window(day)
+    result = ExtractResult(application_id=application_id, resource=resource, day=day)
+    with tempfile.TemporaryDirectory(prefix=f"appmetrica-{application_id}-") as tmp:
+        parts: list[ExportedPart] = client.export(
+            resource,
+            application_id,
+            since,
+            until,
+            fields=chosen,
+            date_dimension=date_dimension,
+            use_utf8_bom=use_utf8_bom,
+            skip_unavailable_shards=skip_unavailable_shards,
+            fmt=fmt,
+            dest_dir=Path(tmp),
+        )
+        for part in parts:
+            key = raw_key(application_id, resource, day, fmt, part.part_number, part.parts_count)
+            store.upload_file(
+                part.path,
+                key,
+                metadata={
+                    "source": SOURCE,
+                    "application-id": application_id,
+                    "resource": resource,
+                    "format": fmt,
+                    "window-start": since.isoformat(sep=" "),
+                    "window-end": until.isoformat(sep=" "),
+                    "date-dimension": date_dimension,
+                    "part": f"{part.part_number + 1}/{part.parts_count}",
+                    "fields": ",".join(chosen),
+                    "size": str(part.size),
+                    "sha256": file_sha256(part.path),
+                },
+                content_type=CONTENT_TYPES[fmt],
+            )
+            result.keys.append(key)
+            result.bytes += part.size
+    for stale in store.iter_objects(day_prefix(application_id, resource, day)):
+        if stale.key not in result.keys:
+            store.delete(stale.key)
+            result.removed.append(stale.key)
+            log.info("removed %s, left by an earlier export of the same day", stale.key)
+    result.seconds = time.perf_counter() - started
+    log.info(
+        "extracted AppMetrica %s of application %s for %s: %d file(s), %d bytes in %.1fs",
+        resource,
+        application_id,
+        day,
+        len(result.keys),
+        result.bytes,
+        result.seconds,
+    )
+    return result
+
+
+def day_keys(store: ObjectStore, application_id: str | int, resource: str, day: date) -> list[str]:
+    """The raw files already in S3 for one application, resource and day (re-loads)."""
+    return sorted(
+        info.key for info in store.iter_objects(day_prefix(application_id, resource, day))
+    )
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawFileInfo:
+    """What a raw file is: its application, resource, format and export window."""
+
+    application_id: str
+    resource: str
+    fmt: str
+    window: tuple[datetime, datetime] | None = None
+
+
+def describe_raw_file(key: str, metadata: dict[str, str] | None = None) -> RawFileInfo:
+    """Application, resource, format and window of a raw file, from its metadata or its key.
+
+    Raises ValueError saying what is missing when neither tells.
+    """
+    metadata = metadata or {}
+    match = _KEY.search(key)
+    application_id = metadata.get("application-id") or (match and match["application_id"])
+    resource = metadata.get("resource") or (match and match["resource"])
+    fmt = metadata.get("format") or (match and match["fmt"]) or Path(key).suffix.lstrip(".")
+    if not application_id or not resource or fmt not in FORMATS:
+        raise ValueError(
+            "not an AppMetrica raw file: expected a key raw/appmetrica/<application_id>/"
+            "<resource>/<YYYY>/<MM>/<DD>/<name>.csv|json or the object metadata "
+            "application-id, resource and format"
+        )
+    window = None
+    if metadata.get("window-start") and metadata.get("window-end"):
+        window = (
+            datetime.fromisoformat(metadata["window-start"]).replace(tzinfo=UTC),
+            datetime.fromisoformat(metadata["window-end"]).replace(tzinfo=UTC),
+        )
+    elif match:
+        window = tuple(  # type: ignore[assignment]
+            moment.replace(tzinfo=UTC)
+            for moment in day_window(
+                date(int(match["year"]), int(match["month"]), int(match["day"]))
+            )
+        )
+    return RawFileInfo(str(application_id), str(resource), fmt, window)
+
+
+_YIELD_EVERY = 31  # records between two GIL hand-overs (a bit mask: every 32nd record)
+
+
+def _yield_gil() -> None:
+    """Let the loader's writer thread take the GIL now rather than after the 5 ms switch interval.
+
+    The writer sends each batch in 128 kB COPY chunks and needs the GIL between them; without
+    this the busy reader keeps it and the database idles (measured: 2x slower loads).
+    """
+    time.sleep(0)
+
+
+class AppMetricaTable:
+    """The loader's target table: its spec and the COPY columns (set once the file's fields
+    are known)."""
+
+    first_per_file = False
+
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        self.columns: tuple[str, ...] = ()
+
+
+class AppMetricaFile:
+    """One raw file's reading and mapping for `load_raw_file` (a RecordMapping and the
+    records of a RawFormat): the header or first record binds the RowFormatter."""
+
+    source = SOURCE
+
+    def __init__(
+        self,
+        resource_mapping: ResourceMapping,
+        application_id: str,
+        fmt: str,
+        *,
+        record_id: str = "appmetrica_device_id",
+        label: str = "",
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format {fmt!r}: use 'csv' or 'json'")
+        self.resource_mapping = resource_mapping
+        self.application_id = application_id
+        self.fmt = fmt
+        self.record_id = record_id
+        self.label = label
+        self.table = AppMetricaTable(resource_mapping.spec)
+        self.tables = (self.table,)
+        self.formatter: RowFormatter | None = None
+        self._line = self._unbound
+
+    @staticmethod
+    def _unbound(record: Any) -> str:
+        raise RuntimeError("the file's fields are not known yet")
+
+    def bind(self, fields: Sequence[str]) -> RowFormatter:
+        """Compile the formatter for the fields this file holds; logs fields left out or missing."""
+        formatter = self.resource_mapping.formatter(self.application_id, fields)
+        known = set(self.resource_mapping.field_names) | {"application_id"}
+        unmapped = [name for name in fields if name not in known]
+        if unmapped:
+            log.warning(
+                "%s: field(s) not in the AppMetrica mapping, not loaded: %s (add them to "
+                "transform/mappings/appmetrica.yaml to load them)",
+                self.label,
+                ", ".join(unmapped),
+            )
+        if formatter.missing:
+            missing_identity = [n for n in self.resource_mapping.identity if n in formatter.missing]
+            log.log(
+                logging.WARNING if missing_identity else logging.INFO,
+                "%s: %d mapped field(s) not in the file, left NULL: %s%s",
+                self.label,
+                len(formatter.missing),
+                ", ".join(formatter.missing),
+                f" (identity fields {', '.join(missing_identity)} missing: rows differing only "
+                "in them share one row_uuid)"
+                if missing_identity
+                else "",
+            )
+        self.formatter = formatter
+        self.table.columns = formatter.columns
+        self._line = formatter.line
+        return formatter
+
+    def decode(self, raw: Any) -> Any:
+        """The raw record as read (a field → string dict)."""
+        return raw
+
+    def map_record(self, record: Any) -> list[tuple[AppMetricaTable, str, None]]:
+        """[(table, COPY line, None)]; CastError (a ValueError) for a value that does not cast."""
+        return [(self.table, self._line(record), None)]
+
+    def records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
+        """(file name, record number from 1, field → string dict) of every record, streamed."""
+        if self.fmt == "csv":
+            return self._csv_records(path)
+        return self._json_records(path)
+
+    def _csv_records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
+        entry = path.name
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    return
+                self.bind(header)
+                width = len(header)
+                number = 0
+                for values in reader:
+                    number += 1
+                    if len(values) != width:
+                        if not values:
+                            continue
+                        raise CorruptFile(
+                            f"CSV record {number} (line {reader.line_num}) has {len(values)} "
+                            f"values, the header has {width}: the file is truncated or not a "
+                            "Logs API CSV; re-export the day"
+                        )
+                    if not number & _YIELD_EVERY:
+                        _yield_gil()
+                    yield entry, number, dict(zip(header, values, strict=True))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise CorruptFile(f"not a readable UTF-8 CSV: {exc}") from exc
+
+    def _json_records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
+        entry = path.name
+        with open(path, "rb") as handle:
+            if handle.read(3) != b"\xef\xbb\xbf":
+                handle.seek(0)
+            number = 0
+            try:
+                for item in ijson.items(handle, "data.item"):
+                    number += 1
+                    if not isinstance(item, dict):
+                        raise CorruptFile(
+                            f"JSON record {number} is a {type(item).__name__}, not an object"
+                        )
+                    if self.formatter is None:
+                        self.bind(list(item))
+                    if not number & _YIELD_EVERY:
+                        _yield_gil()
+                    yield entry, number, item
+            except ijson.JSONError as exc:
+                raise CorruptFile(
+                    f"not a complete Logs API JSON file after record {number} ({exc}); "
+                    "re-export the day"
+                ) from exc
+
+    def raw_format(self) -> RawFormat:
+        """The RawFormat reading this file."""
+        return RawFormat(source=SOURCE, records=self.records)
+
+
+def load_appmetrica_file(
+    store: ObjectStore,
+    key: str,
+    repo: Repository,
+    mapping: AppMetricaMapping | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    reject_ratio: float = 0.01,
+) -> LoadResult:
+    """Load one raw AppMetrica file from S3 into `appmetrica.<table>` (one transaction).
+
+    Application, resource and format come from the object's metadata (written by
+    `extract_appmetrica`) or from its key. Loading the same file again inserts nothing.
+    """
+    info = store.head(key)
+    try:
+        described = describe_raw_file(key, info.metadata if info is not None else None)
+        mapping = mapping or load_appmetrica_mapping()
+        resource_mapping = mapping.resource(described.resource)
+    except ValueError as exc:
+        raise LoadError(key, str(exc)) from exc
+    file = AppMetricaFile(
+        resource_mapping,
+        described.application_id,
+        described.fmt,
+        record_id=mapping.record_id,
+        label=key,
+    )
+    return load_raw_file(
+        store,
+        key,
+        repo,
+        file,
+        file.raw_format(),
+        batch_size=batch_size,
+        reject_ratio=reject_ratio,
+        window=described.window,
+    )
