@@ -127,3 +127,58 @@ def test_dag_test_migrates_sandbox_user_properties(
     assert result["permanent_inserted"] == people
     assert result["changeable_inserted"] == history
     assert result["unknown_keys"].get("Ehr Count", 0) > 0
+
+
+def test_operator_fails_without_retry_on_bad_input(airflow_db, dwh_dsn, dwh_conn_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
+
+    bad = tmp_path / "mapping.yaml"
+    bad.write_text("permanent: []\n", encoding="utf-8")
+    cases = [
+        ({"mapping_path": str(bad)}, "mapping.yaml: invalid field mapping"),
+        ({"batch_size": "many"}, "batch_size must be an integer"),
+        ({"strict": "maybe"}, "strict must be true or false"),
+        ({"since": "2024-13-45"}, "invalid arguments: since must be a date"),
+    ]
+    for kwargs, message in cases:
+        operator = MigrateUserPropertiesOperator(task_id="t", **kwargs)
+        with pytest.raises(AirflowFailException, match=message):
+            operator.execute({})
+
+
+def test_operator_returns_the_result_and_fails_past_the_reject_ratio(
+    airflow_db, dwh_dsn, dwh_conn_env
+):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
+
+    with open_connection(dwh_dsn) as conn:
+        Repository(conn).copy_rows(
+            TMP_USER_PROPERTIES,
+            [
+                (
+                    "00000000-0000-0000-0000-000000000001",
+                    {"EHR_ID": "1", "Ehr Count": 2},
+                    "ru",
+                    5,
+                    "1",
+                    HOUR,
+                    False,
+                ),
+                ("00000000-0000-0000-0000-000000000002", {"age": "x"}, "ru", 5, "1", HOUR, False),
+            ],
+        )
+    operator = MigrateUserPropertiesOperator(task_id="t", max_reject_ratio=0.6, batch_size="10")
+    result = operator.execute({})
+    assert (result["processed"], result["rejected"], result["status"]) == (1, 1, "completed")
+    assert result["unknown_keys"] == {"Ehr Count": 1}
+    json.dumps(result)
+    with open_connection(dwh_dsn) as conn:
+        conn.execute("UPDATE tmp_user_properties SET migrated = false")
+        conn.execute("DELETE FROM load_rejects")
+    strict = MigrateUserPropertiesOperator(task_id="t", max_reject_ratio=0.1, strict="True")
+    with pytest.raises(AirflowFailException, match="2 records were rejected for the first time"):
+        strict.execute({})

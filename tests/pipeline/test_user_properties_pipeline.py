@@ -390,6 +390,7 @@ def test_a_second_run_at_the_same_time_is_refused(repo, dwh_dsn):
         other.execute("SELECT pg_advisory_lock(7461503505)")
         with pytest.raises(RunInProgress, match="another user-properties run"):
             migrate_user_properties(repo)
+        other.execute("SELECT pg_advisory_unlock(7461503505)")
     assert migrate_user_properties(repo).processed == 1
 
 

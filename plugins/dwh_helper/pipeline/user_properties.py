@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -46,8 +46,11 @@ from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform.field_mapping import FieldMappings, load_field_mappings
 from dwh_helper.transform.user_properties import (
     FieldError,
+    PropertiesResult,
     TransformResult,
+    complete_record,
     default_mapping,
+    transform_properties,
     transform_record,
 )
 
@@ -63,7 +66,11 @@ _CHANGEABLE_COLUMNS = CHANGEABLE_USER_PROPERTIES.column_names
 _permanent_tuple = itemgetter(*_PERMANENT_COLUMNS)
 _changeable_tuple = itemgetter(*_CHANGEABLE_COLUMNS)
 _changeable_state = itemgetter(*CHANGEABLE_STATE_COLUMNS)
-_TMP_COLUMNS = "uuid, user_properties_json, language, session_id, start_version, event_time"
+# The properties come as JSON text: equal texts are converted once (see _PropertiesCache).
+_TMP_COLUMNS = (
+    "uuid, user_properties_json::text AS user_properties_json, language, session_id, "
+    "start_version, event_time"
+)
 
 
 class MigrationInterrupted(RuntimeError):
@@ -404,22 +411,38 @@ class _Written:
     repeated: int  # rejects of records an earlier run had rejected already
 
 
-def _write_batch(
-    repo: Repository,
-    batch: _Batch,
-    latest: LatestStates,
-    *,
-    s3_key: str | None = None,
-    migrated: Sequence[Any] = (),
-    clear_rejects: Sequence[str] = (),
-) -> _Written:
+@dataclass
+class _Job:
+    """One batch ready to write: its rows, rejects, and the tmp rows to mark."""
+
+    batch: _Batch
+    permanent: list[tuple[Any, ...]]
+    changeable: list[tuple[Any, ...]]
+    migrated: Sequence[Any] = ()
+    clear_rejects: Sequence[str] = ()
+    rows_read: int = 0
+    up_to: Any = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def _prepare(batch: _Batch, latest: LatestStates, **extra: Any) -> _Job:
+    """The rows a batch writes: first permanent row per person, changeable rows on change."""
+    return _Job(
+        batch,
+        _first_permanent_rows(batch.converted),
+        _new_changeable_rows(latest, batch.converted),
+        **extra,
+    )
+
+
+def _write_batch(repo: Repository, job: _Job, *, s3_key: str | None = None) -> _Written:
     """Write one batch inside the caller's transaction.
 
     Earlier rejects of the same records are replaced, so `load_rejects` holds
     each pending record's current errors once.
     """
-    permanent = _first_permanent_rows(batch.converted)
-    changeable = _new_changeable_rows(latest, batch.converted)
+    batch, permanent, changeable = job.batch, job.permanent, job.changeable
+    clear_rejects, migrated = job.clear_rejects, job.migrated
     permanent_inserted = repo.copy_rows(PERMANENT_USER_PROPERTIES, permanent) if permanent else 0
     changeable_inserted = (
         repo.copy_rows(CHANGEABLE_USER_PROPERTIES, changeable) if changeable else 0
@@ -513,17 +536,43 @@ def _has_old_rejects(repo: Repository) -> bool:
     return bool(row and row[0])
 
 
+class _PropertiesCache:
+    """Converted user_properties by their JSON text: a person's events mostly repeat them.
+
+    Bounded: emptied once it holds `capacity` distinct texts.
+    """
+
+    def __init__(self, rules: FieldMappings, strict: bool, capacity: int = 20_000) -> None:
+        self.rules = rules
+        self.strict = strict
+        self.capacity = capacity
+        self._results: dict[Any, PropertiesResult] = {}
+
+    def convert(self, row: Mapping[str, Any]) -> TransformResult:
+        """The record's rows, reusing the conversion of properties seen before."""
+        text = row["user_properties_json"]
+        properties = self._results.get(text) if isinstance(text, str) else None
+        if properties is None:
+            properties = transform_properties(
+                text, self.rules, self.strict, key="user_properties_json"
+            )
+            if isinstance(text, str):
+                if len(self._results) >= self.capacity:
+                    self._results.clear()
+                self._results[text] = properties
+        return complete_record(row, properties, self.rules)
+
+
 def _convert_tmp_rows(
     rows: list[dict[str, Any]],
-    rules: FieldMappings,
-    strict: bool,
+    cache: _PropertiesCache,
     result: MigrationResult,
     unknown: Counter[str],
 ) -> tuple[_Batch, list[Any]]:
     batch = _Batch()
     done: list[Any] = []
     for row in rows:
-        converted = transform_record(row, rules, strict)
+        converted = cache.convert(row)
         if converted.unknown_keys:
             unknown.update(converted.unknown_keys)
         if converted.errors:
@@ -561,69 +610,113 @@ def _iter_pending(
 _DONE = object()
 
 
-@contextmanager
-def _prefetched(
-    lock_conn: psycopg.Connection,
-    repo: Repository,
-    phase: str,
-    lower: datetime | None,
-    upper: datetime | None,
-    batch_size: int,
-) -> Iterator[Iterator[list[dict[str, Any]]]]:
-    """The pending batches, read one batch ahead by a thread on a second connection.
+class _Writer:
+    """Writes prepared batches in order, each in its own transaction, on `repo`'s connection.
 
-    The database reads the next batch while this thread converts and writes the
-    current one. At most two batches wait in memory. Without a second
-    connection (it cannot be opened) the batches are read in line on `repo`.
+    Threaded, it writes batch N while the caller reads and converts batch N+1
+    on a second connection (at most one batch waits). A failed batch stops the
+    writer: later batches are never written, and the error is raised to the
+    caller at its next `submit` or at `close`.
     """
+
+    def __init__(self, repo: Repository, result: MigrationResult, threaded: bool) -> None:
+        self.repo = repo
+        self.result = result
+        self.error: BaseException | None = None
+        self._jobs: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(
+                target=self._work, name="user-properties-writer", daemon=True
+            )
+            self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        """Write `job` (threaded: queue it); raises the error of an earlier failed batch."""
+        if self._thread is None:
+            self._write(job)
+            return
+        while True:
+            self._raise_failure()
+            try:
+                self._jobs.put(job, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait for every queued batch to be written; raises the writer's error if any."""
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._jobs.put(_DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+            self._thread = None
+        self._raise_failure()
+
+    def abandon(self) -> None:
+        """Stop after the batch in progress (the caller failed); nothing queued is written."""
+        if self._thread is not None:
+            while True:
+                try:
+                    self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+            self._jobs.put(_DONE)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_failure(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _DONE:
+                return
+            try:
+                self._write(job)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self.error = exc
+                return
+
+    def _write(self, job: _Job) -> None:
+        with self.repo.transaction():
+            written = _write_batch(self.repo, job)
+        _record_batch(self.result, job.batch, written)
+        log.info(
+            "batch %d: %d rows up to %s, %d processed, %d rejected, %d permanent "
+            "and %d changeable inserted in %.2fs",
+            self.result.batches,
+            job.rows_read,
+            job.up_to,
+            len(job.batch.converted),
+            len(job.batch.rejects),
+            written.permanent,
+            written.changeable,
+            time.monotonic() - job.started,
+        )
+
+
+@contextmanager
+def _second_connection(lock_conn: psycopg.Connection) -> Iterator[psycopg.Connection | None]:
+    """A second autocommit connection to the same database (None when it cannot be opened)."""
     try:
-        reader = psycopg.connect(
+        conn = psycopg.connect(
             lock_conn.info.dsn, password=lock_conn.info.password or None, autocommit=True
         )
     except psycopg.Error as exc:
-        log.info("reading in line (no second connection: %s)", _describe_error(exc))
-        with repo.connection() as conn:
-            yield _iter_pending(conn, phase, lower, upper, batch_size)
+        log.info("writing in line (no second connection: %s)", _describe_error(exc))
+        yield None
         return
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def offer(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for rows in _iter_pending(reader, phase, lower, upper, batch_size):
-                if not offer(rows):
-                    return
-        except BaseException as exc:  # handed to the consuming thread, which raises it
-            offer(exc)
-            return
-        offer(_DONE)
-
-    def batches() -> Iterator[list[dict[str, Any]]]:
-        while True:
-            item = handoff.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    thread = threading.Thread(target=read, name="user-properties-reader", daemon=True)
-    thread.start()
     try:
-        yield batches()
+        yield conn
     finally:
-        stop.set()
-        thread.join()
-        reader.close()
+        conn.close()
 
 
 def _run_tmp_table(
@@ -637,36 +730,34 @@ def _run_tmp_table(
     result: MigrationResult,
 ) -> None:
     clear_old = _has_old_rejects(repo)
-    latest = LatestStates(repo)
     unknown: Counter[str] = Counter()
     phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
     try:
-        for phase in phases:
-            with _prefetched(lock_conn, repo, phase, lower, upper, batch_size) as batches:
-                for rows in batches:
-                    started = time.monotonic()
-                    with repo.transaction():
-                        batch, done = _convert_tmp_rows(rows, rules, strict, result, unknown)
-                        written = _write_batch(
-                            repo,
-                            batch,
-                            latest,
-                            migrated=done,
-                            clear_rejects=[str(row["uuid"]) for row in rows] if clear_old else (),
+        with _second_connection(lock_conn) as reader, repo.connection() as own:
+            read_on = reader if reader is not None else own
+            latest = LatestStates(Repository(read_on), capacity=max(100_000, 3 * batch_size))
+            cache = _PropertiesCache(rules, strict)
+            writer = _Writer(repo, result, threaded=reader is not None)
+            try:
+                for phase in phases:
+                    for rows in _iter_pending(read_on, phase, lower, upper, batch_size):
+                        batch, done = _convert_tmp_rows(rows, cache, result, unknown)
+                        writer.submit(
+                            _prepare(
+                                batch,
+                                latest,
+                                migrated=done,
+                                clear_rejects=[str(row["uuid"]) for row in rows]
+                                if clear_old
+                                else (),
+                                rows_read=len(rows),
+                                up_to=rows[-1]["event_time"],
+                            )
                         )
-                    _record_batch(result, batch, written)
-                    log.info(
-                        "batch %d: %d rows up to %s, %d processed, %d rejected, %d permanent "
-                        "and %d changeable inserted in %.2fs",
-                        result.batches,
-                        len(rows),
-                        rows[-1]["event_time"],
-                        len(batch.converted),
-                        len(batch.rejects),
-                        written.permanent,
-                        written.changeable,
-                        time.monotonic() - started,
-                    )
+                writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
     except Exception as exc:
         result.status = "interrupted"
         result.error = _describe_error(exc)
@@ -780,7 +871,7 @@ def _run_s3(
     result: MigrationResult,
 ) -> None:
     unknown: Counter[str] = Counter()
-    latest = LatestStates(repo)
+    latest = LatestStates(repo, capacity=max(100_000, 3 * batch_size))
     result.last_line = start_after
     with tempfile.TemporaryDirectory(prefix="dwh-user-properties-") as workdir:
         path = store.download_file(key, Path(workdir) / "raw")
@@ -808,8 +899,9 @@ def _run_s3(
                     read_error = exc
                 if batch.first_line is not None:
                     failed_line = batch.first_line
+                    job = _prepare(batch, latest)
                     with repo.transaction():
-                        written = _write_batch(repo, batch, latest, s3_key=key)
+                        written = _write_batch(repo, job, s3_key=key)
                     _record_batch(result, batch, written)
                     result.last_line = batch.last_line
                     log.info(

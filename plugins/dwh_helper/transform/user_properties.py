@@ -219,7 +219,11 @@ class CompiledMapping:
     permanent: tuple[_Rule, ...]
     changeable: tuple[_Rule, ...]
     known_keys: frozenset[str]
-    ehr_and_changeable: tuple[_Rule, ...]  # one pass fills the id and the changeable columns
+    # Split by origin: user_properties rules depend on the properties object only.
+    ehr_and_changeable_props: tuple[_Rule, ...]
+    changeable_record: tuple[_Rule, ...]
+    permanent_props: tuple[_Rule, ...]
+    permanent_record: tuple[_Rule, ...]
 
 
 _compiled_cache: dict[int, tuple[FieldMappings, CompiledMapping]] = {}
@@ -235,14 +239,18 @@ def compile_mapping(mapping: FieldMappings) -> CompiledMapping:
     changeable = tuple(
         _compile_rule(rule, defaults, CHANGEABLE_USER_PROPERTIES) for rule in mapping.changeable
     )
+    permanent = tuple(
+        _compile_rule(rule, defaults, PERMANENT_USER_PROPERTIES) for rule in mapping.permanent
+    )
     compiled = CompiledMapping(
         ehr_id=ehr_id,
-        permanent=tuple(
-            _compile_rule(rule, defaults, PERMANENT_USER_PROPERTIES) for rule in mapping.permanent
-        ),
+        permanent=permanent,
         changeable=changeable,
         known_keys=mapping.known_keys(),
-        ehr_and_changeable=(ehr_id, *changeable),
+        ehr_and_changeable_props=(ehr_id, *(r for r in changeable if not r.from_record)),
+        changeable_record=tuple(r for r in changeable if r.from_record),
+        permanent_props=tuple(r for r in permanent if not r.from_record),
+        permanent_record=tuple(r for r in permanent if r.from_record),
     )
     if len(_compiled_cache) > 32:
         _compiled_cache.clear()
@@ -285,19 +293,16 @@ def _fill(
         target[rule.column] = result
 
 
-def _user_properties(record: Mapping[str, Any], errors: list[FieldError]) -> Mapping[str, Any]:
-    if "user_properties_json" in record:
-        key = "user_properties_json"
-    else:
-        key = "user_properties"
-    props = record.get(key)
-    if props is None:
+def _as_properties(raw: Any, key: str, errors: list[FieldError]) -> Mapping[str, Any]:
+    """The user_properties object from a dict, JSON text or None."""
+    if raw is None:
         return {}
+    props = raw
     if isinstance(props, str | bytes):
         try:
             props = json.loads(props)
         except ValueError as exc:
-            errors.append(FieldError(key, props, f"not valid JSON: {exc}"))
+            errors.append(FieldError(key, raw, f"not valid JSON: {exc}"))
             return {}
     if not isinstance(props, dict):
         errors.append(FieldError(key, props, f"expected a JSON object, got {_json_kind(props)}"))
@@ -336,6 +341,82 @@ def _record_uuid(value: Any) -> uuid_module.UUID:
 
 _PERMANENT_TEMPLATE = dict.fromkeys(PERMANENT_USER_PROPERTIES.column_names)
 _CHANGEABLE_TEMPLATE = dict.fromkeys(CHANGEABLE_USER_PROPERTIES.column_names)
+_NOTHING: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class PropertiesResult:
+    """What a user_properties object gives on its own: the same for every record carrying it."""
+
+    permanent: dict[str, Any] | None
+    changeable: dict[str, Any]
+    errors: tuple[FieldError, ...]
+    unknown_keys: tuple[str, ...]
+
+
+def transform_properties(
+    raw: Any,
+    mapping: FieldMappings | None = None,
+    strict: bool = False,
+    key: str = "user_properties",
+) -> PropertiesResult:
+    """Apply the user_properties rules to one properties object (a dict, JSON text or None).
+
+    The result does not depend on the record, so a caller may reuse it for
+    every record carrying the same properties (see `complete_record`).
+    """
+    compiled = compile_mapping(mapping if mapping is not None else default_mapping())
+    errors: list[FieldError] = []
+    props = _as_properties(raw, key, errors)
+    changeable = _CHANGEABLE_TEMPLATE.copy()
+    _fill(compiled.ehr_and_changeable_props, props, _NOTHING, changeable, errors)
+    ehr_id = changeable["ehr_id"]
+    permanent = None
+    if ehr_id is not None:
+        permanent = _PERMANENT_TEMPLATE.copy()
+        _fill(compiled.permanent_props, props, _NOTHING, permanent, errors)
+        permanent["ehr_id"] = ehr_id
+    known = compiled.known_keys
+    unknown = tuple(name for name in props if name not in known)
+    if strict:
+        errors.extend(
+            FieldError(name, props[name], "key is not in the field mapping (strict mode)")
+            for name in unknown
+        )
+    return PropertiesResult(permanent, changeable, tuple(errors), unknown)
+
+
+def complete_record(
+    record: Mapping[str, Any], properties: PropertiesResult, mapping: FieldMappings | None = None
+) -> TransformResult:
+    """Add the record's own fields (uuid, event_time, record rules) to its properties' result."""
+    compiled = compile_mapping(mapping if mapping is not None else default_mapping())
+    errors = list(properties.errors)
+    try:
+        record_id = _record_uuid(record.get("uuid"))
+    except _Invalid as exc:
+        errors.append(FieldError("uuid", record.get("uuid"), f"uuid: {exc}"))
+        record_id = None
+    try:
+        event_time = parse_event_time(record.get("event_time"))
+    except _Invalid as exc:
+        errors.append(FieldError("event_time", record.get("event_time"), f"event_time: {exc}"))
+        event_time = None
+    changeable = properties.changeable.copy()
+    _fill(compiled.changeable_record, _NOTHING, record, changeable, errors)
+    permanent = properties.permanent
+    if permanent is not None:
+        permanent = permanent.copy()
+        if compiled.permanent_record:
+            _fill(compiled.permanent_record, _NOTHING, record, permanent, errors)
+    unknown = list(properties.unknown_keys)
+    if errors:
+        return TransformResult(None, None, errors, unknown)
+    changeable["uuid"] = record_id
+    changeable["event_time"] = event_time
+    if permanent is not None:
+        permanent["first_login_at"] = event_time
+    return TransformResult(permanent, changeable, errors, unknown)
 
 
 def transform_record(
@@ -347,42 +428,6 @@ def transform_record(
     ehr_id). Any error → both rows are None. Keys the mapping neither reads nor
     ignores are listed in `unknown_keys`; with `strict` they are errors too.
     """
-    compiled = compile_mapping(mapping if mapping is not None else default_mapping())
-    errors: list[FieldError] = []
-    props = _user_properties(record, errors)
-
-    try:
-        record_id = _record_uuid(record.get("uuid"))
-    except _Invalid as exc:
-        errors.append(FieldError("uuid", record.get("uuid"), f"uuid: {exc}"))
-        record_id = None
-    try:
-        event_time = parse_event_time(record.get("event_time"))
-    except _Invalid as exc:
-        errors.append(FieldError("event_time", record.get("event_time"), f"event_time: {exc}"))
-        event_time = None
-
-    changeable = _CHANGEABLE_TEMPLATE.copy()
-    _fill(compiled.ehr_and_changeable, props, record, changeable, errors)
-    ehr_id = changeable["ehr_id"]
-    permanent = None
-    if ehr_id is not None:
-        permanent = _PERMANENT_TEMPLATE.copy()
-        _fill(compiled.permanent, props, record, permanent, errors)
-
-    known = compiled.known_keys
-    unknown = [key for key in props if key not in known]
-    if strict:
-        errors.extend(
-            FieldError(key, props[key], "key is not in the field mapping (strict mode)")
-            for key in unknown
-        )
-    if errors:
-        return TransformResult(None, None, errors, unknown)
-    changeable["uuid"] = record_id
-    changeable["ehr_id"] = ehr_id
-    changeable["event_time"] = event_time
-    if permanent is not None:
-        permanent["ehr_id"] = ehr_id
-        permanent["first_login_at"] = event_time
-    return TransformResult(permanent, changeable, errors, unknown)
+    key = "user_properties_json" if "user_properties_json" in record else "user_properties"
+    properties = transform_properties(record.get(key), mapping, strict, key=key)
+    return complete_record(record, properties, mapping)
