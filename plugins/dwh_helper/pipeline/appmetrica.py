@@ -316,9 +316,14 @@ class AppMetricaFile:
     def _unbound(record: Any) -> str:
         raise RuntimeError("the file's fields are not known yet")
 
-    def bind(self, fields: Sequence[str]) -> RowFormatter:
-        """Compile the formatter for the fields this file holds; logs fields left out or missing."""
-        formatter = self.resource_mapping.formatter(self.application_id, fields)
+    def bind(self, fields: Sequence[str], *, positional: bool = False) -> RowFormatter:
+        """Compile the formatter for the fields this file holds; logs fields left out or missing.
+
+        `positional`: records are value lists in the order of `fields` (a CSV header).
+        """
+        formatter = self.resource_mapping.formatter(
+            self.application_id, fields, header=fields if positional else None
+        )
         known = set(self.resource_mapping.field_names) | {"application_id"}
         unmapped = [name for name in fields if name not in known]
         if unmapped:
@@ -347,7 +352,7 @@ class AppMetricaFile:
         return formatter
 
     def decode(self, raw: Any) -> Any:
-        """The raw record as read (a field → string dict)."""
+        """The raw record as read (CSV: the row's values; JSON: the object)."""
         return raw
 
     def map_record(self, record: Any) -> list[tuple[AppMetricaTable, str, None]]:
@@ -355,7 +360,11 @@ class AppMetricaFile:
         return [(self.table, self._line(record), None)]
 
     def records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
-        """(file name, record number from 1, field → string dict) of every record, streamed."""
+        """(file name, record number from 1, record) of every record, streamed.
+
+        A CSV record is the list of its values in the header's order (no dict per row: the
+        hot path picks values by position); a JSON record is the object as a dict.
+        """
         if self.fmt == "csv":
             return self._csv_records(path)
         return self._json_records(path)
@@ -368,7 +377,7 @@ class AppMetricaFile:
                 header = next(reader, None)
                 if header is None:
                     return
-                self.bind(header)
+                self.bind(header, positional=True)
                 width = len(header)
                 number = 0
                 for values in reader:
@@ -383,7 +392,7 @@ class AppMetricaFile:
                         )
                     if not number & _YIELD_EVERY:
                         _yield_gil()
-                    yield entry, number, dict(zip(header, values, strict=True))
+                    yield entry, number, values
         except (UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"not a readable UTF-8 CSV: {exc}") from exc
 

@@ -241,32 +241,17 @@ class _TimestampFormat:
         return text + _HOURS_MINUTES[rest // 60] + _SECONDS[rest % 60]
 
 
-def _identity_int(raw: str, text: str) -> str:
-    return str(int(raw))
-
-
-def _identity_text(raw: str, text: str) -> str:
-    return text
-
-
-def _identity_raw(raw: str, text: str) -> str:
-    return raw
-
-
-def _identity_bool(raw: str, text: str) -> str:
-    return "true" if text == "t" else "false"
-
-
-# How a field's raw value enters the row's identity, given (raw, cast text); matches
-# `appmetrica_schema._canonical` of the typed value.
-_IDENTITY: dict[str, Callable[[str, str], str]] = {
-    "timestamp": _identity_int,
-    "bigint": _identity_text,
-    "uint64": _identity_text,
-    "json": _identity_text,
-    "bool": _identity_bool,
-    "datetime": _identity_raw,
-    "text": _identity_raw,
+# How a typed field's value enters the row's identity (as `appmetrica_schema._canonical` writes
+# the typed value): its cast text (integers, canonical JSON), Unix seconds as an integer, the
+# raw text, or a boolean as true/false.
+_FROM_CAST, _FROM_SECONDS, _FROM_RAW, _FROM_BOOL, _FROM_TEXT, _ABSENT = range(6)
+_IDENTITY_SOURCE = {
+    "timestamp": _FROM_SECONDS,
+    "bigint": _FROM_CAST,
+    "uint64": _FROM_CAST,
+    "json": _FROM_CAST,
+    "bool": _FROM_BOOL,
+    "datetime": _FROM_RAW,
 }
 
 
@@ -308,8 +293,10 @@ class RowFormatter:
     """Raw records of one file → COPY text lines of one appmetrica table, one pass per record.
 
     `columns` is the COPY column order: `row_uuid`, `application_id`, the typed fields,
-    then the text fields (only the fields the file holds). `line(record)` raises
-    `CastError` (a ValueError naming field and value) for a value that does not cast.
+    then the text fields (only the fields the file holds). With `header`, records are
+    sequences of values in that order (CSV rows); otherwise they are field → value
+    mappings (JSON objects). `line(record)` raises `CastError` (a ValueError naming the
+    field and the value) for a value that does not cast.
     """
 
     def __init__(
@@ -317,12 +304,16 @@ class RowFormatter:
         mapping: ResourceMapping,
         application_id: str | int,
         present: Iterable[str] | None = None,
+        *,
+        header: Sequence[str] | None = None,
     ) -> None:
         text = str(application_id).strip()
         if not text.isdigit():
             raise ValueError(f"application_id {application_id!r} must be a numeric id")
         self.mapping = mapping
         self.application_id = int(text)
+        if header is not None:
+            present = header
         available = None if present is None else set(present)
         chosen = [
             (name, kind) for name, kind in mapping.fields if available is None or name in available
@@ -334,54 +325,75 @@ class RowFormatter:
         )
         typed = [(name, kind) for name, kind in chosen if kind != "text"]
         texts = [name for name, kind in chosen if kind == "text"]
-        self.columns: tuple[str, ...] = (
-            *_LOADER_COLUMNS,
-            *(name for name, _ in typed),
-            *texts,
-        )
-        slots = {name: slot for slot, name in enumerate(mapping.identity, start=1)}
-        self._plan = tuple(
-            (name, kind == "json", _caster(kind), slots.get(name, 0), _IDENTITY[kind])
-            for name, kind in typed
-        )
-        self._text_identity = tuple(
-            (slots[name], index) for index, name in enumerate(texts) if name in slots
+        typed_names = [name for name, _kind in typed]
+        self.columns: tuple[str, ...] = (*_LOADER_COLUMNS, *typed_names, *texts)
+        self._names = (*typed_names, *texts)
+        self._kinds = tuple(kind for _name, kind in typed)
+        self._casts = tuple(_caster(kind) for kind in self._kinds)
+        self._json_positions = tuple(i for i, kind in enumerate(self._kinds) if kind == "json")
+        typed_index = {name: i for i, name in enumerate(typed_names)}
+        text_index = {name: i for i, name in enumerate(texts)}
+        # (source, index) per identity field, in the identity's order; a field the file does
+        # not hold enters as "" (as a NULL does).
+        self._identity = tuple(
+            (_IDENTITY_SOURCE[mapping.kind(name)], typed_index[name])
+            if name in typed_index
+            else ((_FROM_TEXT, text_index[name]) if name in text_index else (_ABSENT, 0))
+            for name in mapping.identity
         )
         self._text_count = len(texts)
-        self._typed_get = _getter([name for name, _ in typed])
-        self._text_get = _getter(texts)
-        self._names = tuple(name for name, _ in typed) + tuple(texts)
-        self._parts = [f"{mapping.spec.name}\x1f{self.application_id}"] + [""] * len(slots)
+        if header is not None:
+            position = {name: i for i, name in enumerate(header)}
+            self._typed_get = _getter([position[name] for name in typed_names])
+            self._text_get = _getter([position[name] for name in texts])
+        else:
+            self._typed_get = _getter(typed_names)
+            self._text_get = _getter(texts)
+        self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
         self._head = str(self.application_id)
         self._namespace = ROW_UUID_NAMESPACE.bytes
 
-    def line(self, record: Mapping[str, Any]) -> str:
-        """The COPY text line (no newline) for one raw record (a field → string mapping)."""
+    def line(self, record: Any) -> str:
+        """The COPY text line (no newline) for one raw record."""
         try:
             return self._line(self._typed_get(record), self._text_get(record))
-        except (KeyError, TypeError, AttributeError):
-            # a field missing from this record, or a value that is not a string (JSON null or
-            # number): the slow path fills in "" and text, then the same checks apply.
-            normal = {name: _as_text(record.get(name)) for name in self._names}
-            return self._line(self._typed_get(normal), self._text_get(normal))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            # a field missing from this record, or a value that is not a string (a JSON null
+            # or number): the slow path fills in "" and text, then the same checks apply.
+            if isinstance(record, Mapping):
+                normal = {name: _as_text(record.get(name)) for name in self._names}
+                return self._line(
+                    tuple(normal[name] for name in self._names[: len(self._kinds)]),
+                    tuple(normal[name] for name in self._names[len(self._kinds) :]),
+                )
+            raise
 
     def _line(self, typed: tuple[str, ...], texts: tuple[str, ...]) -> str:
-        parts = self._parts.copy()
-        fields = [self._head]
-        append = fields.append
-        for raw, (name, is_json, cast, slot, identity) in zip(typed, self._plan, strict=True):
-            if not raw:
-                append(NULL)
-                continue
-            try:
-                text = cast(raw)
-            except ValueError as exc:
-                raise CastError(name, raw, str(exc)) from None
-            if slot:
-                parts[slot] = identity(raw, text)
-            append(escape(text) if is_json else text)
-        for slot, index in self._text_identity:
-            parts[slot] = texts[index]
+        try:
+            out = [cast(raw) if raw else NULL for cast, raw in zip(self._casts, typed, strict=True)]
+        except ValueError:
+            self._raise_cast_error(typed)
+            raise
+        parts = [self._prefix]
+        for source, index in self._identity:
+            if source == _FROM_CAST:
+                parts.append(out[index] if typed[index] else "")
+            elif source == _FROM_SECONDS:
+                raw = typed[index]
+                parts.append(str(int(raw)) if raw else "")
+            elif source == _FROM_TEXT:
+                parts.append(texts[index])
+            elif source == _FROM_RAW:
+                parts.append(typed[index])
+            elif source == _FROM_BOOL:
+                value = out[index]
+                parts.append("true" if value == "t" else "false" if value == "f" else "")
+            else:
+                parts.append("")
+        for index in self._json_positions:
+            value = out[index]
+            if "\\" in value or "\n" in value or "\t" in value or "\r" in value:
+                out[index] = escape(value) if value is not NULL else value
         if texts:
             joined = "\t".join(texts)
             if (
@@ -393,7 +405,7 @@ class RowFormatter:
                 joined = "\t".join([escape(value) if value else NULL for value in texts])
             elif "" in texts:
                 joined = "\t".join([value or NULL for value in texts])
-            append(joined)
+            out.append(joined)
         digest = bytearray(
             hashlib.sha1(
                 self._namespace + "\x1f".join(parts).encode(), usedforsecurity=False
@@ -401,7 +413,16 @@ class RowFormatter:
         )
         digest[6] = digest[6] & 0x0F | 0x50
         digest[8] = digest[8] & 0x3F | 0x80
-        return digest.hex() + "\t" + "\t".join(fields)
+        return f"{digest.hex()}\t{self._head}\t" + "\t".join(out)
+
+    def _raise_cast_error(self, typed: tuple[str, ...]) -> None:
+        """Find the value that does not cast and raise CastError naming its field."""
+        for name, cast, raw in zip(self._names, self._casts, typed, strict=False):
+            if raw:
+                try:
+                    cast(raw)
+                except ValueError as exc:
+                    raise CastError(name, raw, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -418,11 +439,23 @@ class ResourceMapping:
         """The Logs API fields this resource loads (to request in an export)."""
         return tuple(name for name, _ in self.fields)
 
+    def kind(self, name: str) -> str:
+        """The kind of one of the fields."""
+        return dict(self.fields)[name]
+
     def formatter(
-        self, application_id: str | int, present: Iterable[str] | None = None
+        self,
+        application_id: str | int,
+        present: Iterable[str] | None = None,
+        *,
+        header: Sequence[str] | None = None,
     ) -> RowFormatter:
-        """A RowFormatter for one file of this application; `present` = the file's fields."""
-        return RowFormatter(self, application_id, present)
+        """A RowFormatter for one file of this application.
+
+        `present`: the fields the file's records hold (mappings); `header`: the order of the
+        values of sequence records (a CSV header).
+        """
+        return RowFormatter(self, application_id, present, header=header)
 
 
 @dataclass(frozen=True)
