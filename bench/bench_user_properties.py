@@ -1,10 +1,11 @@
 """Benchmark: migrate_user_properties over pending tmp_user_properties rows.
 
 For each size (default 100,000 and 1,000,000 rows) it seeds a fresh database
-with COPY (realistic properties: a pool of people whose state changes now and
-then, unknown keys, ~0.5 % values that must be rejected), then runs the step in
-a child process so the seeding does not count towards its memory, and prints
-rows/s and the child's peak RSS (`resource.getrusage`).
+with COPY from the Amplitude sandbox's events (10,000 an hour: people whose
+properties change now and then, people without an id, unknown keys, ~1 %
+values the mapping rejects), then runs the step in a child process so the
+seeding does not count towards its memory, and prints rows/s and the child's
+peak RSS (`resource.getrusage`).
 
 Usage: python bench/bench_user_properties.py [--rows 100000 1000000] [--batch-size 5000]
 Target (issue 5): >= 20,000 rows/s at 1,000,000 rows, memory flat in the number of rows.
@@ -14,65 +15,47 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from services import fresh_database, peak_rss_mb, postgres
 
 from dwh_helper.dwh.repository import Repository, open_connection
+from dwh_helper.sandbox.amplitude_events import iter_hour
 
-START = datetime(2024, 3, 1)
-CITIES = ["SPB", "Moscow", "Kazan", "N/A"]
-
-
-def _person(rng: random.Random, ehr_id: int) -> dict:
-    props: dict = {
-        "EHR_ID": str(ehr_id) if ehr_id % 20 else rng.choice(["N/A", "no ehr", None]),
-        "Gender": rng.choice(["Female", "Male", "N/A"]),
-        "Age": f"{rng.randrange(18, 80)} лет",
-        "app_city": rng.choice(CITIES),
-        "Notifications state": rng.choice(["Enabled", "Disabled"]),
-        "Authorized": rng.choice(["true", "false"]),
-        "cohort_day": rng.randrange(400),
-        "registered_via_app": rng.choice(["via app", "0", "unknown"]),
-        "source": rng.choice(["organic", "ads", None]),
-        "telemed_messages_sent": rng.randrange(30),
-        "appointments_booked": rng.randrange(10),
-    }
-    if rng.random() < 0.3:
-        props["Ehr Count"] = rng.randrange(1, 4)
-    return props
+START = datetime(2024, 3, 1, tzinfo=UTC)
+PROJECT_ID = 374182
 
 
-def seed_rows(count: int, people: int, seed: int = 7) -> Iterator[tuple]:
-    """Pending tmp_user_properties rows in COPY column order, generated lazily."""
-    rng = random.Random(seed)
-    pool = [_person(rng, ehr_id) for ehr_id in range(1, people + 1)]
-    step = timedelta(seconds=86400 * 7 / count)
-    for index in range(count):
-        props = pool[rng.randrange(people)]
-        roll = rng.random()
-        if roll < 0.1:  # the person's state changes
-            props["telemed_messages_sent"] = props.get("telemed_messages_sent", 0) + 1
-        if roll > 0.995:  # a value the mapping rejects
-            props = {**props, "cohort_day": "twelve"}
-        yield (
-            uuid.UUID(int=index + 1),
-            json.dumps(props, ensure_ascii=False),
-            "Russian",
-            1709341053000 + index // 20 if roll > 0.05 else -1,
-            "5.1.0",
-            START + step * index,
-            False,
-        )
+def seed_rows(count: int, events_per_hour: int = 10_000, seed: int = 42) -> Iterator[tuple]:
+    """Pending tmp_user_properties rows (COPY column order) from the Amplitude sandbox's events.
+
+    The sandbox generates what the export holds: a pool of people whose
+    properties change now and then, events of people without an id, unknown
+    keys (`Ehr Count`, `google_pay_available`) and about 1 % values the mapping
+    rejects. Generated lazily, hour by hour.
+    """
+    left = count
+    hour = START
+    while left > 0:
+        for event in iter_hour(PROJECT_ID, hour, seed, min(events_per_hour, left)):
+            yield (
+                event["uuid"],
+                json.dumps(event["user_properties"], ensure_ascii=False),
+                event["language"],
+                event["session_id"],
+                event["start_version"],
+                event["event_time"],
+                False,
+            )
+            left -= 1
+        hour += timedelta(hours=1)
 
 
-def seed(dsn: str, count: int, people: int) -> float:
+def seed(dsn: str, count: int) -> float:
     """COPY `count` pending rows into tmp_user_properties; returns the seconds it took."""
     started = time.perf_counter()
     with open_connection(dsn) as conn, conn.transaction(), conn.cursor() as cursor:
@@ -80,7 +63,7 @@ def seed(dsn: str, count: int, people: int) -> float:
             "COPY tmp_user_properties (uuid, user_properties_json, language, session_id, "
             "start_version, event_time, migrated) FROM STDIN"
         ) as copy:
-            for row in seed_rows(count, people):
+            for row in seed_rows(count):
                 copy.write_row(row)
     with open_connection(dsn) as conn:
         conn.execute("VACUUM ANALYZE tmp_user_properties")
@@ -114,18 +97,17 @@ def main() -> None:
     """Seed, run in a child process, print rows/s and peak RSS for each size."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--people", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_step(args.child, args.batch_size)))
         return
-    print(f"user-properties ETL, batch size {args.batch_size}, {args.people:,} people")
+    print(f"user-properties ETL over sandbox events, batch size {args.batch_size}")
     with postgres() as pg:
         for count in args.rows:
             dsn = fresh_database(pg, f"bench_user_properties_{count}")
-            seconds = seed(dsn, count, args.people)
+            seconds = seed(dsn, count)
             print(f"  seeded {count:,} pending rows with COPY in {seconds:.1f}s", flush=True)
             child = subprocess.run(
                 [sys.executable, __file__, "--child", dsn, "--batch-size", str(args.batch_size)],

@@ -542,7 +542,7 @@ class _PropertiesCache:
     Bounded: emptied once it holds `capacity` distinct texts.
     """
 
-    def __init__(self, rules: FieldMappings, strict: bool, capacity: int = 20_000) -> None:
+    def __init__(self, rules: FieldMappings, strict: bool, capacity: int = 5_000) -> None:
         self.rules = rules
         self.strict = strict
         self.capacity = capacity
