@@ -24,7 +24,7 @@ from dwh_helper.pipeline.appmetrica import (
     load_appmetrica_file,
     raw_key,
 )
-from dwh_helper.pipeline.load import LoadError
+from dwh_helper.pipeline.load import CorruptFile, LoadError
 from dwh_helper.sandbox.appmetrica import (
     AppMetricaFaults,
     AppMetricaSandbox,
@@ -491,6 +491,47 @@ def test_narrowed_file_leaves_other_columns_null_and_ignores_unknown_fields(stor
         "AND event_name IS NOT NULL"
     ).fetchone()[0]
     assert nulls == len(rows)
+
+
+@pytest.mark.unit
+def test_json_in_other_shapes_reads_the_same_records(tmp_path):
+    rows = _rows("events")
+    mapping = load_appmetrica_mapping().resource("events")
+    shapes = {
+        "compact": _body(rows, "json"),
+        "pretty": json.dumps({"data": rows}, indent=2, ensure_ascii=False).encode(),
+        "bom": _body(rows, "json", bom=True),
+        "other keys first": json.dumps({"meta": {"rows": 60}, "data": rows}).encode(),
+        "nested values": json.dumps(
+            {
+                "data": [
+                    {**row, "event_json": json.loads(row["event_json"] or "null")} for row in rows
+                ]
+            }
+        ).encode(),
+    }
+    expected = [AppMetricaFile(mapping, APP, "json") for _ in shapes]
+    for (name, body), file in zip(shapes.items(), expected, strict=True):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(body)
+        records = [record for _entry, _line, record in file.records(path)]
+        assert len(records) == len(rows), name
+        assert [file.map_record(r)[0][1] for r in records] == [
+            file.formatter.line(row) for row in rows
+        ], name
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "body",
+    [b'{"data":[{"a":"1"},{"a":"2"}', b'{"data":[{"a":"1"}]', b'{"data":[{"a":"1"}]} junk'],
+)
+def test_a_json_file_cut_short_or_with_junk_is_corrupt(tmp_path, body):
+    path = tmp_path / "bad.json"
+    path.write_bytes(body)
+    file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
+    with pytest.raises(CorruptFile, match="not a complete Logs API JSON file"):
+        list(file.records(path))
 
 
 @pytest.mark.unit

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import re
 import tempfile
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as day_time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import ijson
+import msgspec
 
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
@@ -40,6 +42,7 @@ from dwh_helper.transform.appmetrica_mapping import (
     AppMetricaMapping,
     ResourceMapping,
     RowFormatter,
+    field_text,
     load_appmetrica_mapping,
 )
 
@@ -262,6 +265,73 @@ def describe_raw_file(key: str, metadata: dict[str, str] | None = None) -> RawFi
     return RawFileInfo(str(application_id), str(resource), fmt, window)
 
 
+_DATA_HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"data"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*')
+# The end of an object in the data array: `}` then `,` and the next `{`, or `]`.
+_ITEM_END = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
+_NOT_SIMPLE = object()
+_decode_item = msgspec.json.Decoder().decode
+_decode_text_item = msgspec.json.Decoder(dict[str, str]).decode
+
+
+def _text_values(item: Any) -> Any:
+    """An object's values as strings (a null as "", a number as its text); others unchanged."""
+    if isinstance(item, dict):
+        return {key: field_text(value) for key, value in item.items()}
+    return item
+
+
+_BLOCK = 1 << 20
+
+
+def iter_data_items(handle: BinaryIO) -> Iterator[Any]:
+    """The items of a `{"data": [...]}` file, each decoded by msgspec, read block by block.
+
+    Yields `_NOT_SIMPLE` first (and stops) when the file does not start like that, and
+    None for an empty array. Each candidate end of an item (`}` before `,{` or `]`) is
+    tried: a `}` inside a string cannot end a valid object, so only the real end
+    decodes. About 4x faster than a general streaming parser; memory stays one block.
+    A file cut short raises msgspec.DecodeError.
+    """
+    buffer = handle.read(_BLOCK)
+    head = _DATA_HEAD.match(buffer)
+    if head is None:
+        yield _NOT_SIMPLE
+        return
+    start = search = head.end()
+    if buffer[start : start + 1] == b"]":
+        tail = buffer[start + 1 :] + handle.read(_BLOCK)
+        if tail.strip() != b"}" or handle.read(1):
+            raise msgspec.DecodeError("the data array is not followed by a closing brace")
+        yield None
+        return
+    while True:
+        match = _ITEM_END.search(buffer, search)
+        if match is None:
+            more = handle.read(_BLOCK)
+            if not more:
+                raise msgspec.DecodeError("the file ends inside the data array (truncated)")
+            scanned = len(buffer) - start
+            buffer = buffer[start:] + more
+            start, search = 0, max(0, scanned - 64)
+            continue
+        end = match.start() + 1
+        piece = memoryview(buffer)[start:end]
+        try:
+            item = _decode_text_item(piece)
+        except msgspec.ValidationError:  # valid JSON, but a value is not a string
+            item = _text_values(_decode_item(piece))
+        except msgspec.DecodeError:
+            search = end  # that `}` was inside a string or a nested value
+            continue
+        yield item
+        if buffer[match.end() - 1] == ord("]"):
+            tail = buffer[match.end() :] + handle.read(_BLOCK)
+            if tail.strip() != b"}" or handle.read(1):
+                raise msgspec.DecodeError("the data array is not followed by a closing brace")
+            return
+        start = search = match.end() - 1
+
+
 _YIELD_EVERY = 31  # records between two GIL hand-overs (a bit mask: every 32nd record)
 
 
@@ -398,12 +468,20 @@ class AppMetricaFile:
 
     def _json_records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
         entry = path.name
+        number = 0
         with open(path, "rb") as handle:
             if handle.read(3) != b"\xef\xbb\xbf":
                 handle.seek(0)
-            number = 0
+            start = handle.tell()
             try:
-                for item in ijson.items(handle, "data.item"):
+                items = iter_data_items(handle)
+                first = next(items, _NOT_SIMPLE)
+                if first is _NOT_SIMPLE:  # not the plain {"data": [...]} shape: the slow parser
+                    handle.seek(start)
+                    items = map(_text_values, ijson.items(handle, "data.item"))
+                else:
+                    items = itertools.chain((first,), items) if first is not None else iter(())
+                for item in items:
                     number += 1
                     if not isinstance(item, dict):
                         raise CorruptFile(
@@ -414,7 +492,7 @@ class AppMetricaFile:
                     if not number & _YIELD_EVERY:
                         _yield_gil()
                     yield entry, number, item
-            except ijson.JSONError as exc:
+            except (ijson.JSONError, msgspec.DecodeError) as exc:
                 raise CorruptFile(
                     f"not a complete Logs API JSON file after record {number} ({exc}); "
                     "re-export the day"
