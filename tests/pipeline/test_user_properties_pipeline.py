@@ -208,7 +208,7 @@ def test_since_until_select_whole_days_and_skip_empty_days(repo, dwh_conn):
         dwh_conn, "SELECT uuid FROM tmp_user_properties WHERE NOT migrated ORDER BY uuid"
     ) == [(uid(1),), (uid(4),)]
     assert migrate_user_properties(repo, until=date(2024, 3, 1)).processed == 1
-    assert migrate_user_properties(repo, since="2024-03-09T12:00:00").processed == 1
+    assert migrate_user_properties(repo, since="2024-03-09T15:00:00+03:00").processed == 1
 
 
 @pytest.mark.parametrize(

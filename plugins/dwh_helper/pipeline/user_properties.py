@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -187,7 +187,7 @@ def migrate_user_properties(
     """Turn raw user properties into permanent and changeable rows, batch by batch.
 
     `since`/`until` (tmp_table): a date is a whole UTC day, `until` inclusive; a
-    datetime is an exact bound (`until` exclusive). `key`/`store`/`start_after`
+    datetime is an exact bound (`until` exclusive; naive means UTC). `key`/`store`/`start_after`
     (s3): the object to read and the last line already done. Raises
     `MigrationInterrupted` (carrying the partial result) when a batch fails;
     every batch committed before it stays committed.
@@ -262,9 +262,10 @@ def _time_bounds(
             upper = value
         else:
             upper = datetime.combine(value + timedelta(days=1), datetime.min.time())
-    for bound in (lower, upper):
-        if bound is not None and bound.tzinfo is not None:
-            raise ValueError("since/until must be naive UTC timestamps or dates")
+    if lower is not None and lower.tzinfo is not None:
+        lower = lower.astimezone(UTC).replace(tzinfo=None)
+    if upper is not None and upper.tzinfo is not None:
+        upper = upper.astimezone(UTC).replace(tzinfo=None)
     if lower is not None and upper is not None and lower >= upper:
         raise ValueError(f"since ({since}) must be before until ({until})")
     return lower, upper
