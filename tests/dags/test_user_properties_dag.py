@@ -83,17 +83,7 @@ def _seed_from_sandbox(dsn: str, count: int) -> int:
     return len(events)
 
 
-def test_dag_test_migrates_sandbox_user_properties(
-    airflow_db, dwh_dsn, dwh_conn_env, monkeypatch, tmp_path
-):
-    # Airflow imports every .py under plugins/ by its file stem, so the package's
-    # `__main__.py` files would run as scripts; until plugins/.airflowignore lists them,
-    # point this run at an empty plugins folder (dwh_helper is importable anyway).
-    if not (DAG_FILE.parents[1] / "plugins" / ".airflowignore").exists():
-        from airflow import plugins_manager, settings
-
-        monkeypatch.setattr(settings, "PLUGINS_FOLDER", str(tmp_path))
-        plugins_manager._get_plugins.cache_clear()
+def test_dag_test_migrates_sandbox_user_properties(airflow_db, dwh_dsn, dwh_conn_env, monkeypatch):
     monkeypatch.setenv("ETL_REJECT_RATIO", "0.2")
     seeded = _seed_from_sandbox(dwh_dsn, 400)
     dag = _dag()
