@@ -172,3 +172,27 @@ def test_operator_returns_the_result_and_fails_past_the_reject_ratio(
     strict = MigrateUserPropertiesOperator(task_id="t", max_reject_ratio=0.1, strict="True")
     with pytest.raises(AirflowFailException, match="2 records were rejected for the first time"):
         strict.execute({})
+
+
+@pytest.mark.s3
+def test_operator_reads_a_raw_file_from_s3(airflow_db, dwh_dsn, dwh_conn_env, aws_conn_env, store):
+    from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
+
+    events = generate_hour(374182, HOUR, seed=9, count=30)
+    body = b"".join(json.dumps(event).encode() + b"\n" for event in events)
+    key = "raw/amplitude/web/2024/03/02/part.ndjson"
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=body)
+    operator = MigrateUserPropertiesOperator(
+        task_id="t",
+        source="s3",
+        key=key,
+        bucket=store.bucket,
+        start_after="10",
+        batch_size="7",
+        max_reject_ratio=1.0,
+    )
+    result = operator.execute({})
+    assert (result["key"], result["start_after"], result["last_line"]) == (key, 10, 30)
+    assert result["processed"] + result["rejected"] == 20
+    with open_connection(dwh_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM changeable_user_properties").fetchone()[0] > 0
