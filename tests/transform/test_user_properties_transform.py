@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -10,7 +11,12 @@ import pytest
 import yaml
 
 from dwh_helper.transform.field_mapping import DEFAULT_MAPPING_PATH, parse_field_mappings
-from dwh_helper.transform.user_properties import FieldError, transform_record
+from dwh_helper.transform.user_properties import (
+    FieldError,
+    complete_record,
+    transform_properties,
+    transform_record,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -418,3 +424,16 @@ def test_error_as_dict_is_json_ready():
     error = FieldError("age", "old", "age: no match")
     assert error.as_dict() == {"key": "age", "value": "old", "reason": "age: no match"}
     assert FieldError("t", WHEN, "x").as_dict()["value"].startswith("datetime.datetime")
+
+
+def test_properties_converted_once_serve_many_records():
+    props = {"EHR_ID": "7", "Gender": "Male", "age": "40", "Ehr Count": 1}
+    shared = transform_properties(json.dumps(props), key="user_properties_json")
+    first = complete_record(tmp_row(None, session_id=-1), shared)
+    second = complete_record(tmp_row(None, uuid=uuid.UUID(int=2), language="English"), shared)
+    assert first == transform_record(tmp_row(props, session_id=-1))
+    assert second == transform_record(tmp_row(props, uuid=uuid.UUID(int=2), language="English"))
+    assert (first.changeable["language"], second.changeable["language"]) == ("Russian", "English")
+    assert shared.changeable["uuid"] is None and shared.changeable["language"] is None
+    bad = transform_properties({"EHR_ID": "x"})
+    assert complete_record(tmp_row(None), bad).errors == list(bad.errors)
