@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS
+from dwh_helper.operators.schedule import run_migrations
 from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
 
 DOC = """
@@ -76,15 +77,6 @@ Connection: `dwh_postgres`.
 def user_properties() -> None:
     """Apply the DWH schema, then migrate pending user properties."""
 
-    @task(task_id="migrate_dwh_schema")
-    def migrate_dwh_schema() -> list[int]:
-        """Apply pending DWH schema migrations on `dwh_postgres`; returns the versions applied."""
-        from dwh_helper.dwh.schema import migrate
-        from dwh_helper.hooks.dwh import dwh_connection
-
-        with dwh_connection() as conn:
-            return migrate(conn)
-
     migrate_user_properties = MigrateUserPropertiesOperator(
         task_id="migrate_user_properties",
         since="{{ params.since or '' }}",
@@ -92,7 +84,7 @@ def user_properties() -> None:
         batch_size="{{ params.batch_size }}",
         strict="{{ params.strict }}",
     )
-    migrate_dwh_schema() >> migrate_user_properties
+    run_migrations() >> migrate_user_properties
 
 
 user_properties()

@@ -49,7 +49,7 @@ def test_dag_imports_with_schedule_params_and_retries():
     dag = _dag()
     assert dag is not None
     assert [task.task_id for task in dag.topological_sort()] == [
-        "migrate_dwh_schema",
+        "migrate_schema",
         "migrate_user_properties",
     ]
     assert "user-properties" in dag.tags and dag.doc_md and not dag.catchup

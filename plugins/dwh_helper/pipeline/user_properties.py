@@ -260,6 +260,8 @@ def _time_bounds(
         value = _as_datetime(until, "until")  # type: ignore[arg-type]
         if isinstance(value, datetime):
             upper = value
+        elif value == date.max:  # the whole last day: no upper bound (date.max + 1 day overflows)
+            upper = None
         else:
             upper = datetime.combine(value + timedelta(days=1), datetime.min.time())
     if lower is not None and lower.tzinfo is not None:
