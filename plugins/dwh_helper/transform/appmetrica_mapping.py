@@ -353,32 +353,27 @@ class RowFormatter:
             self._text_get = _getter(texts)
         self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
         self._head = str(self.application_id)
-        self._line = self._compile()
+        self.line: Callable[[Any], str] = self._compile()
+        """The COPY text line (no newline) for one raw record; CastError for a bad value."""
 
-    def line(self, record: Any) -> str:
-        """The COPY text line (no newline) for one raw record."""
-        try:
-            return self._line(self._typed_get(record), self._text_get(record))
-        except (KeyError, IndexError, TypeError, AttributeError):
-            # a field missing from this record, or a value that is not a string (a JSON null
-            # or number): the slow path fills in "" and text, then the same checks apply.
-            if isinstance(record, Mapping):
-                normal = {name: field_text(record.get(name)) for name in self._names}
-                return self._line(
-                    tuple(normal[name] for name in self._names[: len(self._kinds)]),
-                    tuple(normal[name] for name in self._names[len(self._kinds) :]),
-                )
-            raise
+    def _slow_line(self, record: Any) -> str:
+        """`line` for a record missing a field, or holding a value that is not a string (a
+        JSON null or number): "" and text filled in, then the same checks apply."""
+        if not isinstance(record, Mapping):
+            raise ValueError(
+                f"a record of {len(record)} values does not match the file's header"
+            ) from None
+        return self.line({name: field_text(record.get(name)) for name in self._names})
 
-    def _compile(self) -> Callable[[tuple[str, ...], tuple[str, ...]], str]:
-        """Generate `_line(typed, texts)` for this file's fields, unrolled (no per-field loop).
+    def _compile(self) -> Callable[[Any], str]:
+        """Generate `line(record)` for this file's fields, unrolled (no per-field loop).
 
         The same steps as a loop over the fields would take — cast each non-empty typed value
         (NULL when empty), join the identity, UUIDv5 it, escape, join the line — but with the
         field positions baked in, which halves the per-row cost of the hot path.
         """
         count = len(self._kinds)
-        body = ["def _line(typed, texts):"]
+        body = ["    typed = typed_get(record)", "    texts = text_get(record)"]
         if count:
             body.append(f"    {', '.join(f'v{i}' for i in range(count))}, = typed")
             body.append("    try:")
@@ -411,6 +406,14 @@ class RowFormatter:
         if self._text_count:
             fields.append("{text_block(texts)}")
         body.append('    return f"' + TAB_ESCAPE.join(fields) + '"')
+        # A field missing from a record, or a value that is not a string: the slow path.
+        body = [
+            "def line(record):",
+            "    try:",
+            *("    " + line for line in body),
+            "    except (KeyError, IndexError, TypeError):",
+            "        return slow_line(record)",
+        ]
         namespace: dict[str, Any] = {
             "NULL": NULL,
             "sha1": hashlib.sha1,
@@ -420,11 +423,14 @@ class RowFormatter:
             "escape": escape,
             "raise_cast_error": self._raise_cast_error,
             "text_block": self._text_block,
+            "typed_get": self._typed_get,
+            "text_get": self._text_get,
+            "slow_line": self._slow_line,
         }
         namespace.update({f"cast{i}": cast for i, cast in enumerate(self._casts)})
         source = "\n".join(body)
         exec(compile(source, f"<RowFormatter {self.mapping.resource}>", "exec"), namespace)
-        return namespace["_line"]
+        return namespace["line"]
 
     def _text_block(self, texts: tuple[str, ...]) -> str:
         """The text fields as COPY text: escaped where needed, empty values as NULL."""
