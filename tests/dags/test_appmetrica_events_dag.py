@@ -154,3 +154,72 @@ def test_two_days_end_to_end_then_idempotent(sandbox, appmetrica_env, s3_server,
     assert sandbox.export_calls == calls
     with open_connection(appmetrica_env) as conn:
         assert _counts(conn) == {**counts, "load_log": 6}
+
+
+# -- the hook ----------------------------------------------------------------------------------
+
+
+def _set_connection(monkeypatch, **fields) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_APPMETRICA_DEFAULT", json.dumps({"conn_type": "appmetrica", **fields})
+    )
+
+
+def test_hook_reads_the_connection_fields_by_name(monkeypatch):
+    from dwh_helper.hooks.appmetrica import AppMetricaHook
+
+    _set_connection(
+        monkeypatch,
+        host="api.example.ru",
+        port=8443,
+        password="secret-token",
+        extra={"application_ids": "1111, 2222", "poll_interval": "0.5", "region": "ignored"},
+    )
+    hook = AppMetricaHook()
+    assert hook.base_url == "https://api.example.ru:8443"
+    assert hook.application_ids == ["1111", "2222"]
+    with hook.get_client(max_attempts=2) as client:
+        assert client.base_url == "https://api.example.ru:8443"
+        assert (client.poll_interval, client.poll_timeout, client.max_attempts) == (0.5, 1800, 2)
+        assert client._http.headers["Authorization"] == "OAuth secret-token"
+
+
+def test_hook_default_base_url_and_full_url_host(monkeypatch):
+    from dwh_helper.hooks.appmetrica import AppMetricaHook
+
+    _set_connection(monkeypatch, password="t")
+    assert AppMetricaHook().base_url == "https://api.appmetrica.yandex.ru"
+    assert AppMetricaHook().application_ids == []
+    _set_connection(monkeypatch, host="http://127.0.0.1:8082/", password="t")
+    assert AppMetricaHook().base_url == "http://127.0.0.1:8082"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            None,
+            "'appmetrica_default' is not defined: create it in the UI or set "
+            "AIRFLOW_CONN_APPMETRICA_DEFAULT",
+        ),
+        ({"host": "http://x"}, "has no password (the AppMetrica OAuth token)"),
+        ({"password": "t", "extra": {"poll_timeout": "soon"}}, "extra 'poll_timeout' must be"),
+        (
+            {"password": "t", "extra": {"poll_interval": 0}},
+            "extra 'poll_interval' must be positive",
+        ),
+        ({"password": "t", "extra": {"application_ids": "1111,app"}}, "got ['app']"),
+    ],
+)
+def test_hook_errors_say_what_to_set(monkeypatch, fields, message):
+    from dwh_helper.hooks.appmetrica import AppMetricaHook
+    from dwh_helper.hooks.connection_fields import ConnectionMissing
+
+    monkeypatch.delenv("AIRFLOW_CONN_APPMETRICA_DEFAULT", raising=False)
+    if fields is not None:
+        _set_connection(monkeypatch, **fields)
+    with pytest.raises(ConnectionMissing) as error:
+        hook = AppMetricaHook()
+        hook.application_ids  # noqa: B018 - reads the extra
+        hook.get_client()
+    assert message in str(error.value)
