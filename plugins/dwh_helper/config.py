@@ -178,7 +178,7 @@ class EtlSettings(BaseSettings):
     model_config = _block("ETL_")
 
     batch_size: int = Field(5000, ge=1)
-    load_batch_size: int = Field(20000, ge=1)
+    load_batch_size: int = Field(10000, ge=1)
     reject_ratio: float = Field(0.01, ge=0, le=1)
     strict: bool = False
 

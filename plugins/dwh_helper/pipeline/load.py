@@ -31,7 +31,7 @@ from dwh_helper.transform.event_mapping import parse_json_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_SIZE = 10_000
 PROGRESS_EVERY_SECONDS = 30.0
 
 
@@ -295,13 +295,14 @@ def _read_into(
 ) -> None:
     """Read, decode and map every record of the file into batches handed to the writer."""
     batch = _Batch(mapping.tables)
-    seen: dict[Any, set[str]] = {table: set() for table in mapping.tables if table.first_per_file}
+    lines_of = batch.lines
+    seen: dict[Any, set[str]] = {table: set() for table in mapping.tables}
     decode, map_record = mapping.decode, mapping.map_record
     month_of, source = raw_format.month_of, raw_format.source
     next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
+    in_batch = 0
     for entry, line, raw in raw_format.records(path):
-        result.rows_read += 1
-        batch.records += 1
+        in_batch += 1
         try:
             record = decode(raw)
             mapped = map_record(record)
@@ -323,20 +324,22 @@ def _read_into(
             )
         else:
             for table, text, dedup_key in mapped:
-                if text is None:
-                    continue
-                if dedup_key is not None and table in seen:
-                    if dedup_key in seen[table]:
-                        continue
-                    seen[table].add(dedup_key)
-                batch.lines[table].append(text)
+                if text is not None:
+                    if dedup_key is not None:  # first row per key within the file wins
+                        known = seen[table]
+                        if dedup_key in known:
+                            continue
+                        known.add(dedup_key)
+                    lines_of[table].append(text)
             if month_of is not None:
                 month = month_of(record)
                 if month:
                     months.add(month)
-        if batch.records >= batch_size:
+        if in_batch >= batch_size:
+            batch.records, result.rows_read = in_batch, result.rows_read + in_batch
             writer.submit(batch)
-            batch = _Batch(mapping.tables)
+            batch, in_batch = _Batch(mapping.tables), 0
+            lines_of = batch.lines
             now = time.perf_counter()
             if now >= next_progress:
                 next_progress = now + PROGRESS_EVERY_SECONDS
@@ -346,7 +349,8 @@ def _read_into(
                     result.rows_read,
                     result.rejected,
                 )
-    if batch.records:
+    if in_batch:
+        batch.records, result.rows_read = in_batch, result.rows_read + in_batch
         writer.submit(batch)
 
 
