@@ -11,7 +11,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import plan_days, run_migrations
+from dwh_helper.operators.schedule import DEFAULT_ARGS, plan_days, run_migrations
 
 DOC = """
 ### Amplitude events → S3 → DWH
@@ -51,13 +51,7 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
     tags=["amplitude", "dwh", "raw"],
     doc_md=DOC,
     render_template_as_native_obj=True,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-    },
+    default_args=DEFAULT_ARGS,
     params={
         "start": Param(
             None,

@@ -11,7 +11,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from dwh_helper.operators.appmetrica import RESOURCES, AppMetricaToS3Operator, plan_appmetrica_days
 from dwh_helper.operators.assets import APPMETRICA_EVENTS
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import run_migrations
+from dwh_helper.operators.schedule import DEFAULT_ARGS, run_migrations
 
 DOC = """
 ### AppMetrica Logs API → S3 → DWH (`appmetrica` schema)
@@ -59,13 +59,7 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
     tags=["appmetrica", "dwh", "raw"],
     doc_md=DOC,
     render_template_as_native_obj=True,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-    },
+    default_args=DEFAULT_ARGS,
     params={
         "start": Param(
             None,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import Param, dag
 
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS
-from dwh_helper.operators.schedule import run_migrations
+from dwh_helper.operators.schedule import DEFAULT_ARGS, run_migrations
 from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
 
 DOC = """
@@ -44,13 +44,7 @@ Connection: `dwh_postgres`.
     max_active_runs=1,
     tags=["dwh", "user-properties", "amplitude"],
     doc_md=DOC,
-    default_args={
-        "owner": "dwh",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=30),
-    },
+    default_args=DEFAULT_ARGS,
     params={
         "since": Param(
             None,

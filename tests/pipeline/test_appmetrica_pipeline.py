@@ -514,7 +514,7 @@ def test_json_in_other_shapes_reads_the_same_records(tmp_path):
     for (name, body), file in zip(shapes.items(), expected, strict=True):
         path = tmp_path / f"{name}.json"
         path.write_bytes(body)
-        records = [record for _entry, _line, record in file.records(path)]
+        records = [record for _entry, _line, record in file.records(path.open("rb"))]
         assert len(records) == len(rows), name
         assert [file.map_record(r)[0][1] for r in records] == [
             file.formatter.line(row) for row in rows
@@ -531,7 +531,7 @@ def test_a_json_file_cut_short_or_with_junk_is_corrupt(tmp_path, body):
     path.write_bytes(body)
     file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
     with pytest.raises(CorruptFile, match="not a complete Logs API JSON file"):
-        list(file.records(path))
+        list(file.records(path.open("rb")))
 
 
 @pytest.mark.unit
@@ -540,4 +540,4 @@ def test_empty_files_have_no_records(tmp_path):
     for fmt, body in (("csv", b""), ("csv", b"event_name,city\n"), ("json", b'{"data":[]}')):
         path = tmp_path / f"empty.{fmt}"
         path.write_bytes(body)
-        assert list(AppMetricaFile(mapping, APP, fmt).records(path)) == []
+        assert list(AppMetricaFile(mapping, APP, fmt).records(path.open("rb"))) == []

@@ -12,6 +12,15 @@ from airflow.sdk.exceptions import AirflowFailException
 
 MAX_DAYS_PER_RUN = 366
 
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-engineering",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+}
+"""Task defaults of every DAG: 3 retries, exponential backoff from 2 to 30 minutes."""
+
 log = logging.getLogger(__name__)
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 import re
@@ -430,20 +431,20 @@ class AppMetricaFile:
         """[(table, COPY line, None)]; CastError (a ValueError) for a value that does not cast."""
         return [(self.table, self._line(record), None)]
 
-    def records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
-        """(file name, record number from 1, record) of every record, streamed.
+    def records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
+        """(file name, record number from 1, record) of every record of a binary stream.
 
         A CSV record is the list of its values in the header's order (no dict per row: the
         hot path picks values by position); a JSON record is the object as a dict.
         """
         if self.fmt == "csv":
-            return self._csv_records(path)
-        return self._json_records(path)
+            return self._csv_records(source)
+        return self._json_records(source)
 
-    def _csv_records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
-        entry = path.name
+    def _csv_records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
+        entry = Path(getattr(source, "name", "file.csv")).name
         try:
-            with open(path, encoding="utf-8-sig", newline="") as handle:
+            with io.TextIOWrapper(source, encoding="utf-8-sig", newline="") as handle:
                 reader = csv.reader(handle)
                 header = next(reader, None)
                 if header is None:
@@ -467,10 +468,10 @@ class AppMetricaFile:
         except (UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"not a readable UTF-8 CSV: {exc}") from exc
 
-    def _json_records(self, path: Path) -> Iterator[tuple[str, int, Any]]:
-        entry = path.name
+    def _json_records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
+        entry = Path(getattr(source, "name", "file.json")).name
         number = 0
-        with open(path, "rb") as handle:
+        with source as handle:
             if handle.read(3) != b"\xef\xbb\xbf":
                 handle.seek(0)
             start = handle.tell()
@@ -501,7 +502,7 @@ class AppMetricaFile:
 
     def raw_format(self) -> RawFormat:
         """The RawFormat reading this file."""
-        return RawFormat(source=SOURCE, records=self.records)
+        return RawFormat(source=SOURCE, records=self.records, streamed=True)
 
 
 def load_appmetrica_file(

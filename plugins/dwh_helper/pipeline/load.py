@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +26,14 @@ import psycopg
 from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
+from dwh_helper.storage.background_download import BackgroundDownload
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform.event_mapping import parse_json_line
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 10_000
+FIRST_BATCH_SIZE = 1_000
 PROGRESS_EVERY_SECONDS = 30.0
 
 
@@ -77,8 +79,11 @@ class RawFormat:
     """How to read one kind of raw file: its records (entry, line, raw), and hooks around a load."""
 
     source: str
-    records: Callable[[Path], Iterator[tuple[str, int, Any]]]
+    records: Callable[[Any], Iterator[tuple[str, int, Any]]]
     month_of: Callable[[Any], str | None] | None = None
+    streamed: bool = False
+    """False: `records` gets the path of the whole downloaded file (a ZIP needs its end).
+    True: `records` gets a binary file object that reads the object while it downloads."""
     after_commit: Callable[[psycopg.Connection, set[str]], None] | None = None
 
 
@@ -221,23 +226,29 @@ def load_raw_file(
     started = time.perf_counter()
     result = LoadResult(key=key, source=raw_format.source)
     months: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="dwh-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dwh-load-") as tmp, ExitStack() as cleanup:
         path = Path(tmp) / Path(key).name
-        store.download_file(key, path)
-        size = path.stat().st_size
-        log.info(
-            "loading s3://%s/%s (%d bytes, downloaded in %.1fs)",
-            store.bucket,
-            key,
-            size,
-            time.perf_counter() - started,
-        )
+        if raw_format.streamed:
+            download = BackgroundDownload(store, key, path).start()
+            cleanup.callback(download.cancel)
+            source: Any = cleanup.enter_context(download.open())
+            log.info("loading s3://%s/%s while it downloads", store.bucket, key)
+        else:
+            store.download_file(key, path)
+            source = path
+            log.info(
+                "loading s3://%s/%s (%d bytes, downloaded in %.1fs)",
+                store.bucket,
+                key,
+                path.stat().st_size,
+                time.perf_counter() - started,
+            )
         try:
             with repo.transaction() as conn, _responsive_writer():
                 writer = _Writer(repo, conn, result)
                 writer.start()
                 try:
-                    _read_into(writer, path, key, mapping, raw_format, batch_size, result, months)
+                    _read_into(writer, source, key, mapping, raw_format, batch_size, result, months)
                     writer.finish()
                 except BaseException:
                     writer.abort()
@@ -285,7 +296,7 @@ def load_raw_file(
 
 def _read_into(
     writer: _Writer,
-    path: Path,
+    source_file: Any,
     key: str,
     mapping: RecordMapping,
     raw_format: RawFormat,
@@ -301,7 +312,10 @@ def _read_into(
     month_of, source = raw_format.month_of, raw_format.source
     next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
     in_batch = 0
-    for entry, line, raw in raw_format.records(path):
+    # the first batches are small so the database starts early, then they double up to
+    # batch_size: the reader's head start and the writer's tail stay short
+    limit = min(batch_size, FIRST_BATCH_SIZE)
+    for entry, line, raw in raw_format.records(source_file):
         in_batch += 1
         try:
             record = decode(raw)
@@ -335,10 +349,10 @@ def _read_into(
                 month = month_of(record)
                 if month:
                     months.add(month)
-        if in_batch >= batch_size:
+        if in_batch >= limit:
             batch.records, result.rows_read = in_batch, result.rows_read + in_batch
             writer.submit(batch)
-            batch, in_batch = _Batch(mapping.tables), 0
+            batch, in_batch, limit = _Batch(mapping.tables), 0, min(limit * 2, batch_size)
             lines_of = batch.lines
             now = time.perf_counter()
             if now >= next_progress:
