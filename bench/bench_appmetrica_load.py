@@ -87,7 +87,7 @@ def child_limit(dsn: str, path: Path, fmt: str, batch_size: int) -> dict:
                 batches.append(batch)
                 lines.clear()
 
-        for _entry, _line, record in file.records(path):
+        for _entry, _line, record in file.records(path.open("rb")):
             lines.append(file.map_record(record)[0][1])
             count += 1
             if count % batch_size == 0:
