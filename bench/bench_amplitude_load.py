@@ -152,7 +152,16 @@ def main() -> None:
         for events in args.events:
             archive = archive_for(events)
             key = f"raw/amplitude/web/{DAY:%Y/%m/%d}/web_{DAY:%Y%m%d}_{events}.zip"
-            store.upload_file(archive, key)
+            # the metadata extract_amplitude writes: the loader pre-creates the window's partition
+            store.upload_file(
+                archive,
+                key,
+                metadata={
+                    "source": "web",
+                    "window-start": f"{DAY}T00:00:00+00:00",
+                    "window-end": f"{DAY}T23:00:00+00:00",
+                },
+            )
             limits, e2es = [], []
             for _ in range(args.rounds):  # interleaved rounds; the best of each is kept
                 limits.append(run_child("limit", fresh_database(pg, "bench_limit"), str(archive)))
