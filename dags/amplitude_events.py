@@ -11,7 +11,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import DEFAULT_ARGS, plan_days, run_migrations
+from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, plan_days, run_migrations
 
 DOC = """
 ### Amplitude events → S3 → DWH
@@ -53,18 +53,7 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
     render_template_as_native_obj=True,
     default_args=DEFAULT_ARGS,
     params={
-        "start": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="First UTC day to export (manual runs; default: the data interval's day)",
-        ),
-        "end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Last UTC day, inclusive (default: `start`)",
-        ),
+        **day_range_params("UTC day"),
         "sources": Param(
             ["web", "mobile"],
             type="array",

@@ -11,7 +11,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from dwh_helper.operators.appmetrica import RESOURCES, AppMetricaToS3Operator, plan_appmetrica_days
 from dwh_helper.operators.assets import APPMETRICA_EVENTS
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import DEFAULT_ARGS, run_migrations
+from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, run_migrations
 
 DOC = """
 ### AppMetrica Logs API → S3 → DWH (`appmetrica` schema)
@@ -61,18 +61,7 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
     render_template_as_native_obj=True,
     default_args=DEFAULT_ARGS,
     params={
-        "start": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="First day to export (manual runs; default: the data interval's day)",
-        ),
-        "end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Last day, inclusive (default: `start`)",
-        ),
+        **day_range_params("day"),
         "application_ids": Param(
             [],
             type="array",

@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 MAX_DAYS_PER_RUN = 366
@@ -22,6 +22,24 @@ DEFAULT_ARGS: dict[str, Any] = {
 """Task defaults of every DAG: 3 retries, exponential backoff from 2 to 30 minutes."""
 
 log = logging.getLogger(__name__)
+
+
+def day_range_params(unit: str = "UTC day") -> dict[str, Param]:
+    """The `start` / `end` Params of a manual run (date pickers; empty = the data interval)."""
+    return {
+        "start": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description=f"First {unit} to load (manual runs; default: the data interval's day)",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description=f"Last {unit}, inclusive (default: `start`)",
+        ),
+    }
 
 
 def days_to_run(params: dict[str, Any], interval_start: datetime | None) -> list[date]:

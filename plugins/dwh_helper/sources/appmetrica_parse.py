@@ -336,7 +336,8 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             yield number, dict(zip(header, values, strict=True))
 
 
-def _as_text(value: Any) -> str:
+def field_text(value: Any) -> str:
+    """A JSON value as the Logs API would send it: a string ("" for null, JSON for objects)."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -358,7 +359,7 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                     raise ValueError(
                         f"{path}: JSON record {number} is a {type(item).__name__}, not an object"
                     )
-                yield number, {key: _as_text(value) for key, value in item.items()}
+                yield number, {key: field_text(value) for key, value in item.items()}
         except ijson.JSONError as exc:
             raise ValueError(
                 f"{path}: not a complete Logs API JSON file ({exc}); re-export the window"

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dwh_helper.dwh.appmetrica_schema import APPMETRICA_TABLES, ROW_UUID_NAMESPACE
 from dwh_helper.dwh.copy_text import NULL, escape
 from dwh_helper.dwh.tables import TableSpec
-from dwh_helper.sources.appmetrica_parse import CastError
+from dwh_helper.sources.appmetrica_parse import CastError, field_text
+from dwh_helper.transform.mapping_file import read_mapping_file
 
 log = logging.getLogger(__name__)
 
@@ -278,19 +278,6 @@ def _getter(names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
     return itemgetter(*names)
 
 
-def field_text(value: Any) -> str:
-    """A JSON value as the Logs API would send it: a string ("" for null, JSON for objects)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 class RowFormatter:
     """Raw records of one file → COPY text lines of one appmetrica table, one pass per record.
 
@@ -528,16 +515,5 @@ def compile_appmetrica_mapping(
 def load_appmetrica_mapping(path: Path | str | None = None) -> AppMetricaMapping:
     """Read, validate and compile a mapping file (default: the shipped `appmetrica.yaml`)."""
     path = Path(path) if path is not None else MAPPING_PATH
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise AppMetricaMappingError(f"{path}: cannot read the mapping: {exc}") from None
-    try:
-        model = AppMetricaMappingFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or '<file>'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise AppMetricaMappingError(f"{path}: invalid mapping: {problems}") from None
+    model = read_mapping_file(path, AppMetricaMappingFile, AppMetricaMappingError)
     return compile_appmetrica_mapping(model, path)

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dwh_helper.dwh.copy_text import NULL, escape, json_text
 from dwh_helper.dwh.tables import TableSpec, get_table
+from dwh_helper.transform.mapping_file import read_mapping_file
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
@@ -514,18 +514,7 @@ def load_event_mapping(path: Path | str) -> EventMapping:
     path = Path(path)
     if not path.is_absolute() and not path.exists():
         path = MAPPINGS_DIR / path
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise MappingFileError(f"{path}: cannot read the mapping: {exc}") from None
-    try:
-        model = EventMappingFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or '<file>'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise MappingFileError(f"{path}: invalid mapping: {problems}") from None
+    model = read_mapping_file(path, EventMappingFile, MappingFileError)
     return compile_mapping(model, path)
 
 
