@@ -333,19 +333,6 @@ def iter_data_items(handle: BinaryIO) -> Iterator[Any]:
         start = search = match.end() - 1
 
 
-_YIELD_EVERY = 127  # records between two GIL hand-overs (a bit mask: every 128th record)
-
-
-def _yield_gil() -> None:
-    """Let the loader's writer thread take the GIL now rather than after the 5 ms switch interval.
-
-    The writer sends each batch in 128 kB COPY chunks (about 260 rows) and needs the GIL
-    between them; without this the busy reader keeps it for up to 5 ms each time and the
-    database idles (measured on 300,000 rows: database busy 6.2 s instead of 2.9 s).
-    """
-    time.sleep(0)
-
-
 class AppMetricaTable:
     """The loader's target table: its spec and the COPY columns (set once the file's fields
     are known)."""
@@ -462,8 +449,6 @@ class AppMetricaFile:
                             f"values, the header has {width}: the file is truncated or not a "
                             "Logs API CSV; re-export the day"
                         )
-                    if not number & _YIELD_EVERY:
-                        _yield_gil()
                     yield entry, number, values
         except (UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"not a readable UTF-8 CSV: {exc}") from exc
@@ -491,8 +476,6 @@ class AppMetricaFile:
                         )
                     if self.formatter is None:
                         self.bind(list(item))
-                    if not number & _YIELD_EVERY:
-                        _yield_gil()
                     yield entry, number, item
             except (ijson.JSONError, msgspec.DecodeError) as exc:
                 raise CorruptFile(
