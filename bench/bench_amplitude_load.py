@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from services import BUCKET, ROOT, fresh_database, moto_process, peak_rss_mb, postgres
+from services import (
+    ROOT,
+    fresh_database,
+    moto_process,
+    peak_rss_mb,
+    postgres,
+    run_child,
+    store_for,
+)
 
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import ensure_month_partitions
@@ -32,7 +38,6 @@ from dwh_helper.pipeline.amplitude import load_amplitude_file
 from dwh_helper.pipeline.load import DEFAULT_BATCH_SIZE
 from dwh_helper.sandbox.amplitude_events import write_day_archive
 from dwh_helper.sources.amplitude import iter_lines
-from dwh_helper.storage.s3 import ObjectStore, build_s3_client
 from dwh_helper.transform.event_mapping import amplitude_mapping, parse_json_line
 
 DAY = date(2024, 3, 2)
@@ -52,16 +57,6 @@ def archive_for(events: int) -> Path:
             flush=True,
         )
     return path
-
-
-def store_for(s3_url: str) -> ObjectStore:
-    """An ObjectStore on the benchmark bucket."""
-    from dwh_helper.config import S3Settings
-
-    settings = S3Settings(endpoint_url=s3_url, bucket_name=BUCKET)
-    # one GET per download: moto re-reads the whole object for every ranged GET, which real
-    # S3 and MinIO do not, so boto3's parallel ranged download would measure moto, not us
-    return ObjectStore(build_s3_client(settings), BUCKET, multipart_threshold=4 * 1024**3)
 
 
 def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
@@ -115,14 +110,6 @@ def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int) -> dict:
     return {"events": result.rows_read, "seconds": seconds, "peak_mb": peak_rss_mb()}
 
 
-def run_child(*args: str) -> dict:
-    """Run this script as a child measuring one thing; returns its JSON answer."""
-    output = subprocess.run(
-        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
 def main() -> None:
     """Measure every size and print the table."""
     parser = argparse.ArgumentParser(
@@ -164,8 +151,25 @@ def main() -> None:
             )
             limits, e2es = [], []
             for _ in range(args.rounds):  # interleaved rounds; the best of each is kept
-                limits.append(run_child("limit", fresh_database(pg, "bench_limit"), str(archive)))
-                e2es.append(run_child("e2e", fresh_database(pg, "bench_e2e"), s3_url, key))
+                limits.append(
+                    run_child(
+                        __file__,
+                        "limit",
+                        fresh_database(pg, "bench_limit"),
+                        str(archive),
+                        batch_size=args.batch_size,
+                    )
+                )
+                e2es.append(
+                    run_child(
+                        __file__,
+                        "e2e",
+                        fresh_database(pg, "bench_e2e"),
+                        s3_url,
+                        key,
+                        batch_size=args.batch_size,
+                    )
+                )
             limit = min(limits, key=lambda run: run["seconds"])
             e2e = min(e2es, key=lambda run: run["seconds"])
             e2e["peak_mb"] = max(run["peak_mb"] for run in e2es)

@@ -20,20 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from services import BUCKET, ROOT, fresh_database, moto_process, peak_rss_mb, postgres
+from services import (
+    ROOT,
+    fresh_database,
+    moto_process,
+    peak_rss_mb,
+    postgres,
+    run_child,
+    store_for,
+)
 
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.pipeline.appmetrica import AppMetricaFile, load_appmetrica_file, raw_key
 from dwh_helper.pipeline.load import DEFAULT_BATCH_SIZE
 from dwh_helper.sandbox.appmetrica import write_events_file
-from dwh_helper.storage.s3 import ObjectStore, build_s3_client
 from dwh_helper.transform.appmetrica_mapping import load_appmetrica_mapping
 
 APPLICATION_ID = "1111"
@@ -56,19 +61,6 @@ def events_file(rows: int, fmt: str) -> Path:
             flush=True,
         )
     return path
-
-
-def store_for(s3_url: str) -> ObjectStore:
-    """An ObjectStore on the benchmark bucket, downloading each object in one GET.
-
-    moto answers every ranged GET by reading the whole object, so boto3's parallel ranged
-    download of a 400 MB file costs it ~25 full reads (5 s instead of 1 s here); S3 and
-    MinIO serve ranges directly. One GET keeps the benchmark about the loader, not moto.
-    """
-    from dwh_helper.config import S3Settings
-
-    settings = S3Settings(endpoint_url=s3_url, bucket_name=BUCKET)
-    return ObjectStore(build_s3_client(settings), BUCKET, multipart_threshold=1 << 40)
 
 
 def child_limit(dsn: str, path: Path, fmt: str, batch_size: int) -> dict:
@@ -118,17 +110,6 @@ def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int) -> dict:
     }
 
 
-def run_child(*args: str, batch_size: int) -> dict:
-    """Run this script as a child measuring one thing; returns its JSON answer."""
-    output = subprocess.run(
-        [sys.executable, __file__, "--batch-size", str(batch_size), "--child", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
 def main() -> None:
     """Measure each format and print the table."""
     parser = argparse.ArgumentParser(
@@ -161,6 +142,7 @@ def main() -> None:
             measured = results[fmt] = {"limit": [], "e2e": [], "peak": []}
             for attempt in range(args.repeat):
                 limit = run_child(
+                    __file__,
                     "limit",
                     fresh_database(pg, "bench_limit"),
                     str(path),
@@ -168,6 +150,7 @@ def main() -> None:
                     batch_size=args.batch_size,
                 )
                 e2e = run_child(
+                    __file__,
                     "e2e",
                     fresh_database(pg, "bench_e2e"),
                     s3_url,

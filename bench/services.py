@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -77,6 +79,31 @@ def fresh_database(pg: TemporaryPostgres, name: str) -> str:
             sql.SQL("CREATE DATABASE {} TEMPLATE bench_template").format(sql.Identifier(name))
         )
     return pg.dsn_for(name)
+
+
+def store_for(s3_url: str) -> Any:
+    """An ObjectStore on the benchmark bucket, downloading each object in one GET.
+
+    moto answers every ranged GET by reading the whole object, so boto3's parallel ranged
+    download of a 400 MB file costs it ~25 full reads (5 s instead of 1 s here); S3 and
+    MinIO serve ranges directly. One GET keeps the benchmarks about the loader, not moto.
+    """
+    from dwh_helper.config import S3Settings
+    from dwh_helper.storage.s3 import ObjectStore, build_s3_client
+
+    settings = S3Settings(endpoint_url=s3_url, bucket_name=BUCKET)
+    return ObjectStore(build_s3_client(settings), BUCKET, multipart_threshold=1 << 40)
+
+
+def run_child(script: str, *args: str, batch_size: int) -> dict:
+    """Run a benchmark script as a child measuring one thing; returns its last JSON line."""
+    output = subprocess.run(
+        [sys.executable, script, "--batch-size", str(batch_size), "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def peak_rss_mb() -> float:

@@ -204,16 +204,6 @@ DWH_TABLES: dict[str, TableSpec] = {
 }
 """The company's eight tables, by name."""
 
-AMPLITUDE_EVENT_TABLES: tuple[str, ...] = (
-    "mobile_devices",
-    "events_part",
-    "technical_data",
-    "tmp_event_properties",
-    "tmp_user_properties",
-    "user_locations",
-)
-"""The six tables an Amplitude event fills, in load order (devices before events)."""
-
 CHANGEABLE_STATE_COLUMNS: tuple[str, ...] = tuple(
     name
     for name in CHANGEABLE_USER_PROPERTIES.column_names

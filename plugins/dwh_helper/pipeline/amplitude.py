@@ -92,7 +92,7 @@ def extract_amplitude(
                     "window-start": file.window.start.isoformat(),
                     "window-end": file.window.end.isoformat(),
                     "size": str(file.size),
-                    "sha256": file_sha256(file.path),
+                    "sha256": file.sha256 or file_sha256(file.path),
                 },
                 content_type="application/zip",
             )

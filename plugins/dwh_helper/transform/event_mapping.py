@@ -279,11 +279,6 @@ class TableMapper:
     first_per_file: bool
     attributes: tuple[str, ...] = ()
 
-    @property
-    def key_column(self) -> str:
-        """The first column of the table's conflict key."""
-        return self.spec.key[0]
-
     def __post_init__(self) -> None:
         plan = tuple(
             (
