@@ -96,7 +96,9 @@ def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
             for files in batches:
                 for table, path in files:
                     if path.stat().st_size:
-                        repo.copy_text(table.spec, table.columns, [path.read_bytes()])
+                        repo.copy_text(
+                            table.spec, table.columns, [path.read_bytes()], null=table.copy_null
+                        )
         seconds = time.perf_counter() - started
     return {"events": count, "seconds": seconds}
 

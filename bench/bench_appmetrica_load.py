@@ -90,7 +90,9 @@ def child_limit(dsn: str, path: Path, fmt: str, batch_size: int) -> dict:
         started = time.perf_counter()
         with repo.transaction():
             for batch in batches:
-                repo.copy_text(table.spec, table.columns, [batch.read_bytes()])
+                repo.copy_text(
+                    table.spec, table.columns, [batch.read_bytes()], null=table.copy_null
+                )
         seconds = time.perf_counter() - started
     return {"rows": count, "seconds": seconds}
 

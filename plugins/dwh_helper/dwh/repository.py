@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from dwh_helper.dwh.copy_text import NULL
 from dwh_helper.dwh.tables import (
     CHANGEABLE_USER_PROPERTIES,
     TMP_USER_PROPERTIES,
@@ -280,11 +281,18 @@ class Repository:
         return self._copy_via_stage(spec, spec.column_names, write)
 
     def copy_text(
-        self, table: str | TableSpec, columns: Sequence[str], chunks: Iterable[bytes | str]
+        self,
+        table: str | TableSpec,
+        columns: Sequence[str],
+        chunks: Iterable[bytes | str],
+        *,
+        null: str = NULL,
     ) -> int:
         """Bulk load rows already formatted as COPY text (see `dwh.copy_text`) for `columns`.
 
         Columns left out take their defaults. Same staging and ON CONFLICT as `copy_rows`.
+        `null` is the text that stands for NULL (COPY's `\\N` unless told; "" when empty
+        strings are never values).
         """
         spec = table if isinstance(table, TableSpec) else get_table(table)
         unknown = set(columns) - set(spec.column_names)
@@ -295,10 +303,14 @@ class Repository:
             for chunk in chunks:
                 copy.write(chunk)
 
-        return self._copy_via_stage(spec, tuple(columns), write)
+        return self._copy_via_stage(spec, tuple(columns), write, null)
 
     def _copy_via_stage(
-        self, spec: TableSpec, columns: Sequence[str], write: Callable[[psycopg.Copy], None]
+        self,
+        spec: TableSpec,
+        columns: Sequence[str],
+        write: Callable[[psycopg.Copy], None],
+        null: str = NULL,
     ) -> int:
         stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
         target = sql.Identifier(spec.schema, spec.name)
@@ -313,7 +325,10 @@ class Repository:
             )
             conn.execute(sql.SQL("TRUNCATE {}").format(stage))
             with conn.cursor() as cursor:
-                with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, staged)) as copy:
+                statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, staged)
+                if null != NULL:
+                    statement += sql.SQL(" (NULL {})").format(sql.Literal(null))
+                with cursor.copy(statement) as copy:
                     write(copy)
                 return cursor.execute(
                     sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(

@@ -338,6 +338,7 @@ class AppMetricaTable:
     are known)."""
 
     first_per_file = False
+    copy_null = RowFormatter.copy_null
 
     def __init__(self, spec: TableSpec) -> None:
         self.spec = spec

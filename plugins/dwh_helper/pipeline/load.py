@@ -56,6 +56,8 @@ class TargetTable(Protocol):
     spec: TableSpec
     columns: tuple[str, ...]
     first_per_file: bool
+    copy_null: str
+    """The text its COPY lines write for NULL."""
 
 
 class RecordMapping(Protocol):
@@ -146,7 +148,9 @@ class _Writer(threading.Thread):
         for table, lines in batch.lines.items():
             if not lines:
                 continue
-            inserted = self.repo.copy_text(table.spec, table.columns, _chunks(lines))
+            inserted = self.repo.copy_text(
+                table.spec, table.columns, _chunks(lines), null=table.copy_null
+            )
             lines.clear()  # free the batch's text as soon as it is in the database
             name = table.spec.name
             self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted

@@ -278,6 +278,7 @@ class TableMapper:
     skip_when_null: str | None
     first_per_file: bool
     attributes: tuple[str, ...] = ()
+    copy_null: str = NULL
 
     def __post_init__(self) -> None:
         plan = tuple(

@@ -1,0 +1,395 @@
+"""Raw AppMetrica records (all strings) → COPY text lines of one `appmetrica` table.
+
+`RowFormatter` is what the loader runs a million times per file, so it is generated
+code: for the fields one file holds it compiles a `line(record)` function with the
+field positions baked in, each value checked and cast (with per-file caches for the
+timestamps and datetimes that repeat within a day), `row_uuid` computed exactly as
+`dwh.appmetrica_schema.row_uuid` computes it, and the line assembled in one f-string.
+Only a line that needs COPY escaping (a backslash, tab or line break in a value)
+takes a second, escaping variant of the same generated code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from dwh_helper.dwh.appmetrica_schema import ROW_UUID_NAMESPACE
+from dwh_helper.dwh.copy_text import escape
+from dwh_helper.sources.appmetrica_parse import CastError, field_text
+
+if TYPE_CHECKING:
+    from dwh_helper.transform.appmetrica_mapping import ResourceMapping
+
+LOADER_COLUMNS = ("row_uuid", "application_id")
+"""The columns the loader fills itself, first in every COPY line."""
+
+COPY_NULL = ""
+"""NULL in the COPY lines a RowFormatter writes (an empty string is NULL whatever the kind)."""
+
+# -- casts: a non-empty raw string -> COPY text (ValueError with the reason) --------------------
+
+_EPOCH = date(1970, 1, 1)
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 23:59:59
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+_BOOLS = {"true": "t", "1": "t", "yes": "t", "false": "f", "0": "f", "no": "f"}
+
+
+def _bigint(raw: str) -> str:
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise ValueError("out of range for a signed 64-bit integer (bigint)")
+    return str(number)
+
+
+def _uint64(raw: str) -> str:
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+    if not 0 <= number <= _UINT64_MAX:
+        raise ValueError("out of range for an unsigned 64-bit integer")
+    return str(number)
+
+
+def _datetime(raw: str) -> str:
+    if len(raw) == 19 and raw[10] == " ":
+        try:
+            datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+        else:
+            return raw
+    raise ValueError("expected 'YYYY-MM-DD hh:mm:ss'")
+
+
+def _bool(raw: str) -> str:
+    try:
+        return _BOOLS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError("expected true/false or 1/0") from None
+
+
+_HOURS_MINUTES = tuple(f"{minute // 60:02d}:{minute % 60:02d}:" for minute in range(1440))
+_SECONDS = tuple(f"{second:02d}+00" for second in range(60))
+
+
+def _timestamp(raw: str) -> str:
+    """Unix seconds → `YYYY-MM-DD hh:mm:ss+00` (timestamptz input)."""
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise ValueError("expected Unix seconds (an integer)") from None
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise ValueError("Unix seconds out of range")
+    day, rest = divmod(seconds, 86400)
+    return (
+        (_EPOCH + timedelta(days=day)).isoformat()
+        + " "
+        + _HOURS_MINUTES[rest // 60]
+        + _SECONDS[rest % 60]
+    )
+
+
+class _Float:
+    """A JSON float msgspec would write unlike Python's json (exponents, inf): kept as text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __float__(self) -> float:
+        return float(self.text)
+
+
+def _json_float(text: str) -> float | _Float:
+    value = float(text)
+    # In this range msgspec writes a float exactly as json.dumps does (checked on 10^6 values).
+    if value == 0.0 or 1e-4 <= abs(value) < 1e16:
+        return value
+    return _Float(text)
+
+
+_decode_json = msgspec.json.Decoder(float_hook=_json_float).decode
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def canonical_json(raw: str) -> str:
+    """A JSON text with sorted keys, no spaces and UTF-8 kept (as `json.dumps(sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)` writes it); ValueError when it is not JSON."""
+    try:
+        value = _decode_json(raw)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc})") from None
+    try:
+        return _encode_sorted(value).decode()
+    except TypeError:  # a float msgspec would write differently: json.dumps it
+        pass
+    try:
+        return json.dumps(
+            value,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=float,
+        )
+    except ValueError:
+        raise ValueError("a number out of range for JSON (infinite)") from None
+
+
+CASTS: dict[str, Callable[[str], str]] = {
+    "timestamp": _timestamp,
+    "datetime": _datetime,
+    "bigint": _bigint,
+    "uint64": _uint64,
+    "bool": _bool,
+    "json": canonical_json,
+}
+"""Per kind: a non-empty raw string → its COPY text, or ValueError saying what was expected."""
+
+
+class _DayText:
+    """`YYYY-MM-DD ` of a day number since 1970-01-01, remembered (a file spans few days)."""
+
+    def __init__(self) -> None:
+        self._days: dict[int, str] = {}
+        self.get = self._days.get
+
+    def text(self, day: int) -> str:
+        """The day's text; ValueError when the day is outside years 1..9999."""
+        if not _MIN_SECONDS // 86400 <= day <= _MAX_SECONDS // 86400:
+            raise ValueError("Unix seconds out of range")
+        if len(self._days) >= 4096:
+            self._days.clear()
+        text = self._days[day] = (_EPOCH + timedelta(days=day)).isoformat() + " "
+        return text
+
+
+@functools.cache
+def _times_of_day() -> tuple[str, ...]:
+    """`hh:mm:ss+00` for every second of a day (built once, on first use)."""
+    return tuple(
+        f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}+00"
+        for second in range(86400)
+    )
+
+
+def _or_empty(cast: Callable[[str], str]) -> Callable[[str], str]:
+    """A cast for values the inline check did not pass: "" stays "" (NULL), others cast."""
+    return lambda raw: cast(raw) if raw else COPY_NULL
+
+
+# Digits an integer may have and still be in range whatever they are (the generated code
+# passes such a value through without int()).
+_SAFE_DIGITS = {"bigint": 18, "uint64": 19}
+_VARIANT = {digit: format(int(digit, 16) & 0x3 | 0x8, "x") for digit in "0123456789abcdef"}
+"""The UUID variant nibble (RFC 4122) for each hex digit a SHA-1 gives at that place."""
+
+
+def _getter(accesses: Sequence[int | str], positional: bool) -> Callable[[Any], Sequence[str]]:
+    """The values at these positions (or keys) of a record, as one sequence."""
+    if not accesses:
+        return lambda record: ()
+    first = accesses[0]
+    if positional and list(accesses) == list(range(first, first + len(accesses))):  # type: ignore[arg-type]
+        return lambda record: record[first : first + len(accesses)]  # type: ignore[operator]
+    if len(accesses) == 1:
+        return lambda record: (record[first],)
+    return itemgetter(*accesses)
+
+
+class RowFormatter:
+    """Raw records of one file → COPY text lines of one appmetrica table, one pass per record.
+
+    `columns` is the COPY column order: `row_uuid`, `application_id`, the typed fields,
+    then the text fields (each group in the file's order; only mapped fields the file
+    holds). NULL is written as an empty field (`copy_null`): an empty string is NULL
+    whatever the kind. With `header`, records are sequences of strings in that order
+    (CSV rows); otherwise they are field → value mappings (JSON objects; a missing field
+    or a value that is not a string takes a slower path that treats null as empty).
+    `line(record)` raises `CastError` (a ValueError naming the field and the value) for
+    a value that does not cast.
+    """
+
+    copy_null = COPY_NULL
+
+    def __init__(
+        self,
+        mapping: ResourceMapping,
+        application_id: str | int,
+        present: Iterable[str] | None = None,
+        *,
+        header: Sequence[str] | None = None,
+    ) -> None:
+        text = str(application_id).strip()
+        if not text.isdigit():
+            raise ValueError(f"application_id {application_id!r} must be a numeric id")
+        self.mapping = mapping
+        self.application_id = int(text)
+        kinds = dict(mapping.fields)
+        if header is not None:
+            present = header
+        order = list(kinds)
+        if present is not None:
+            order = [name for name in dict.fromkeys(present) if name in kinds]
+        order.sort(key=lambda name: kinds[name] == "text")  # typed first, each in file order
+        self.missing = tuple(name for name in kinds if name not in order)
+        self.columns: tuple[str, ...] = (*LOADER_COLUMNS, *order)
+        self._names = tuple(order)
+        self._kinds = tuple(kinds[name] for name in order)
+        self._positional = header is not None
+        self._access: tuple[int | str, ...] = (
+            tuple(list(header).index(name) for name in order) if header is not None else self._names
+        )
+        self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
+        self.line: Callable[[Any], str] = self._compile()
+        """The COPY text line (no newline) for one raw record; CastError for a bad value."""
+
+    def _slow_line(self, record: Any) -> str:
+        """`line` for a record missing a field, or holding a value that is not a string (a
+        JSON null or number): "" and text filled in, then the same checks apply."""
+        if not isinstance(record, Mapping):
+            raise ValueError(
+                f"a record of {len(record)} values does not match the file's header"
+            ) from None
+        return self.line({name: field_text(record.get(name)) for name in self._names})
+
+    def _raise_cast_error(self, record: Any) -> None:
+        """Find the value that does not cast and raise CastError naming its field."""
+        for name, kind, access in zip(self._names, self._kinds, self._access, strict=True):
+            raw = record[access]
+            if kind != "text" and raw:
+                try:
+                    CASTS[kind](raw)
+                except ValueError as exc:
+                    raise CastError(name, raw, str(exc)) from None
+
+    def _compile(self) -> Callable[[Any], str]:
+        """Generate `line(record)` for this file's fields, unrolled (no per-field loop).
+
+        The same steps a loop over the fields would take — cast each typed value, join
+        the identity and UUIDv5 it, escape what needs it, assemble the line — with the
+        field positions baked in. Timestamps, datetimes and booleans go through per-file
+        caches; integers short enough to be in range pass a digits check without int().
+        """
+        text_accesses = [a for a, k in zip(self._access, self._kinds, strict=True) if k == "text"]
+        text_names = [n for n, k in zip(self._names, self._kinds, strict=True) if k == "text"]
+        days = _DayText()
+        namespace: dict[str, Any] = {
+            "sha1": hashlib.sha1,
+            "uuid_namespace": ROW_UUID_NAMESPACE.bytes,
+            "prefix": self._prefix,
+            "variant": _VARIANT,
+            "canonical_json": canonical_json,
+            "escape": escape,
+            "tab_join": "\t".join,
+            "text_get": _getter(text_accesses, self._positional),
+            "raise_cast_error": self._raise_cast_error,
+            "day_get": days.get,
+            "day_text": days.text,
+            "times": _times_of_day(),
+            "fromisoformat": datetime.fromisoformat,
+            "bools_get": {"": COPY_NULL, **_BOOLS}.get,
+            "slow_line": self._slow_line,
+        }
+        reads, casts, fields, escapes = [], [], [], []
+        for i, (kind, access) in enumerate(zip(self._kinds, self._access, strict=True)):
+            if kind == "text":
+                continue
+            reads.append(f"v{i} = record[{access!r}]")
+            namespace[f"cast{i}"] = _or_empty(CASTS[kind])
+            if kind == "timestamp":  # Unix seconds: day text (remembered) + time of day
+                casts += [
+                    f"if v{i}:",
+                    f"    s{i} = int(v{i})",
+                    f"    d{i}, r{i} = divmod(s{i}, 86400)",
+                    f"    c{i} = (day_get(d{i}) or day_text(d{i})) + times[r{i}]",
+                    f"    k{i} = str(s{i})",
+                    "else:",
+                    f'    c{i} = k{i} = ""',
+                ]
+            elif kind == "datetime":  # checked as is: 'YYYY-MM-DD hh:mm:ss'
+                casts.append(
+                    f'c{i} = v{i} if len(v{i}) == 19 and v{i}[10] == " " and fromisoformat(v{i}) '
+                    f"else cast{i}(v{i})"
+                )
+            elif kind == "bool":
+                casts += [
+                    f"c{i} = bools_get(v{i})",
+                    f"if c{i} is None:",
+                    f"    c{i} = cast{i}(v{i})",
+                ]
+            elif kind in _SAFE_DIGITS:
+                casts.append(
+                    f"c{i} = v{i} if v{i}.isdigit() and v{i}.isascii() and "
+                    f'len(v{i}) <= {_SAFE_DIGITS[kind]} and (v{i}[0] != "0" or v{i} == "0") '
+                    f"else cast{i}(v{i})"
+                )
+            else:  # json: canonical text, whose backslashes COPY needs doubled
+                casts.append(f'c{i} = canonical_json(v{i}) if v{i} else ""')
+                escapes += [f'if "\\\\" in c{i}:', f'    c{i} = c{i}.replace("\\\\", "\\\\\\\\")']
+            fields.append(f"c{i}")
+
+        identity = ["prefix"]
+        for name in self.mapping.identity:
+            kind = dict(self.mapping.fields)[name]
+            if name not in self._names:
+                identity.append('""')
+            elif kind == "text":
+                identity.append(f"texts[{text_names.index(name)}]")
+            else:
+                i = self._names.index(name)
+                identity.append(
+                    {
+                        "timestamp": f"k{i}",
+                        "datetime": f"v{i}",  # the raw text, as checked
+                        "bool": f'("true" if c{i} == "t" else "false" if c{i} == "f" else "")',
+                    }.get(kind, f"c{i}")  # integers and JSON: their cast text
+                )
+        if text_names:
+            fields.append("t")
+        body = [
+            "def line(record):",
+            "    try:",
+            *(f"        {statement}" for statement in reads),
+            "        texts = text_get(record)",
+            "        try:",
+            *(f"            {statement}" for statement in casts or ["pass"]),
+            "        except ValueError:",
+            "            raise_cast_error(record)",
+            "            raise",
+            f"        key = \"\\x1f\".join(({', '.join(identity)},)).encode()",
+            "        t = tab_join(texts)",
+            "    except (KeyError, IndexError, TypeError, AttributeError):",
+            "        return slow_line(record)",
+            "    h = sha1(uuid_namespace + key, usedforsecurity=False).hexdigest()",
+        ]
+        if text_names:  # a tab inside a value shows as one tab too many
+            body += [
+                '    if "\\\\" in t or "\\n" in t or "\\r" in t '
+                f'or t.count("\\t") != {len(text_names) - 1}:',
+                "        t = tab_join(map(escape, texts))",
+            ]
+        body += [f"    {statement}" for statement in escapes]
+        body.append(
+            '    return f"{h[:12]}5{h[13:16]}{variant[h[16]]}{h[17:32]}'
+            + f"\\t{self.application_id}"
+            + "".join(f"\\t{{{field}}}" for field in fields)
+            + '"'
+        )
+        self.source = "\n".join(body)
+        """The generated source (for debugging)."""
+        exec(compile(self.source, f"<RowFormatter {self.mapping.resource}>", "exec"), namespace)
+        return namespace["line"]
