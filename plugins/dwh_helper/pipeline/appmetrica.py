@@ -282,6 +282,8 @@ def _text_values(item: Any) -> Any:
 
 
 _BLOCK = 1 << 20
+CHUNK = 128
+"""Records per chunk handed to the loader (it maps a chunk in one call)."""
 
 
 def iter_data_items(handle: BinaryIO) -> Iterator[Any]:
@@ -411,6 +413,11 @@ class AppMetricaFile:
         self._line = formatter.line
         return formatter
 
+    @property
+    def line(self) -> Any:
+        """The COPY line of one raw record (the compiled formatter's, once the file is bound)."""
+        return self._line
+
     def decode(self, raw: Any) -> Any:
         """The raw record as read (CSV: the row's values; JSON: the object)."""
         return raw
@@ -420,16 +427,22 @@ class AppMetricaFile:
         return [(self.table, self._line(record), None)]
 
     def records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
-        """(file name, record number from 1, record) of every record of a binary stream.
+        """(file name, record number from 1, record) of every record of a binary stream."""
+        for entry, first, chunk in self.chunks(source):
+            for offset, record in enumerate(chunk):
+                yield entry, first + offset, record
+
+    def chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
+        """(file name, number of the first record from 1, records) in chunks of CHUNK records.
 
         A CSV record is the list of its values in the header's order (no dict per row: the
         hot path picks values by position); a JSON record is the object as a dict.
         """
         if self.fmt == "csv":
-            return self._csv_records(source)
-        return self._json_records(source)
+            return self._csv_chunks(source)
+        return self._json_chunks(source)
 
-    def _csv_records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
+    def _csv_chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
         entry = Path(getattr(source, "name", "file.csv")).name
         try:
             with io.TextIOWrapper(source, encoding="utf-8-sig", newline="") as handle:
@@ -439,23 +452,25 @@ class AppMetricaFile:
                     return
                 self.bind(header, positional=True)
                 width = len(header)
-                number = 0
-                for values in reader:
-                    number += 1
-                    if len(values) != width:
-                        if not values:
-                            continue
-                        raise CorruptFile(
-                            f"CSV record {number} (line {reader.line_num}) has {len(values)} "
-                            f"values, the header has {width}: the file is truncated or not a "
-                            "Logs API CSV; re-export the day"
-                        )
-                    yield entry, number, values
+                number = 1
+                while rows := list(itertools.islice(reader, CHUNK)):
+                    if len(rows[0]) == width and len(set(map(len, rows))) == 1:
+                        yield entry, number, rows
+                    else:
+                        yield from _regular_rows(entry, number, rows, width)
+                    number += len(rows)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"not a readable UTF-8 CSV: {exc}") from exc
 
-    def _json_records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
+    def _json_chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
         entry = Path(getattr(source, "name", "file.json")).name
+        items = self._json_records(source)
+        number = 1
+        while chunk := list(itertools.islice(items, CHUNK)):
+            yield entry, number, chunk
+            number += len(chunk)
+
+    def _json_records(self, source: BinaryIO) -> Iterator[Any]:
         number = 0
         with source as handle:
             if handle.read(3) != b"\xef\xbb\xbf":
@@ -477,7 +492,7 @@ class AppMetricaFile:
                         )
                     if self.formatter is None:
                         self.bind(list(item))
-                    yield entry, number, item
+                    yield item
             except (ijson.JSONError, msgspec.DecodeError) as exc:
                 raise CorruptFile(
                     f"not a complete Logs API JSON file after record {number} ({exc}); "
@@ -486,7 +501,22 @@ class AppMetricaFile:
 
     def raw_format(self) -> RawFormat:
         """The RawFormat reading this file."""
-        return RawFormat(source=SOURCE, records=self.records, streamed=True)
+        return RawFormat(source=SOURCE, records=self.records, chunks=self.chunks, streamed=True)
+
+
+def _regular_rows(
+    entry: str, first: int, rows: list[list[str]], width: int
+) -> Iterator[tuple[str, int, list[Any]]]:
+    """The rows of a chunk one by one, blank lines skipped; a row of another width is a
+    CorruptFile naming it."""
+    for offset, values in enumerate(rows):
+        if len(values) == width:
+            yield entry, first + offset, [values]
+        elif values:
+            raise CorruptFile(
+                f"CSV record {first + offset} has {len(values)} values, the header has "
+                f"{width}: the file is truncated or not a Logs API CSV; re-export the day"
+            )
 
 
 def load_appmetrica_file(

@@ -61,7 +61,12 @@ class TargetTable(Protocol):
 
 
 class RecordMapping(Protocol):
-    """A mapping: its source, its tables in load order, and raw record → per-table COPY lines."""
+    """A mapping: its source, its tables in load order, and raw record → per-table COPY lines.
+
+    A mapping with a single table may also offer `line(raw) -> str` (decode and map in one
+    call, ValueError/TypeError for a bad record); with a RawFormat that reads `chunks`, the
+    loader then maps a whole chunk of records in one call.
+    """
 
     source: str
     record_id: str
@@ -87,6 +92,8 @@ class RawFormat:
     """False: `records` gets the path of the whole downloaded file (a ZIP needs its end).
     True: `records` gets a binary file object that reads the object while it downloads."""
     after_commit: Callable[[psycopg.Connection, set[str]], None] | None = None
+    chunks: Callable[[Any], Iterator[tuple[str, int, list[Any]]]] | None = None
+    """Optional: the records in lists, as (entry, number of the first record, records)."""
 
 
 @dataclass
@@ -301,6 +308,69 @@ def load_raw_file(
     return result
 
 
+class _Batches:
+    """The batch being filled, handed to the writer when full; progress in the log."""
+
+    def __init__(self, writer: _Writer, tables: tuple[Any, ...], batch_size: int) -> None:
+        self.writer, self.tables, self.batch_size = writer, tables, batch_size
+        self.batch = _Batch(tables)
+        self.records = 0  # records handed to the writer so far
+        self.rejected = 0
+        # the first batches are small so the database starts early, then they double up to
+        # batch_size: the reader's head start and the writer's tail stay short
+        self.limit = min(batch_size, FIRST_BATCH_SIZE)
+        self.next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
+
+    def add(self, count: int, key: str) -> None:
+        """Count records added to the batch; submit it when full."""
+        self.batch.records += count
+        if self.batch.records >= self.limit:
+            self.submit()
+            self.limit = min(self.limit * 2, self.batch_size)
+            now = time.perf_counter()
+            if now >= self.next_progress:
+                self.next_progress = now + PROGRESS_EVERY_SECONDS
+                log.info(
+                    "%s: %d records read, %d rejected so far", key, self.records, self.rejected
+                )
+
+    def submit(self) -> None:
+        """Hand the current batch to the writer (if it holds anything) and start a new one."""
+        if self.batch.records:
+            self.records += self.batch.records
+            self.writer.submit(self.batch)
+            self.batch = _Batch(self.tables)
+
+
+def _reject(
+    batches: _Batches,
+    result: LoadResult,
+    mapping: RecordMapping,
+    key: str,
+    where: tuple[str, int],
+    raw: Any,
+    exc: Exception,
+) -> None:
+    """Keep a record that could not be mapped: file, entry, line, reason and the record."""
+    entry, line = where
+    result.rejected += 1
+    batches.rejected += 1
+    if len(result.reject_reasons) < 10:
+        result.reject_reasons.append(f"{entry}:{line}: {exc}")
+    kept = _raw_for_reject(raw)
+    batches.batch.rejects.append(
+        Reject(
+            source=mapping.source,
+            reason=str(exc),
+            s3_key=key,
+            record_id=_record_id(kept, mapping.record_id),
+            entry=entry,
+            line=line,
+            raw=kept,
+        )
+    )
+
+
 def _read_into(
     writer: _Writer,
     source_file: Any,
@@ -312,40 +382,37 @@ def _read_into(
     months: set[str],
 ) -> None:
     """Read, decode and map every record of the file into batches handed to the writer."""
-    batch = _Batch(mapping.tables)
-    lines_of = batch.lines
+    batches = _Batches(writer, mapping.tables, batch_size)
+    if raw_format.chunks is not None and hasattr(mapping, "line") and raw_format.month_of is None:
+        _read_chunks(batches, source_file, key, mapping, raw_format, result)
+    else:
+        _read_records(batches, source_file, key, mapping, raw_format, result, months)
+    batches.submit()
+    result.rows_read = batches.records
+
+
+def _read_records(
+    batches: _Batches,
+    source_file: Any,
+    key: str,
+    mapping: RecordMapping,
+    raw_format: RawFormat,
+    result: LoadResult,
+    months: set[str],
+) -> None:
+    """Record by record: decode, map to every table, first row per key per file."""
     seen: dict[Any, set[str]] = {table: set() for table in mapping.tables}
-    decode, map_record = mapping.decode, mapping.map_record
-    month_of, source = raw_format.month_of, raw_format.source
-    next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
-    in_batch = 0
-    # the first batches are small so the database starts early, then they double up to
-    # batch_size: the reader's head start and the writer's tail stay short
-    limit = min(batch_size, FIRST_BATCH_SIZE)
+    decode, map_record, month_of = mapping.decode, mapping.map_record, raw_format.month_of
     for entry, line, raw in raw_format.records(source_file):
-        in_batch += 1
-        if not in_batch & HAND_OVER_MASK:
+        if not batches.batch.records & HAND_OVER_MASK:
             time.sleep(0)  # hand the GIL to the writer thread if it is waiting for it
         try:
             record = decode(raw)
             mapped = map_record(record)
         except (ValueError, TypeError) as exc:
-            result.rejected += 1
-            if len(result.reject_reasons) < 10:
-                result.reject_reasons.append(f"{entry}:{line}: {exc}")
-            kept = _raw_for_reject(raw)
-            batch.rejects.append(
-                Reject(
-                    source=source,
-                    reason=str(exc),
-                    s3_key=key,
-                    record_id=_record_id(kept, mapping.record_id),
-                    entry=entry,
-                    line=line,
-                    raw=kept,
-                )
-            )
+            _reject(batches, result, mapping, key, (entry, line), raw, exc)
         else:
+            lines_of = batches.batch.lines
             for table, text, dedup_key in mapped:
                 if text is not None:
                     if dedup_key is not None:  # first row per key within the file wins
@@ -358,23 +425,36 @@ def _read_into(
                 month = month_of(record)
                 if month:
                     months.add(month)
-        if in_batch >= limit:
-            batch.records, result.rows_read = in_batch, result.rows_read + in_batch
-            writer.submit(batch)
-            batch, in_batch, limit = _Batch(mapping.tables), 0, min(limit * 2, batch_size)
-            lines_of = batch.lines
-            now = time.perf_counter()
-            if now >= next_progress:
-                next_progress = now + PROGRESS_EVERY_SECONDS
-                log.info(
-                    "%s: %d records read, %d rejected so far",
-                    key,
-                    result.rows_read,
-                    result.rejected,
-                )
-    if in_batch:
-        batch.records, result.rows_read = in_batch, result.rows_read + in_batch
-        writer.submit(batch)
+        batches.add(1, key)
+
+
+def _read_chunks(
+    batches: _Batches,
+    source_file: Any,
+    key: str,
+    mapping: Any,
+    raw_format: RawFormat,
+    result: LoadResult,
+) -> None:
+    """Chunk by chunk, for a single-table mapping with `line`: one call maps a whole chunk;
+    a chunk holding a bad record is redone record by record to reject just that one."""
+    (table,) = mapping.tables
+    assert raw_format.chunks is not None
+    for entry, first, raws in raw_format.chunks(source_file):
+        line = mapping.line  # bound once the file's header is read
+        lines = batches.batch.lines[table]
+        before = len(lines)
+        try:
+            lines.extend(map(line, raws))
+        except (ValueError, TypeError):
+            del lines[before:]
+            for offset, raw in enumerate(raws):
+                try:
+                    lines.append(line(raw))
+                except (ValueError, TypeError) as exc:
+                    _reject(batches, result, mapping, key, (entry, first + offset), raw, exc)
+        time.sleep(0)  # hand the GIL to the writer thread if it is waiting for it
+        batches.add(len(raws), key)
 
 
 def _check_rejects(key: str, result: LoadResult, reject_ratio: float) -> None:

@@ -314,8 +314,8 @@ class RowFormatter:
                 casts += [
                     f"if v{i}:",
                     f"    s{i} = int(v{i})",
-                    f"    d{i}, r{i} = divmod(s{i}, 86400)",
-                    f"    c{i} = (day_get(d{i}) or day_text(d{i})) + times[r{i}]",
+                    f"    c{i} = (day_get(s{i} // 86400) or day_text(s{i} // 86400)) "
+                    f"+ times[s{i} % 86400]",
                     f"    k{i} = str(s{i})",
                     "else:",
                     f'    c{i} = k{i} = ""',
@@ -342,24 +342,27 @@ class RowFormatter:
                 escapes += [f'if "\\\\" in c{i}:', f'    c{i} = c{i}.replace("\\\\", "\\\\\\\\")']
             fields.append(f"c{i}")
 
-        identity = ["prefix"]
+        identity = ["{prefix}"]  # the parts of the key's f-string; a missing field is ""
         for name in self.mapping.identity:
             kind = dict(self.mapping.fields)[name]
             if name not in self._names:
-                identity.append('""')
+                identity.append("")
             elif kind == "text":
-                identity.append(f"texts[{text_names.index(name)}]")
+                identity.append(f"{{texts[{text_names.index(name)}]}}")
             else:
                 i = self._names.index(name)
+                if kind == "bool":
+                    casts.append(f'b{i} = {{"t": "true", "f": "false"}}.get(c{i}, "")')
                 identity.append(
                     {
-                        "timestamp": f"k{i}",
-                        "datetime": f"v{i}",  # the raw text, as checked
-                        "bool": f'("true" if c{i} == "t" else "false" if c{i} == "f" else "")',
-                    }.get(kind, f"c{i}")  # integers and JSON: their cast text
+                        "timestamp": f"{{k{i}}}",
+                        "datetime": f"{{v{i}}}",  # the raw text, as checked
+                        "bool": f"{{b{i}}}",
+                    }.get(kind, f"{{c{i}}}")  # integers and JSON: their cast text
                 )
         if text_names:
             fields.append("t")
+        key_text = "\\x1f".join(identity)
         body = [
             "def line(record):",
             "    try:",
@@ -370,7 +373,7 @@ class RowFormatter:
             "        except ValueError:",
             "            raise_cast_error(record)",
             "            raise",
-            f"        key = \"\\x1f\".join(({', '.join(identity)},)).encode()",
+            f'        key = f"{key_text}".encode()',
             "        t = tab_join(texts)",
             "    except (KeyError, IndexError, TypeError, AttributeError):",
             "        return slow_line(record)",
