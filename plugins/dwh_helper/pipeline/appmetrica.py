@@ -37,6 +37,7 @@ from dwh_helper.pipeline.load import (
     load_raw_file,
 )
 from dwh_helper.sources.appmetrica import AppMetricaClient, ExportedPart
+from dwh_helper.sources.appmetrica_data_array import NotADataArray, iter_data_runs
 from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
 from dwh_helper.storage.s3 import ObjectStore, file_sha256
 from dwh_helper.transform.appmetrica_mapping import (
@@ -266,12 +267,9 @@ def describe_raw_file(key: str, metadata: dict[str, str] | None = None) -> RawFi
     return RawFileInfo(str(application_id), str(resource), fmt, window)
 
 
-_DATA_HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"data"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*')
-# The end of an object in the data array: `}` then `,` and the next `{`, or `]`.
-_ITEM_END = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
-_NOT_SIMPLE = object()
-_decode_item = msgspec.json.Decoder().decode
-_decode_text_item = msgspec.json.Decoder(dict[str, str]).decode
+_decode_any = msgspec.json.Decoder().decode
+CHUNK = 128
+"""Records per chunk handed to the loader (it maps a chunk in one call)."""
 
 
 def _text_values(item: Any) -> Any:
@@ -279,60 +277,6 @@ def _text_values(item: Any) -> Any:
     if isinstance(item, dict):
         return {key: field_text(value) for key, value in item.items()}
     return item
-
-
-_BLOCK = 1 << 20
-CHUNK = 128
-"""Records per chunk handed to the loader (it maps a chunk in one call)."""
-
-
-def iter_data_items(handle: BinaryIO) -> Iterator[Any]:
-    """The items of a `{"data": [...]}` file, each decoded by msgspec, read block by block.
-
-    Yields `_NOT_SIMPLE` first (and stops) when the file does not start like that, and
-    None for an empty array. Each candidate end of an item (`}` before `,{` or `]`) is
-    tried: a `}` inside a string cannot end a valid object, so only the real end
-    decodes. About 4x faster than a general streaming parser; memory stays one block.
-    A file cut short raises msgspec.DecodeError.
-    """
-    buffer = handle.read(_BLOCK)
-    head = _DATA_HEAD.match(buffer)
-    if head is None:
-        yield _NOT_SIMPLE
-        return
-    start = search = head.end()
-    if buffer[start : start + 1] == b"]":
-        tail = buffer[start + 1 :] + handle.read(_BLOCK)
-        if tail.strip() != b"}" or handle.read(1):
-            raise msgspec.DecodeError("the data array is not followed by a closing brace")
-        yield None
-        return
-    while True:
-        match = _ITEM_END.search(buffer, search)
-        if match is None:
-            more = handle.read(_BLOCK)
-            if not more:
-                raise msgspec.DecodeError("the file ends inside the data array (truncated)")
-            scanned = len(buffer) - start
-            buffer = buffer[start:] + more
-            start, search = 0, max(0, scanned - 64)
-            continue
-        end = match.start() + 1
-        piece = memoryview(buffer)[start:end]
-        try:
-            item = _decode_text_item(piece)
-        except msgspec.ValidationError:  # valid JSON, but a value is not a string
-            item = _text_values(_decode_item(piece))
-        except msgspec.DecodeError:
-            search = end  # that `}` was inside a string or a nested value
-            continue
-        yield item
-        if buffer[match.end() - 1] == ord("]"):
-            tail = buffer[match.end() :] + handle.read(_BLOCK)
-            if tail.strip() != b"}" or handle.read(1):
-                raise msgspec.DecodeError("the data array is not followed by a closing brace")
-            return
-        start = search = match.end() - 1
 
 
 class AppMetricaTable:
@@ -373,6 +317,9 @@ class AppMetricaFile:
         self.tables = (self.table,)
         self.formatter: RowFormatter | None = None
         self._line = self._unbound
+        self._header: tuple[str, ...] | None = None
+        self._decode_typed: Any = None
+        self._decoded = 0  # JSON items decoded so far
 
     @staticmethod
     def _unbound(record: Any) -> str:
@@ -409,6 +356,7 @@ class AppMetricaFile:
                 else "",
             )
         self.formatter = formatter
+        self._header = tuple(fields) if positional else None
         self.table.columns = formatter.columns
         self._line = formatter.line
         return formatter
@@ -464,40 +412,90 @@ class AppMetricaFile:
 
     def _json_chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
         entry = Path(getattr(source, "name", "file.json")).name
-        items = self._json_records(source)
         number = 1
-        while chunk := list(itertools.islice(items, CHUNK)):
-            yield entry, number, chunk
-            number += len(chunk)
-
-    def _json_records(self, source: BinaryIO) -> Iterator[Any]:
-        number = 0
         with source as handle:
             if handle.read(3) != b"\xef\xbb\xbf":
                 handle.seek(0)
             start = handle.tell()
             try:
-                items = iter_data_items(handle)
-                first = next(items, _NOT_SIMPLE)
-                if first is _NOT_SIMPLE:  # not the plain {"data": [...]} shape: the slow parser
+                runs = iter_data_runs(handle, self._decode_run)
+                try:
+                    first = next(runs, [])
+                except NotADataArray:  # another shape: the general streaming parser
                     handle.seek(start)
-                    items = map(_text_values, ijson.items(handle, "data.item"))
-                else:
-                    items = itertools.chain((first,), items) if first is not None else iter(())
-                for item in items:
-                    number += 1
-                    if not isinstance(item, dict):
-                        raise CorruptFile(
-                            f"JSON record {number} is a {type(item).__name__}, not an object"
-                        )
-                    if self.formatter is None:
-                        self.bind(list(item))
-                    yield item
+                    runs = self._ijson_runs(handle)
+                    first = next(runs, [])
+                for run in itertools.chain([first], runs):
+                    for offset in range(0, len(run), CHUNK):
+                        chunk = run[offset : offset + CHUNK]
+                        yield entry, number, chunk
+                        number += len(chunk)
             except (ijson.JSONError, msgspec.DecodeError) as exc:
                 raise CorruptFile(
-                    f"not a complete Logs API JSON file after record {number} ({exc}); "
+                    f"not a complete Logs API JSON file after record {self._decoded} ({exc}); "
                     "re-export the day"
                 ) from exc
+
+    def _decode_run(self, array: bytes) -> list[tuple[str, ...]]:
+        """A JSON array of items → their records (value tuples in the bound fields' order).
+
+        The first run binds the file's fields (the first item's keys); later runs decode
+        straight into a struct of those fields — a missing field reads as "" — and fall
+        back to a general decode when a value is not a string (a JSON null or number).
+        """
+        if self._decode_typed is not None:
+            try:
+                records = list(map(msgspec.structs.astuple, self._decode_typed(array)))
+            except msgspec.ValidationError:  # a value that is not a string
+                records = self._as_records(_decode_any(array))
+        else:
+            items = _decode_any(array)
+            if items and isinstance(items[0], dict):
+                self._bind_json(list(items[0]))
+            records = self._as_records(items)
+        self._decoded += len(records)
+        return records
+
+    def _bind_json(self, fields: list[str]) -> None:
+        """Bind the formatter to the first item's fields and make the typed decoder."""
+        names = [f"f{i}" for i in range(len(fields))]  # any JSON key, even not an identifier
+        record = msgspec.defstruct(
+            "AppMetricaRecord",
+            [(name, str, "") for name in names],
+            rename=dict(zip(names, fields, strict=True)),
+            gc=False,
+        )
+        self._decode_typed = msgspec.json.Decoder(list[record]).decode
+        self.bind(fields, positional=True)
+
+    def _as_records(self, items: list[Any]) -> list[tuple[str, ...]]:
+        """Items decoded in general → records; an item that is not an object is CorruptFile."""
+        fields = self._header
+        records = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not fields:
+                raise CorruptFile(
+                    f"JSON record {self._decoded + index + 1} is a {type(item).__name__}, "
+                    "not an object"
+                )
+            records.append(tuple(field_text(item.get(name)) for name in fields))
+        return records
+
+    def _ijson_runs(self, handle: BinaryIO) -> Iterator[list[tuple[str, ...]]]:
+        """Records of a JSON file in another shape than `{"data": [...]}`, via ijson."""
+        items = ijson.items(handle, "data.item")
+        while run := list(itertools.islice(items, CHUNK)):
+            if self._header is None and isinstance(run[0], dict):
+                self._bind_json(list(run[0]))
+            records = self._as_records(run)
+            self._decoded += len(records)
+            yield records
+
+    def reject_record(self, raw: Any) -> Any:
+        """A rejected record as kept in load_rejects: field → value."""
+        if isinstance(raw, list | tuple) and self._header is not None:
+            return dict(zip(self._header, raw, strict=False))
+        return raw
 
     def raw_format(self) -> RawFormat:
         """The RawFormat reading this file."""

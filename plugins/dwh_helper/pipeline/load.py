@@ -65,7 +65,8 @@ class RecordMapping(Protocol):
 
     A mapping with a single table may also offer `line(raw) -> str` (decode and map in one
     call, ValueError/TypeError for a bad record); with a RawFormat that reads `chunks`, the
-    loader then maps a whole chunk of records in one call.
+    loader then maps a whole chunk of records in one call. A mapping may also offer
+    `reject_record(raw)`: the record as load_rejects keeps it (say, field → value).
     """
 
     source: str
@@ -357,7 +358,8 @@ def _reject(
     batches.rejected += 1
     if len(result.reject_reasons) < 10:
         result.reject_reasons.append(f"{entry}:{line}: {exc}")
-    kept = _raw_for_reject(raw)
+    describe = getattr(mapping, "reject_record", None)
+    kept = describe(raw) if describe is not None else _raw_for_reject(raw)
     batches.batch.rejects.append(
         Reject(
             source=mapping.source,

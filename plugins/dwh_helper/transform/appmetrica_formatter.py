@@ -260,7 +260,7 @@ class RowFormatter:
     def _slow_line(self, record: Any) -> str:
         """`line` for a record missing a field, or holding a value that is not a string (a
         JSON null or number): "" and text filled in, then the same checks apply."""
-        if not isinstance(record, Mapping):
+        if self._positional or not isinstance(record, Mapping):
             raise ValueError(
                 f"a record of {len(record)} values does not match the file's header"
             ) from None

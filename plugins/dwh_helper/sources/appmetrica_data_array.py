@@ -1,0 +1,100 @@
+"""Read the items of a Logs API JSON file (`{"data": [{...}, ...]}`) in runs, streamed.
+
+`iter_data_runs(handle, decode_run)` reads the file block by block (memory stays about
+one block) and hands `decode_run` the bytes of a JSON array holding every whole item of
+the block — one decoder call per ~1,000 items instead of one per item. The end of the
+last whole item is found by looking back for a `}` followed by `,{` or `]`; a `}` inside
+a string or a nested value cannot end a valid array there, so the decoder rejects it,
+and the reader then goes on item by item (trying each candidate end in turn) for the
+rest of the file. A file cut short raises `msgspec.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TypeVar
+
+import msgspec
+
+Item = TypeVar("Item")
+
+BLOCK = 1 << 20
+"""Bytes read at a time."""
+
+MAX_ITEM = 64 << 20
+"""An item (or broken stretch) longer than this is an error, not a reason to read on."""
+
+_DATA_HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"data"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*')
+# The end of an item in the data array: `}` then `,` and the next `{`, or `]`.
+_ITEM_END = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
+
+
+class NotADataArray(ValueError):
+    """The file does not start like `{"data": [` (read it with a general JSON parser)."""
+
+
+def iter_data_runs(
+    handle: BinaryIO, decode_run: Callable[[bytes], list[Item]]
+) -> Iterator[list[Item]]:
+    """Lists of items, in file order, each list `decode_run` of a JSON array of whole items.
+
+    Raises NotADataArray before yielding anything when the file has another shape, and
+    msgspec.DecodeError when it is cut short or broken (after the items before that point).
+    """
+    buffer = handle.read(max(BLOCK, 4096))  # the head whole, whatever the block size
+    head = _DATA_HEAD.match(buffer)
+    if head is None:
+        raise NotADataArray('the file does not start with {"data": [')
+    start = search = head.end()
+    if buffer[start : start + 1] == b"]":
+        _check_tail(buffer[start + 1 :], handle)
+        return
+    careful_until = -1  # item by item while `start` is at or before this position
+    while True:
+        if start > careful_until:  # every whole item of the buffer at once
+            end = _last_item_end(buffer, start)
+        else:  # the next candidate end only
+            match = _ITEM_END.search(buffer, search)
+            end = match.start() if match else None
+        if end is None:
+            if len(buffer) - start > MAX_ITEM:
+                raise msgspec.DecodeError(
+                    f"no end of an item within {MAX_ITEM >> 20} MB: the JSON is broken"
+                )
+            more = handle.read(BLOCK)
+            if not more:
+                raise msgspec.DecodeError("the file ends inside the data array (truncated)")
+            buffer = buffer[start:] + more
+            search, careful_until, start = search - start, careful_until - start, 0
+            continue
+        try:
+            items = decode_run(b"[" + buffer[start : end + 1] + b"]")
+        except msgspec.DecodeError:  # that `}` was inside a string or a nested value
+            if start > careful_until:
+                careful_until, search = end, start  # item by item up to there
+            else:
+                search = end + 1
+            continue
+        yield items
+        after = _ITEM_END.match(buffer, end)
+        assert after is not None
+        if buffer[after.end() - 1] == ord("]"):
+            _check_tail(buffer[after.end() :], handle)
+            return
+        start = search = after.end() - 1
+
+
+def _last_item_end(buffer: bytes, start: int) -> int | None:
+    """The position of the last `}` after `start` that is followed by `,{` or `]`."""
+    position = len(buffer)
+    while (position := buffer.rfind(b"}", start, position)) >= 0:
+        if _ITEM_END.match(buffer, position):
+            return position
+    return None
+
+
+def _check_tail(tail: bytes, handle: BinaryIO) -> None:
+    tail += handle.read(BLOCK)
+    if tail.strip() != b"}" or handle.read(1):
+        raise msgspec.DecodeError("the data array is not followed by a closing brace")
