@@ -319,19 +319,30 @@ class AppMetricaFile:
         self._line = self._unbound
         self._header: tuple[str, ...] | None = None
         self._decode_typed: Any = None
+        self._record_type: Any = None
         self._decoded = 0  # JSON items decoded so far
 
     @staticmethod
     def _unbound(record: Any) -> str:
         raise RuntimeError("the file's fields are not known yet")
 
-    def bind(self, fields: Sequence[str], *, positional: bool = False) -> RowFormatter:
+    def bind(
+        self,
+        fields: Sequence[str],
+        *,
+        positional: bool = False,
+        attributes: Sequence[str] | None = None,
+    ) -> RowFormatter:
         """Compile the formatter for the fields this file holds; logs fields left out or missing.
 
-        `positional`: records are value lists in the order of `fields` (a CSV header).
+        `positional`: records are value lists in the order of `fields` (a CSV header), or
+        with `attributes` objects holding field i in attribute attributes[i].
         """
         formatter = self.resource_mapping.formatter(
-            self.application_id, fields, header=fields if positional else None
+            self.application_id,
+            fields,
+            header=fields if positional else None,
+            attributes=attributes,
         )
         known = set(self.resource_mapping.field_names) | {"application_id"}
         unmapped = [name for name in fields if name not in known]
@@ -436,8 +447,8 @@ class AppMetricaFile:
                     "re-export the day"
                 ) from exc
 
-    def _decode_run(self, array: bytes) -> list[tuple[str, ...]]:
-        """A JSON array of items → their records (value tuples in the bound fields' order).
+    def _decode_run(self, array: Any) -> list[Any]:
+        """A JSON array of items → their records (structs of the bound fields).
 
         The first run binds the file's fields (the first item's keys); later runs decode
         straight into a struct of those fields — a missing field reads as "" — and fall
@@ -445,7 +456,7 @@ class AppMetricaFile:
         """
         if self._decode_typed is not None:
             try:
-                records = list(map(msgspec.structs.astuple, self._decode_typed(array)))
+                records = self._decode_typed(array)
             except msgspec.ValidationError:  # a value that is not a string
                 records = self._as_records(_decode_any(array))
         else:
@@ -459,18 +470,18 @@ class AppMetricaFile:
     def _bind_json(self, fields: list[str]) -> None:
         """Bind the formatter to the first item's fields and make the typed decoder."""
         names = [f"f{i}" for i in range(len(fields))]  # any JSON key, even not an identifier
-        record = msgspec.defstruct(
+        self._record_type = msgspec.defstruct(
             "AppMetricaRecord",
             [(name, str, "") for name in names],
             rename=dict(zip(names, fields, strict=True)),
             gc=False,
         )
-        self._decode_typed = msgspec.json.Decoder(list[record]).decode
-        self.bind(fields, positional=True)
+        self._decode_typed = msgspec.json.Decoder(list[self._record_type]).decode
+        self.bind(fields, positional=True, attributes=names)
 
-    def _as_records(self, items: list[Any]) -> list[tuple[str, ...]]:
+    def _as_records(self, items: list[Any]) -> list[Any]:
         """Items decoded in general → records; an item that is not an object is CorruptFile."""
-        fields = self._header
+        fields, record = self._header, self._record_type
         records = []
         for index, item in enumerate(items):
             if not isinstance(item, dict) or not fields:
@@ -478,10 +489,10 @@ class AppMetricaFile:
                     f"JSON record {self._decoded + index + 1} is a {type(item).__name__}, "
                     "not an object"
                 )
-            records.append(tuple(field_text(item.get(name)) for name in fields))
+            records.append(record(*[field_text(item.get(name)) for name in fields]))
         return records
 
-    def _ijson_runs(self, handle: BinaryIO) -> Iterator[list[tuple[str, ...]]]:
+    def _ijson_runs(self, handle: BinaryIO) -> Iterator[list[Any]]:
         """Records of a JSON file in another shape than `{"data": [...]}`, via ijson."""
         items = ijson.items(handle, "data.item")
         while run := list(itertools.islice(items, CHUNK)):
@@ -493,8 +504,11 @@ class AppMetricaFile:
 
     def reject_record(self, raw: Any) -> Any:
         """A rejected record as kept in load_rejects: field → value."""
-        if isinstance(raw, list | tuple) and self._header is not None:
-            return dict(zip(self._header, raw, strict=False))
+        if self._header is not None:
+            if isinstance(raw, msgspec.Struct):
+                raw = msgspec.structs.astuple(raw)
+            if isinstance(raw, list | tuple):
+                return dict(zip(self._header, raw, strict=False))
         return raw
 
     def raw_format(self) -> RawFormat:

@@ -35,20 +35,21 @@ class NotADataArray(ValueError):
 
 
 def iter_data_runs(
-    handle: BinaryIO, decode_run: Callable[[bytes], list[Item]]
+    handle: BinaryIO, decode_run: Callable[[memoryview], list[Item]]
 ) -> Iterator[list[Item]]:
     """Lists of items, in file order, each list `decode_run` of a JSON array of whole items.
 
+    `decode_run` gets a view into the reader's buffer (valid during the call only).
     Raises NotADataArray before yielding anything when the file has another shape, and
     msgspec.DecodeError when it is cut short or broken (after the items before that point).
     """
-    buffer = handle.read(max(BLOCK, 4096))  # the head whole, whatever the block size
+    buffer = bytearray(handle.read(max(BLOCK, 4096)))  # the head whole, whatever the block
     head = _DATA_HEAD.match(buffer)
     if head is None:
         raise NotADataArray('the file does not start with {"data": [')
-    start = search = head.end()
+    start = search = head.end()  # always >= 1: the byte before an item can become "["
     if buffer[start : start + 1] == b"]":
-        _check_tail(buffer[start + 1 :], handle)
+        _check_tail(bytes(buffer[start + 1 :]), handle)
         return
     careful_until = -1  # item by item while `start` is at or before this position
     while True:
@@ -65,11 +66,13 @@ def iter_data_runs(
             more = handle.read(BLOCK)
             if not more:
                 raise msgspec.DecodeError("the file ends inside the data array (truncated)")
-            buffer = buffer[start:] + more
-            search, careful_until, start = search - start, careful_until - start, 0
+            kept = start - 1
+            del buffer[:kept]  # cheap: a bytearray drops its head without copying
+            buffer += more
+            start, search, careful_until = start - kept, search - kept, careful_until - kept
             continue
         try:
-            items = decode_run(b"[" + buffer[start : end + 1] + b"]")
+            items = _decode_in_place(buffer, start, end, decode_run)
         except msgspec.DecodeError:  # that `}` was inside a string or a nested value
             if start > careful_until:
                 careful_until, search = end, start  # item by item up to there
@@ -80,12 +83,29 @@ def iter_data_runs(
         after = _ITEM_END.match(buffer, end)
         assert after is not None
         if buffer[after.end() - 1] == ord("]"):
-            _check_tail(buffer[after.end() :], handle)
+            _check_tail(bytes(buffer[after.end() :]), handle)
             return
         start = search = after.end() - 1
 
 
-def _last_item_end(buffer: bytes, start: int) -> int | None:
+def _decode_in_place(
+    buffer: bytearray, start: int, end: int, decode_run: Callable[[memoryview], list[Item]]
+) -> list[Item]:
+    """decode_run of `[` + the items from `start` to the `}` at `end` + `]`, without copying:
+    the separators on either side are swapped for brackets during the call."""
+    before, after = buffer[start - 1], buffer[end + 1]
+    buffer[start - 1], buffer[end + 1] = 0x5B, 0x5D  # "[", "]"
+    view = memoryview(buffer)
+    piece = view[start - 1 : end + 2]
+    try:
+        return decode_run(piece)
+    finally:
+        piece.release()
+        view.release()
+        buffer[start - 1], buffer[end + 1] = before, after
+
+
+def _last_item_end(buffer: bytearray, start: int) -> int | None:
     """The position of the last `}` after `start` that is followed by `,{` or `]`."""
     position = len(buffer)
     while (position := buffer.rfind(b"}", start, position)) >= 0:

@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -198,16 +198,18 @@ _VARIANT = {digit: format(int(digit, 16) & 0x3 | 0x8, "x") for digit in "0123456
 """The UUID variant nibble (RFC 4122) for each hex digit a SHA-1 gives at that place."""
 
 
-def _getter(accesses: Sequence[int | str], positional: bool) -> Callable[[Any], Sequence[str]]:
-    """The values at these positions (or keys) of a record, as one sequence."""
+def _getter(accesses: Sequence[int | str], mode: str) -> Callable[[Any], Sequence[str]]:
+    """The values at these positions, keys or attributes of a record, as one sequence."""
     if not accesses:
         return lambda record: ()
     first = accesses[0]
-    if positional and list(accesses) == list(range(first, first + len(accesses))):  # type: ignore[arg-type]
+    if mode == "position" and list(accesses) == list(range(first, first + len(accesses))):  # type: ignore[arg-type]
         return lambda record: record[first : first + len(accesses)]  # type: ignore[operator]
+    get = attrgetter if mode == "attribute" else itemgetter
     if len(accesses) == 1:
-        return lambda record: (record[first],)
-    return itemgetter(*accesses)
+        one = get(first)  # type: ignore[arg-type]
+        return lambda record: (one(record),)
+    return get(*accesses)  # type: ignore[arg-type]
 
 
 class RowFormatter:
@@ -217,8 +219,10 @@ class RowFormatter:
     then the text fields (each group in the file's order; only mapped fields the file
     holds). NULL is written as an empty field (`copy_null`): an empty string is NULL
     whatever the kind. With `header`, records are sequences of strings in that order
-    (CSV rows); otherwise they are field → value mappings (JSON objects; a missing field
-    or a value that is not a string takes a slower path that treats null as empty).
+    (CSV rows), or — with `attributes` too — objects whose attribute `attributes[i]` holds
+    the string of field `header[i]` (decoded JSON structs); otherwise they are field →
+    value mappings (JSON objects; a missing field or a value that is not a string takes
+    a slower path that treats null as empty).
     `line(record)` raises `CastError` (a ValueError naming the field and the value) for
     a value that does not cast.
     """
@@ -232,6 +236,7 @@ class RowFormatter:
         present: Iterable[str] | None = None,
         *,
         header: Sequence[str] | None = None,
+        attributes: Sequence[str] | None = None,
     ) -> None:
         text = str(application_id).strip()
         if not text.isdigit():
@@ -249,10 +254,16 @@ class RowFormatter:
         self.columns: tuple[str, ...] = (*LOADER_COLUMNS, *order)
         self._names = tuple(order)
         self._kinds = tuple(kinds[name] for name in order)
-        self._positional = header is not None
-        self._access: tuple[int | str, ...] = (
-            tuple(list(header).index(name) for name in order) if header is not None else self._names
-        )
+        self._mode = "key"
+        self._access: tuple[int | str, ...] = self._names
+        if header is not None:
+            position = {name: i for i, name in reversed(list(enumerate(header)))}
+            self._mode, self._access = "position", tuple(position[name] for name in order)
+            if attributes is not None:
+                if not all(name.isidentifier() for name in attributes):
+                    raise ValueError("attributes must be Python identifiers")
+                self._mode = "attribute"
+                self._access = tuple(attributes[i] for i in self._access)  # type: ignore[index]
         self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
         self.line: Callable[[Any], str] = self._compile()
         """The COPY text line (no newline) for one raw record; CastError for a bad value."""
@@ -260,16 +271,15 @@ class RowFormatter:
     def _slow_line(self, record: Any) -> str:
         """`line` for a record missing a field, or holding a value that is not a string (a
         JSON null or number): "" and text filled in, then the same checks apply."""
-        if self._positional or not isinstance(record, Mapping):
-            raise ValueError(
-                f"a record of {len(record)} values does not match the file's header"
-            ) from None
+        if self._mode != "key" or not isinstance(record, Mapping):
+            size = len(record) if isinstance(record, list | tuple) else "?"
+            raise ValueError(f"a record of {size} values does not match the file's header")
         return self.line({name: field_text(record.get(name)) for name in self._names})
 
     def _raise_cast_error(self, record: Any) -> None:
         """Find the value that does not cast and raise CastError naming its field."""
         for name, kind, access in zip(self._names, self._kinds, self._access, strict=True):
-            raw = record[access]
+            raw = getattr(record, access) if self._mode == "attribute" else record[access]  # type: ignore[arg-type]
             if kind != "text" and raw:
                 try:
                     CASTS[kind](raw)
@@ -295,7 +305,7 @@ class RowFormatter:
             "canonical_json": canonical_json,
             "escape": escape,
             "tab_join": "\t".join,
-            "text_get": _getter(text_accesses, self._positional),
+            "text_get": _getter(text_accesses, self._mode),
             "raise_cast_error": self._raise_cast_error,
             "day_get": days.get,
             "day_text": days.text,
@@ -308,7 +318,11 @@ class RowFormatter:
         for i, (kind, access) in enumerate(zip(self._kinds, self._access, strict=True)):
             if kind == "text":
                 continue
-            reads.append(f"v{i} = record[{access!r}]")
+            reads.append(
+                f"v{i} = record.{access}"
+                if self._mode == "attribute"
+                else f"v{i} = record[{access!r}]"
+            )
             namespace[f"cast{i}"] = _or_empty(CASTS[kind])
             if kind == "timestamp":  # Unix seconds: day text (remembered) + time of day
                 casts += [
