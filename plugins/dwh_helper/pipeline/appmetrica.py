@@ -425,16 +425,12 @@ class AppMetricaFile:
         entry = Path(getattr(source, "name", "file.json")).name
         number = 1
         with source as handle:
-            if handle.read(3) != b"\xef\xbb\xbf":
-                handle.seek(0)
-            start = handle.tell()
             try:
                 runs = iter_data_runs(handle, self._decode_run)
                 try:
                     first = next(runs, [])
-                except NotADataArray:  # another shape: the general streaming parser
-                    handle.seek(start)
-                    runs = self._ijson_runs(handle)
+                except NotADataArray as other:  # another shape: the general streaming parser
+                    runs = self._ijson_runs(other.replay(handle))
                     first = next(runs, [])
                 for run in itertools.chain([first], runs):
                     for offset in range(0, len(run), CHUNK):

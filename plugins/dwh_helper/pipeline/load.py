@@ -26,7 +26,6 @@ import psycopg
 from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
-from dwh_helper.storage.background_download import BackgroundDownload
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform.event_mapping import parse_json_line
 
@@ -91,7 +90,7 @@ class RawFormat:
     month_of: Callable[[Any], str | None] | None = None
     streamed: bool = False
     """False: `records` gets the path of the whole downloaded file (a ZIP needs its end).
-    True: `records` gets a binary file object that reads the object while it downloads."""
+    True: `records` gets a binary reader streaming the object from S3 (read once, in order)."""
     after_commit: Callable[[psycopg.Connection, set[str]], None] | None = None
     chunks: Callable[[Any], Iterator[tuple[str, int, list[Any]]]] | None = None
     """Optional: the records in lists, as (entry, number of the first record, records)."""
@@ -244,10 +243,8 @@ def load_raw_file(
     with tempfile.TemporaryDirectory(prefix="dwh-load-") as tmp, ExitStack() as cleanup:
         path = Path(tmp) / Path(key).name
         if raw_format.streamed:
-            download = BackgroundDownload(store, key, path).start()
-            cleanup.callback(download.cancel)
-            source: Any = cleanup.enter_context(download.open())
-            log.info("loading s3://%s/%s while it downloads", store.bucket, key)
+            source: Any = cleanup.enter_context(store.open_reader(key))
+            log.info("loading s3://%s/%s as it streams in", store.bucket, key)
         else:
             store.download_file(key, path)
             source = path

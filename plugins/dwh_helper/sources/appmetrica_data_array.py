@@ -11,9 +11,10 @@ rest of the file. A file cut short raises `msgspec.DecodeError`.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import msgspec
 
@@ -21,6 +22,9 @@ Item = TypeVar("Item")
 
 BLOCK = 1 << 20
 """Bytes read at a time."""
+
+BOM = b"\xef\xbb\xbf"
+"""A UTF-8 byte order mark, skipped when the file starts with one."""
 
 MAX_ITEM = 64 << 20
 """An item (or broken stretch) longer than this is an error, not a reason to read on."""
@@ -31,7 +35,31 @@ _ITEM_END = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
 
 
 class NotADataArray(ValueError):
-    """The file does not start like `{"data": [` (read it with a general JSON parser)."""
+    """The file does not start like `{"data": [`: read `replay(handle)` with a general parser."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__('the file does not start with {"data": [')
+        self.head = head
+
+    def replay(self, handle: BinaryIO) -> BinaryIO:
+        """The whole file again: the bytes already read, then the rest of `handle`."""
+        return io.BufferedReader(_Replay(self.head, handle))  # type: ignore[return-value]
+
+
+class _Replay(io.RawIOBase):
+    def __init__(self, head: bytes, handle: BinaryIO) -> None:
+        self._head, self._handle = head, handle
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            data, self._head = self._head[: len(buffer)], self._head[len(buffer) :]
+        else:
+            data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def iter_data_runs(
@@ -44,9 +72,11 @@ def iter_data_runs(
     msgspec.DecodeError when it is cut short or broken (after the items before that point).
     """
     buffer = bytearray(handle.read(max(BLOCK, 4096)))  # the head whole, whatever the block
+    if buffer.startswith(BOM):
+        del buffer[: len(BOM)]
     head = _DATA_HEAD.match(buffer)
     if head is None:
-        raise NotADataArray('the file does not start with {"data": [')
+        raise NotADataArray(bytes(buffer))
     start = search = head.end()  # always >= 1: the byte before an item can become "["
     if buffer[start : start + 1] == b"]":
         _check_tail(bytes(buffer[start + 1 :]), handle)
