@@ -97,7 +97,10 @@ def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
                 for table, path in files:
                     if path.stat().st_size:
                         repo.copy_text(
-                            table.spec, table.columns, [path.read_bytes()], null=table.copy_null
+                            table.spec,
+                            table.columns,
+                            [path.read_bytes()],
+                            dialect=table.copy_dialect,
                         )
         seconds = time.perf_counter() - started
     return {"events": count, "seconds": seconds}

@@ -91,7 +91,7 @@ def child_limit(dsn: str, path: Path, fmt: str, batch_size: int) -> dict:
         with repo.transaction():
             for batch in batches:
                 repo.copy_text(
-                    table.spec, table.columns, [batch.read_bytes()], null=table.copy_null
+                    table.spec, table.columns, [batch.read_bytes()], dialect=table.copy_dialect
                 )
         seconds = time.perf_counter() - started
     return {"rows": count, "seconds": seconds}

@@ -8,6 +8,7 @@ work on the previous one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -19,6 +20,18 @@ NULL = "\\N"
 """COPY's text for NULL."""
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True)
+class CopyDialect:
+    """How COPY text lines are written: the NULL marker and the field delimiter."""
+
+    null: str = NULL
+    delimiter: str = "\t"
+
+
+TEXT = CopyDialect()
+"""COPY's own defaults: NULL as \\N, fields separated by tabs."""
 
 
 def escape(text: str) -> str:

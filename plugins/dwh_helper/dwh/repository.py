@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from dwh_helper.dwh.copy_text import NULL
+from dwh_helper.dwh.copy_text import TEXT, CopyDialect
 from dwh_helper.dwh.tables import (
     CHANGEABLE_USER_PROPERTIES,
     TMP_USER_PROPERTIES,
@@ -286,13 +286,13 @@ class Repository:
         columns: Sequence[str],
         chunks: Iterable[bytes | str],
         *,
-        null: str = NULL,
+        dialect: CopyDialect = TEXT,
     ) -> int:
         """Bulk load rows already formatted as COPY text (see `dwh.copy_text`) for `columns`.
 
         Columns left out take their defaults. Same staging and ON CONFLICT as `copy_rows`.
-        `null` is the text that stands for NULL (COPY's `\\N` unless told; "" when empty
-        strings are never values).
+        `dialect` tells the NULL marker and the delimiter the lines use (COPY's defaults
+        unless told).
         """
         spec = table if isinstance(table, TableSpec) else get_table(table)
         unknown = set(columns) - set(spec.column_names)
@@ -303,14 +303,14 @@ class Repository:
             for chunk in chunks:
                 copy.write(chunk)
 
-        return self._copy_via_stage(spec, tuple(columns), write, null)
+        return self._copy_via_stage(spec, tuple(columns), write, dialect)
 
     def _copy_via_stage(
         self,
         spec: TableSpec,
         columns: Sequence[str],
         write: Callable[[psycopg.Copy], None],
-        null: str = NULL,
+        dialect: CopyDialect = TEXT,
     ) -> int:
         stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
         target = sql.Identifier(spec.schema, spec.name)
@@ -326,8 +326,10 @@ class Repository:
             conn.execute(sql.SQL("TRUNCATE {}").format(stage))
             with conn.cursor() as cursor:
                 statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, staged)
-                if null != NULL:
-                    statement += sql.SQL(" (NULL {})").format(sql.Literal(null))
+                if dialect != TEXT:
+                    statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
+                        sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
+                    )
                 with cursor.copy(statement) as copy:
                     write(copy)
                 return cursor.execute(

@@ -284,7 +284,7 @@ class AppMetricaTable:
     are known)."""
 
     first_per_file = False
-    copy_null = RowFormatter.copy_null
+    copy_dialect = RowFormatter.copy_dialect
 
     def __init__(self, spec: TableSpec) -> None:
         self.spec = spec

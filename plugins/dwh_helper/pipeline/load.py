@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from dwh_helper.dwh.copy_text import CopyDialect
 from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
@@ -55,8 +56,8 @@ class TargetTable(Protocol):
     spec: TableSpec
     columns: tuple[str, ...]
     first_per_file: bool
-    copy_null: str
-    """The text its COPY lines write for NULL."""
+    copy_dialect: CopyDialect
+    """The NULL marker and delimiter its COPY lines use."""
 
 
 class RecordMapping(Protocol):
@@ -156,7 +157,7 @@ class _Writer(threading.Thread):
             if not lines:
                 continue
             inserted = self.repo.copy_text(
-                table.spec, table.columns, _chunks(lines), null=table.copy_null
+                table.spec, table.columns, _chunks(lines), dialect=table.copy_dialect
             )
             lines.clear()  # free the batch's text as soon as it is in the database
             name = table.spec.name

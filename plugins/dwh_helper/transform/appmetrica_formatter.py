@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from dwh_helper.dwh.appmetrica_schema import ROW_UUID_NAMESPACE
-from dwh_helper.dwh.copy_text import escape
+from dwh_helper.dwh.copy_text import CopyDialect, escape
 from dwh_helper.sources.appmetrica_parse import CastError, field_text
 
 if TYPE_CHECKING:
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 LOADER_COLUMNS = ("row_uuid", "application_id")
 """The columns the loader fills itself, first in every COPY line."""
 
-COPY_NULL = ""
-"""NULL in the COPY lines a RowFormatter writes (an empty string is NULL whatever the kind)."""
+COPY_DIALECT = CopyDialect(null="")
+"""The COPY text a RowFormatter writes: NULL as an empty field (an empty string is NULL
+whatever the kind, so no value is ever an empty string), tabs between fields."""
+COPY_NULL = COPY_DIALECT.null
 
 # -- casts: a non-empty raw string -> COPY text (ValueError with the reason) --------------------
 
@@ -217,17 +219,17 @@ class RowFormatter:
 
     `columns` is the COPY column order: `row_uuid`, `application_id`, the typed fields,
     then the text fields (each group in the file's order; only mapped fields the file
-    holds). NULL is written as an empty field (`copy_null`): an empty string is NULL
-    whatever the kind. With `header`, records are sequences of strings in that order
-    (CSV rows), or — with `attributes` too — objects whose attribute `attributes[i]` holds
-    the string of field `header[i]` (decoded JSON structs); otherwise they are field →
-    value mappings (JSON objects; a missing field or a value that is not a string takes
-    a slower path that treats null as empty).
+    holds), in the COPY dialect `copy_dialect` (NULL as an empty field: an empty string
+    is NULL whatever the kind). With `header`, records are
+    sequences of strings in that order (CSV rows), or — with `attributes` too — objects
+    whose attribute `attributes[i]` holds the string of field `header[i]` (decoded JSON
+    structs); otherwise they are field → value mappings (JSON objects; a missing field or
+    a value that is not a string takes a slower path that treats null as empty).
     `line(record)` raises `CastError` (a ValueError naming the field and the value) for
     a value that does not cast.
     """
 
-    copy_null = COPY_NULL
+    copy_dialect = COPY_DIALECT
 
     def __init__(
         self,
@@ -304,7 +306,7 @@ class RowFormatter:
             "variant": _VARIANT,
             "canonical_json": canonical_json,
             "escape": escape,
-            "tab_join": "\t".join,
+            "join_fields": "\t".join,
             "text_get": _getter(text_accesses, self._mode),
             "raise_cast_error": self._raise_cast_error,
             "day_get": days.get,
@@ -388,7 +390,7 @@ class RowFormatter:
             "            raise_cast_error(record)",
             "            raise",
             f'        key = f"{key_text}".encode()',
-            "        t = tab_join(texts)",
+            "        t = join_fields(texts)",
             "    except (KeyError, IndexError, TypeError, AttributeError):",
             "        return slow_line(record)",
             "    h = sha1(uuid_namespace + key, usedforsecurity=False).hexdigest()",
@@ -397,7 +399,7 @@ class RowFormatter:
             body += [
                 '    if "\\\\" in t or "\\n" in t or "\\r" in t '
                 f'or t.count("\\t") != {len(text_names) - 1}:',
-                "        t = tab_join(map(escape, texts))",
+                "        t = join_fields(map(escape, texts))",
             ]
         body += [f"    {statement}" for statement in escapes]
         body.append(
@@ -407,6 +409,6 @@ class RowFormatter:
             + '"'
         )
         self.source = "\n".join(body)
-        """The generated source (for debugging)."""
+        """The generated source of `line` (for debugging)."""
         exec(compile(self.source, f"<RowFormatter {self.mapping.resource}>", "exec"), namespace)
         return namespace["line"]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dwh_helper.dwh.copy_text import NULL, escape, json_text
+from dwh_helper.dwh.copy_text import NULL, TEXT, CopyDialect, escape, json_text
 from dwh_helper.dwh.tables import TableSpec, get_table
 from dwh_helper.transform.mapping_file import read_mapping_file
 
@@ -278,7 +278,7 @@ class TableMapper:
     skip_when_null: str | None
     first_per_file: bool
     attributes: tuple[str, ...] = ()
-    copy_null: str = NULL
+    copy_dialect: CopyDialect = TEXT
 
     def __post_init__(self) -> None:
         plan = tuple(
