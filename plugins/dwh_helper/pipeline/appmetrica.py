@@ -331,18 +331,18 @@ class AppMetricaFile:
         fields: Sequence[str],
         *,
         positional: bool = False,
-        attributes: Sequence[str] | None = None,
+        structs: bool = False,
     ) -> RowFormatter:
         """Compile the formatter for the fields this file holds; logs fields left out or missing.
 
         `positional`: records are value lists in the order of `fields` (a CSV header), or
-        with `attributes` objects holding field i in attribute attributes[i].
+        with `structs` msgspec Structs of these fields in this order.
         """
         formatter = self.resource_mapping.formatter(
             self.application_id,
             fields,
             header=fields if positional else None,
-            attributes=attributes,
+            structs=structs,
         )
         known = set(self.resource_mapping.field_names) | {"application_id"}
         unmapped = [name for name in fields if name not in known]
@@ -463,8 +463,14 @@ class AppMetricaFile:
         self._decoded += len(records)
         return records
 
-    def _bind_json(self, fields: list[str]) -> None:
-        """Bind the formatter to the first item's fields and make the typed decoder."""
+    def _bind_json(self, keys: list[str]) -> None:
+        """Bind the formatter to the first item's keys and make the typed decoder.
+
+        The struct's fields are the keys with the typed mapped fields first and the text
+        ones next (so the formatter takes the texts as one slice), unmapped keys last.
+        """
+        kinds = dict(self.resource_mapping.fields)
+        fields = sorted(keys, key=lambda key: 2 if key not in kinds else kinds[key] == "text")
         names = [f"f{i}" for i in range(len(fields))]  # any JSON key, even not an identifier
         self._record_type = msgspec.defstruct(
             "AppMetricaRecord",
@@ -473,7 +479,7 @@ class AppMetricaFile:
             gc=False,
         )
         self._decode_typed = msgspec.json.Decoder(list[self._record_type]).decode
-        self.bind(fields, positional=True, attributes=names)
+        self.bind(fields, positional=True, structs=True)
 
     def _as_records(self, items: list[Any]) -> list[Any]:
         """Items decoded in general → records; an item that is not an object is CorruptFile."""

@@ -16,10 +16,11 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from dwh_helper.dwh.appmetrica_schema import ROW_UUID_NAMESPACE
 from dwh_helper.dwh.copy_text import CopyDialect, escape
@@ -200,18 +201,16 @@ _VARIANT = {digit: format(int(digit, 16) & 0x3 | 0x8, "x") for digit in "0123456
 """The UUID variant nibble (RFC 4122) for each hex digit a SHA-1 gives at that place."""
 
 
-def _getter(accesses: Sequence[int | str], mode: str) -> Callable[[Any], Sequence[str]]:
-    """The values at these positions, keys or attributes of a record, as one sequence."""
+def _getter(accesses: Sequence[int | str], positional: bool) -> Callable[[Any], Sequence[str]]:
+    """The values at these positions (or keys) of a record, as one sequence."""
     if not accesses:
         return lambda record: ()
     first = accesses[0]
-    if mode == "position" and list(accesses) == list(range(first, first + len(accesses))):  # type: ignore[arg-type]
+    if positional and list(accesses) == list(range(first, first + len(accesses))):  # type: ignore[arg-type]
         return lambda record: record[first : first + len(accesses)]  # type: ignore[operator]
-    get = attrgetter if mode == "attribute" else itemgetter
     if len(accesses) == 1:
-        one = get(first)  # type: ignore[arg-type]
-        return lambda record: (one(record),)
-    return get(*accesses)  # type: ignore[arg-type]
+        return lambda record: (record[first],)
+    return itemgetter(*accesses)
 
 
 class RowFormatter:
@@ -221,9 +220,10 @@ class RowFormatter:
     then the text fields (each group in the file's order; only mapped fields the file
     holds), in the COPY dialect `copy_dialect` (NULL as an empty field: an empty string
     is NULL whatever the kind). With `header`, records are
-    sequences of strings in that order (CSV rows), or — with `attributes` too — objects
-    whose attribute `attributes[i]` holds the string of field `header[i]` (decoded JSON
-    structs); otherwise they are field → value mappings (JSON objects; a missing field or
+    sequences of strings in that order (CSV rows), or — with `structs` — msgspec Structs
+    whose fields are the header's, in that order (decoded JSON items; a header with the
+    typed fields first and the text fields next to each other is fastest); otherwise
+    they are field → value mappings (JSON objects; a missing field or
     a value that is not a string takes a slower path that treats null as empty).
     `line(record)` raises `CastError` (a ValueError naming the field and the value) for
     a value that does not cast.
@@ -238,7 +238,7 @@ class RowFormatter:
         present: Iterable[str] | None = None,
         *,
         header: Sequence[str] | None = None,
-        attributes: Sequence[str] | None = None,
+        structs: bool = False,
     ) -> None:
         text = str(application_id).strip()
         if not text.isdigit():
@@ -260,12 +260,8 @@ class RowFormatter:
         self._access: tuple[int | str, ...] = self._names
         if header is not None:
             position = {name: i for i, name in reversed(list(enumerate(header)))}
-            self._mode, self._access = "position", tuple(position[name] for name in order)
-            if attributes is not None:
-                if not all(name.isidentifier() for name in attributes):
-                    raise ValueError("attributes must be Python identifiers")
-                self._mode = "attribute"
-                self._access = tuple(attributes[i] for i in self._access)  # type: ignore[index]
+            self._mode = "struct" if structs else "position"
+            self._access = tuple(position[name] for name in order)
         self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
         self.line: Callable[[Any], str] = self._compile()
         """The COPY text line (no newline) for one raw record; CastError for a bad value."""
@@ -280,8 +276,10 @@ class RowFormatter:
 
     def _raise_cast_error(self, record: Any) -> None:
         """Find the value that does not cast and raise CastError naming its field."""
+        if self._mode == "struct":
+            record = astuple(record)
         for name, kind, access in zip(self._names, self._kinds, self._access, strict=True):
-            raw = getattr(record, access) if self._mode == "attribute" else record[access]  # type: ignore[arg-type]
+            raw = record[access]
             if kind != "text" and raw:
                 try:
                     CASTS[kind](raw)
@@ -307,7 +305,8 @@ class RowFormatter:
             "canonical_json": canonical_json,
             "escape": escape,
             "join_fields": "\t".join,
-            "text_get": _getter(text_accesses, self._mode),
+            "text_get": _getter(text_accesses, self._mode != "key"),
+            "astuple": astuple,
             "raise_cast_error": self._raise_cast_error,
             "day_get": days.get,
             "day_text": days.text,
@@ -382,6 +381,7 @@ class RowFormatter:
         body = [
             "def line(record):",
             "    try:",
+            *(["        record = astuple(record)"] if self._mode == "struct" else []),
             *(f"        {statement}" for statement in reads),
             "        texts = text_get(record)",
             "        try:",

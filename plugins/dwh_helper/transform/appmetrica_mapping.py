@@ -147,15 +147,15 @@ class ResourceMapping:
         present: Iterable[str] | None = None,
         *,
         header: Sequence[str] | None = None,
-        attributes: Sequence[str] | None = None,
+        structs: bool = False,
     ) -> RowFormatter:
         """A RowFormatter for one file of this application.
 
         `present`: the fields the file's records hold (mappings); `header`: the order of the
-        values of sequence records (a CSV header); `attributes`: per header field, the
-        attribute holding it (records that are decoded structs).
+        values of sequence records (a CSV header); `structs`: records are msgspec Structs
+        with the header's fields in order.
         """
-        return RowFormatter(self, application_id, present, header=header, attributes=attributes)
+        return RowFormatter(self, application_id, present, header=header, structs=structs)
 
 
 @dataclass(frozen=True)
