@@ -300,8 +300,10 @@ class Repository:
             raise InvalidQuery("columns", f"unknown columns {sorted(unknown)} for {spec.name}")
 
         def write(copy: psycopg.Copy) -> None:
+            encoding = copy.connection.info.encoding
             for chunk in chunks:
-                copy.write(chunk)
+                # a view: psycopg sends large buffers in slices, which copy bytes but not views
+                copy.write(memoryview(chunk.encode(encoding) if isinstance(chunk, str) else chunk))
 
         return self._copy_via_stage(spec, tuple(columns), write, dialect)
 

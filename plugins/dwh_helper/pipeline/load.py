@@ -217,7 +217,9 @@ def _responsive_writer() -> Iterator[None]:
 def _chunks(lines: list[str], size: int = 2000) -> Iterator[str]:
     """COPY text in pieces of `size` lines (no second copy of the whole batch in memory)."""
     for start in range(0, len(lines), size):
-        yield "\n".join(lines[start : start + size]) + "\n"
+        piece = lines[start : start + size]
+        piece.append("")  # the last line's newline, without copying the joined text again
+        yield "\n".join(piece)
 
 
 def load_raw_file(
