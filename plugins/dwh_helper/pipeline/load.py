@@ -128,6 +128,16 @@ class _Batch:
         self.lines: dict[Any, list[str]] = {table: [] for table in tables}
         self.rejects: list[Reject] = []
         self.records = 0
+        self.payload: dict[Any, bytes] = {}
+
+    def seal(self, encoding: str) -> None:
+        """Turn each table's lines into the bytes COPY sends (done by the reader, so the
+        writer needs little of the interpreter while the database reads the data)."""
+        for table, lines in self.lines.items():
+            if lines:
+                lines.append("")  # the last line's newline
+                self.payload[table] = "\n".join(lines).encode(encoding)
+        self.lines = {}
 
 
 class _Writer(threading.Thread):
@@ -138,6 +148,7 @@ class _Writer(threading.Thread):
         self.repo, self.conn, self.result = repo, conn, result
         self.batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
+        self.encoding = conn.info.encoding
         self.db_seconds = 0.0
         self.wait_seconds = 0.0
 
@@ -153,15 +164,13 @@ class _Writer(threading.Thread):
                 self.error = exc
 
     def _write(self, batch: _Batch) -> None:
-        for table, lines in batch.lines.items():
-            if not lines:
-                continue
+        for table, data in batch.payload.items():
             inserted = self.repo.copy_text(
-                table.spec, table.columns, _chunks(lines), dialect=table.copy_dialect
+                table.spec, table.columns, [data], dialect=table.copy_dialect
             )
-            lines.clear()  # free the batch's text as soon as it is in the database
             name = table.spec.name
             self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
+        batch.payload = {}  # free the batch's text as soon as it is in the database
         if batch.rejects:
             write_rejects(self.conn, batch.rejects)
 
@@ -212,14 +221,6 @@ def _responsive_writer() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
-
-
-def _chunks(lines: list[str], size: int = 2000) -> Iterator[str]:
-    """COPY text in pieces of `size` lines (no second copy of the whole batch in memory)."""
-    for start in range(0, len(lines), size):
-        piece = lines[start : start + size]
-        piece.append("")  # the last line's newline, without copying the joined text again
-        yield "\n".join(piece)
 
 
 def load_raw_file(
@@ -339,6 +340,7 @@ class _Batches:
         """Hand the current batch to the writer (if it holds anything) and start a new one."""
         if self.batch.records:
             self.records += self.batch.records
+            self.batch.seal(self.writer.encoding)
             self.writer.submit(self.batch)
             self.batch = _Batch(self.tables)
 
