@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import LibpqWriter
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -28,6 +29,11 @@ from dwh_helper.dwh.tables import (
 )
 
 POSTGRES_MAX_PARAMS = 65535
+
+COPY_FLUSH_BYTES = 16 * 1024 * 1024
+"""COPY data handed to libpq before waiting for it to reach the server (psycopg's default is
+1 MB). A loader batch is a few MB: waiting once per batch instead of once per MB spares the
+writer thread most of its trips back for the GIL while a reader thread is busy."""
 
 
 class InvalidQuery(ValueError):
@@ -332,7 +338,8 @@ class Repository:
                     statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
                         sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
                     )
-                with cursor.copy(statement) as copy:
+                writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
+                with cursor.copy(statement, writer=writer) as copy:
                     write(copy)
                 return cursor.execute(
                     sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
