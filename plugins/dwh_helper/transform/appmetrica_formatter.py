@@ -163,26 +163,6 @@ CASTS: dict[str, Callable[[str], str]] = {
 """Per kind: a non-empty raw string → its COPY text, or ValueError saying what was expected."""
 
 
-class _JsonCache:
-    """Canonical JSON of the raw texts seen lately: a day's `event_json` values repeat (events
-    without parameters are `{}`; the same screen sends the same parameters). Bounded: it
-    starts over when full."""
-
-    def __init__(self, limit: int = 16384) -> None:
-        self._limit = limit
-        self._texts: dict[str, str] = {"": COPY_NULL}
-        self.get = self._texts.get
-
-    def cast(self, raw: str) -> str:
-        """The canonical JSON of `raw` (ValueError when it is not JSON), remembered."""
-        text = canonical_json(raw)
-        if len(self._texts) >= self._limit:
-            self._texts.clear()
-            self._texts[""] = COPY_NULL
-        self._texts[raw] = text
-        return text
-
-
 class _DayText:
     """`YYYY-MM-DD ` of a day number since 1970-01-01, remembered (a file spans few days)."""
 
@@ -372,10 +352,8 @@ class RowFormatter:
                     f'len(v{i}) <= {_SAFE_DIGITS[kind]} and (v{i}[0] != "0" or v{i} == "0") '
                     f"else cast{i}(v{i})"
                 )
-            else:  # json: canonical text (remembered), whose backslashes COPY needs doubled
-                cache = _JsonCache()
-                namespace[f"get{i}"], namespace[f"cast{i}"] = cache.get, cache.cast
-                casts += [f"c{i} = get{i}(v{i})", f"if c{i} is None:", f"    c{i} = cast{i}(v{i})"]
+            else:  # json: canonical text, whose backslashes COPY needs doubled
+                casts.append(f'c{i} = canonical_json(v{i}) if v{i} else ""')
                 escapes += [f'if "\\\\" in c{i}:', f'    c{i} = c{i}.replace("\\\\", "\\\\\\\\")']
             fields.append(f"c{i}")
 
