@@ -395,7 +395,8 @@ class AppMetricaFile:
         """(file name, number of the first record from 1, records) in chunks of CHUNK records.
 
         A CSV record is the list of its values in the header's order (no dict per row: the
-        hot path picks values by position); a JSON record is the object as a dict.
+        hot path picks values by position); a JSON record is a msgspec Struct of the file's
+        fields (the first item's keys), typed fields first.
         """
         if self.fmt == "csv":
             return self._csv_chunks(source)
