@@ -494,11 +494,12 @@ def test_other_resources_load_into_their_tables(store, repo, dwh_conn, resource)
 
 @pytest.mark.db
 @pytest.mark.s3
-def test_bad_records_go_to_rejects_and_the_rest_loads(store, repo, dwh_conn):
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_bad_records_go_to_rejects_and_the_rest_loads(store, repo, dwh_conn, fmt):
     rows = _rows("events", per_day=300)
     rows[4] = {**rows[4], "event_timestamp": "not-a-time"}
-    key = raw_key(APP, "events", DAY)
-    _put(store, key, _body(rows, "csv"))
+    key = raw_key(APP, "events", DAY, fmt)
+    _put(store, key, _body(rows, fmt))
     result = load_appmetrica_file(store, key, repo, reject_ratio=0.05)
     assert result.rejected == 1 and result.inserted == {"events": len(rows) - 1}
     reject = dwh_conn.execute(
@@ -533,6 +534,18 @@ def test_a_truncated_file_is_a_load_error_naming_the_key(store, repo, dwh_conn, 
     with pytest.raises(LoadError, match="corrupt file, nothing loaded") as error:
         load_appmetrica_file(store, key, repo)
     assert error.value.key == key and not error.value.retryable
+    assert _count(dwh_conn) == 0
+
+
+@pytest.mark.db
+@pytest.mark.s3
+def test_a_csv_cut_inside_a_quoted_value_is_corrupt_not_a_short_value(store, repo, dwh_conn):
+    body = _body(_rows("events"), "csv")
+    cut = body.rindex(b'"{') + 5  # inside the last row's quoted event_json
+    key = raw_key(APP, "events", DAY)
+    _put(store, key, body[:cut])
+    with pytest.raises(LoadError, match="corrupt file"):
+        load_appmetrica_file(store, key, repo)
     assert _count(dwh_conn) == 0
 
 

@@ -406,7 +406,7 @@ class AppMetricaFile:
         entry = Path(getattr(source, "name", "file.csv")).name
         try:
             with io.TextIOWrapper(source, encoding="utf-8-sig", newline="") as handle:
-                reader = csv.reader(handle)
+                reader = csv.reader(handle, strict=True)  # a file cut in a quoted value fails
                 header = next(reader, None)
                 if header is None:
                     return

@@ -3,7 +3,8 @@
 The main thread reads and maps records into COPY text; a writer thread ships
 each finished batch to PostgreSQL (COPY into staging, INSERT … ON CONFLICT DO
 NOTHING). Python's work on batch N+1 overlaps the server's work on batch N, and
-at most two batches exist at a time, so memory stays flat whatever the file's size.
+at most three batches exist at a time (one being written, one queued, one being filled),
+so memory stays flat whatever the file's size.
 """
 
 from __future__ import annotations
@@ -319,8 +320,10 @@ def load_raw_file(
 class _Batches:
     """The batch being filled, handed to the writer when full; progress in the log."""
 
-    def __init__(self, writer: _Writer, tables: tuple[Any, ...], batch_size: int) -> None:
-        self.writer, self.tables, self.batch_size = writer, tables, batch_size
+    def __init__(
+        self, writer: _Writer, tables: tuple[Any, ...], batch_size: int, result: LoadResult
+    ) -> None:
+        self.writer, self.tables, self.batch_size, self.result = writer, tables, batch_size, result
         self.batch = _Batch(tables)
         self.records = 0  # records handed to the writer so far
         self.rejected = 0
@@ -346,6 +349,7 @@ class _Batches:
         """Hand the current batch to the writer (if it holds anything) and start a new one."""
         if self.batch.records:
             self.records += self.batch.records
+            self.result.rows_read = self.records  # so far: a failed load journals it too
             self.batch.seal(self.writer.encoding)
             self.writer.submit(self.batch)
             self.batch = _Batch(self.tables)
@@ -392,13 +396,19 @@ def _read_into(
     months: set[str],
 ) -> None:
     """Read, decode and map every record of the file into batches handed to the writer."""
-    batches = _Batches(writer, mapping.tables, batch_size)
-    if raw_format.chunks is not None and hasattr(mapping, "line") and raw_format.month_of is None:
+    batches = _Batches(writer, mapping.tables, batch_size, result)
+    by_chunk = (
+        raw_format.chunks is not None
+        and hasattr(mapping, "line")
+        and raw_format.month_of is None
+        and len(mapping.tables) == 1
+        and not mapping.tables[0].first_per_file
+    )
+    if by_chunk:
         _read_chunks(batches, source_file, key, mapping, raw_format, result)
     else:
         _read_records(batches, source_file, key, mapping, raw_format, result, months)
     batches.submit()
-    result.rows_read = batches.records
 
 
 def _read_records(

@@ -26,6 +26,10 @@ BLOCK = 1 << 20
 BOM = b"\xef\xbb\xbf"
 """A UTF-8 byte order mark, skipped when the file starts with one."""
 
+FAST_TRIES = 4
+"""Candidate ends tried, from the last back, before going item by item (a `},{` inside an
+`event_json` string is common enough that the last candidate is sometimes false)."""
+
 MAX_ITEM = 64 << 20
 """An item (or broken stretch) longer than this is an error, not a reason to read on."""
 
@@ -83,12 +87,29 @@ def iter_data_runs(
         return
     careful_until = -1  # item by item while `start` is at or before this position
     while True:
+        items: list[Item] | None = None
         if start > careful_until:  # every whole item of the buffer at once
-            end = _last_item_end(buffer, start)
+            ends = _last_item_ends(buffer, start, FAST_TRIES)
+            for end in ends:  # the last candidate first; one inside a value fails to decode
+                try:
+                    items = _decode_in_place(buffer, start, end, decode_run)
+                    break
+                except msgspec.DecodeError:
+                    continue
+            if ends and items is None:  # item by item up to the last candidate
+                careful_until, search = ends[0], start
+                continue
         else:  # the next candidate end only
             match = _ITEM_END.search(buffer, search)
-            end = match.start() if match else None
-        if end is None:
+            ends = [match.start()] if match else []
+            if ends:
+                end = ends[0]
+                try:
+                    items = _decode_in_place(buffer, start, end, decode_run)
+                except msgspec.DecodeError:  # that `}` was inside a string or a nested value
+                    search = end + 1
+                    continue
+        if not ends:
             if len(buffer) - start > MAX_ITEM:
                 raise msgspec.DecodeError(
                     f"no end of an item within {MAX_ITEM >> 20} MB: the JSON is broken"
@@ -101,14 +122,7 @@ def iter_data_runs(
             buffer += more
             start, search, careful_until = start - kept, search - kept, careful_until - kept
             continue
-        try:
-            items = _decode_in_place(buffer, start, end, decode_run)
-        except msgspec.DecodeError:  # that `}` was inside a string or a nested value
-            if start > careful_until:
-                careful_until, search = end, start  # item by item up to there
-            else:
-                search = end + 1
-            continue
+        assert items is not None
         yield items
         after = _ITEM_END.match(buffer, end)
         assert after is not None
@@ -135,13 +149,14 @@ def _decode_in_place(
         buffer[start - 1], buffer[end + 1] = before, after
 
 
-def _last_item_end(buffer: bytearray, start: int) -> int | None:
-    """The position of the last `}` after `start` that is followed by `,{` or `]`."""
+def _last_item_ends(buffer: bytearray, start: int, count: int) -> list[int]:
+    """Up to `count` positions, last first, of a `}` after `start` followed by `,{` or `]`."""
+    ends: list[int] = []
     position = len(buffer)
-    while (position := buffer.rfind(b"}", start, position)) >= 0:
+    while len(ends) < count and (position := buffer.rfind(b"}", start, position)) >= 0:
         if _ITEM_END.match(buffer, position):
-            return position
-    return None
+            ends.append(position)
+    return ends
 
 
 def _check_tail(tail: bytes, handle: BinaryIO) -> None:

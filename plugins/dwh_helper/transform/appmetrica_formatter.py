@@ -276,7 +276,7 @@ class RowFormatter:
 
     def _raise_cast_error(self, record: Any) -> None:
         """Find the value that does not cast and raise CastError naming its field."""
-        if self._mode == "struct":
+        if isinstance(record, msgspec.Struct):  # `line` may have made it a tuple already
             record = astuple(record)
         for name, kind, access in zip(self._names, self._kinds, self._access, strict=True):
             raw = record[access]
