@@ -623,6 +623,31 @@ def test_a_json_file_cut_short_or_with_junk_is_corrupt(tmp_path, body):
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(
+    "body",
+    [b'{"errors": [{"message": "Try to use more parts"}], "code": 400}', b'[{"a": "1"}]'],
+)
+def test_a_json_file_without_a_data_array_is_corrupt_not_empty(tmp_path, body):
+    path = tmp_path / "other.json"
+    path.write_bytes(body)
+    file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
+    with pytest.raises(CorruptFile, match='no top-level "data" array'):
+        list(file.records(path.open("rb")))
+
+
+@pytest.mark.unit
+def test_a_json_file_of_another_shape_with_nested_floats_loads(tmp_path):
+    rows = _rows("events")
+    nested = [{**row, "event_json": {"price": 929.56, "tags": ["a"]}} for row in rows]
+    path = tmp_path / "meta_first.json"
+    path.write_bytes(json.dumps({"meta": {"rows": len(rows)}, "data": nested}).encode())
+    file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
+    lines = [file.line(record) for _entry, _line, record in file.records(path.open("rb"))]
+    assert len(lines) == len(rows)
+    assert all('{"price":929.56,"tags":["a"]}' in line for line in lines)
+
+
+@pytest.mark.unit
 def test_empty_files_have_no_records(tmp_path):
     mapping = load_appmetrica_mapping().resource("events")
     for fmt, body in (("csv", b""), ("csv", b"event_name,city\n"), ("json", b'{"data":[]}')):

@@ -496,14 +496,31 @@ class AppMetricaFile:
         return records
 
     def _ijson_runs(self, handle: BinaryIO) -> Iterator[list[Any]]:
-        """Records of a JSON file in another shape than `{"data": [...]}`, via ijson."""
-        items = ijson.items(handle, "data.item")
+        """Records of a JSON file in another shape than `{"data": [...]}`, via ijson.
+
+        A file without a top-level `data` array (an error answer saved as the file, a bare
+        array) is CorruptFile, not an empty load.
+        """
+        found: list[bool] = []
+
+        def events(parser: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, str, Any]]:
+            for prefix, event, value in parser:
+                if prefix == "data" and event == "start_array":
+                    found.append(True)
+                yield prefix, event, value
+
+        items = ijson.items(events(ijson.parse(handle, use_float=True)), "data.item")
         while run := list(itertools.islice(items, CHUNK)):
             if self._header is None and isinstance(run[0], dict):
                 self._bind_json(list(run[0]))
             records = self._as_records(run)
             self._decoded += len(records)
             yield records
+        if not found:
+            raise CorruptFile(
+                'no top-level "data" array: not a Logs API JSON export (an error answer saved '
+                "as the file?)"
+            )
 
     def reject_record(self, raw: Any) -> Any:
         """A rejected record as kept in load_rejects: field → value."""
