@@ -28,7 +28,7 @@ from dwh_helper.dwh.copy_text import CopyDialect
 from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
-from dwh_helper.storage.s3 import ObjectStore
+from dwh_helper.storage.s3 import ObjectReadError, ObjectStore
 from dwh_helper.transform.event_mapping import parse_json_line
 
 log = logging.getLogger(__name__)
@@ -304,6 +304,8 @@ def load_raw_file(
                 raise LoadError(key, f"corrupt file, nothing loaded: {exc}") from exc
             if isinstance(exc, psycopg.OperationalError):
                 raise LoadError(key, f"database unavailable: {exc}", retryable=True) from exc
+            if isinstance(exc, ObjectReadError):
+                raise LoadError(key, f"nothing loaded: {exc}", retryable=True) from exc
             raise
     if raw_format.after_commit and months:
         with repo.connection() as conn:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dwh_helper.config import S3Settings
 
@@ -28,6 +28,11 @@ MB = 1024 * 1024
 
 class ObjectNotFound(KeyError):
     """No object at this key."""
+
+
+class ObjectReadError(OSError):
+    """Streaming an object failed part-way (connection dropped, body cut short); names the
+    object and how far it got. Reading it again from the start may succeed."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,8 @@ class ObjectStore:
         Nothing touches the disk and memory stays one buffer; `name` is the key's file
         name. Raises ObjectNotFound; a transfer cut short raises when the reader gets there.
         """
-        reader = io.BufferedReader(_BodyReader(self.open(key), Path(key).name), buffer_size)
+        body = _BodyReader(self.open(key), Path(key).name, f"s3://{self.bucket}/{key}")
+        reader = io.BufferedReader(body, buffer_size)
         return reader  # type: ignore[return-value]
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -197,16 +203,24 @@ class ObjectStore:
 class _BodyReader(io.RawIOBase):
     """The raw side of `ObjectStore.open_reader`: a botocore StreamingBody as a raw stream."""
 
-    def __init__(self, body: Any, name: str) -> None:
+    def __init__(self, body: Any, name: str, url: str = "") -> None:
         self._body = body
         self.name = name
+        self._url = url or name
+        self._done = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._body.read(len(buffer))
+        try:
+            data = self._body.read(len(buffer))
+        except (BotoCoreError, OSError) as exc:
+            raise ObjectReadError(
+                f"reading {self._url} failed after {self._done} bytes: {exc}"
+            ) from exc
         buffer[: len(data)] = data
+        self._done += len(data)
         return len(data)
 
     def close(self) -> None:
