@@ -24,6 +24,7 @@ from pathlib import Path
 
 from services import (
     ROOT,
+    CopyBatches,
     fresh_database,
     moto_process,
     peak_rss_mb,
@@ -63,46 +64,23 @@ def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
     """(a): pre-map the events to per-batch COPY text files, then time only their loading."""
     mapping = amplitude_mapping()
     seen: set[str] = set()
+    count = 0
     with tempfile.TemporaryDirectory(prefix="bench-limit-") as tmp:
-        batches: list[list[tuple[object, Path]]] = []
-        lines: dict[object, list[str]] = {table: [] for table in mapping.tables}
-        count = 0
-
-        def flush() -> None:
-            files = []
-            for table, rows in lines.items():
-                path = Path(tmp) / f"{len(batches)}_{table.spec.name}.copy"
-                path.write_text("\n".join(rows) + "\n" if rows else "")
-                files.append((table, path))
-                rows.clear()
-            batches.append(files)
-
+        batches = CopyBatches(Path(tmp), mapping.tables)
         for raw in iter_lines(archive):
             for table, text, key in mapping.map_event(parse_json_line(raw.data)):
                 if text is None or (table.first_per_file and key in seen):
                     continue
                 if table.first_per_file:
                     seen.add(key)
-                lines[table].append(text)
+                batches.lines[table].append(text)
             count += 1
             if count % batch_size == 0:
-                flush()
-        flush()
+                batches.flush()
+        batches.flush()
         conn = open_connection(dsn)
         ensure_month_partitions(conn, [DAY])
-        repo = Repository(conn)
-        started = time.perf_counter()
-        with repo.transaction():
-            for files in batches:
-                for table, path in files:
-                    if path.stat().st_size:
-                        repo.copy_text(
-                            table.spec,
-                            table.columns,
-                            [path.read_bytes()],
-                            dialect=table.copy_dialect,
-                        )
-        seconds = time.perf_counter() - started
+        seconds = batches.load_seconds(Repository(conn))
     return {"events": count, "seconds": seconds}
 
 

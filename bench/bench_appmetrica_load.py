@@ -27,6 +27,7 @@ from pathlib import Path
 
 from services import (
     ROOT,
+    CopyBatches,
     fresh_database,
     moto_process,
     peak_rss_mb,
@@ -69,31 +70,14 @@ def child_limit(dsn: str, path: Path, fmt: str, batch_size: int) -> dict:
     file = AppMetricaFile(mapping.resource("events"), APPLICATION_ID, fmt, label=path.name)
     count = 0
     with tempfile.TemporaryDirectory(prefix="bench-limit-") as tmp:
-        batches: list[Path] = []
-        lines: list[str] = []
-
-        def flush() -> None:
-            if lines:
-                batch = Path(tmp) / f"{len(batches)}.copy"
-                batch.write_text("\n".join(lines) + "\n")
-                batches.append(batch)
-                lines.clear()
-
+        batches = CopyBatches(Path(tmp), file.tables)
         for _entry, _line, record in file.records(path.open("rb")):
-            lines.append(file.map_record(record)[0][1])
+            batches.lines[file.table].append(file.line(record))
             count += 1
             if count % batch_size == 0:
-                flush()
-        flush()
-        table = file.table
-        repo = Repository(open_connection(dsn))
-        started = time.perf_counter()
-        with repo.transaction():
-            for batch in batches:
-                repo.copy_text(
-                    table.spec, table.columns, [batch.read_bytes()], dialect=table.copy_dialect
-                )
-        seconds = time.perf_counter() - started
+                batches.flush()
+        batches.flush()
+        seconds = batches.load_seconds(Repository(open_connection(dsn)))
     return {"rows": count, "seconds": seconds}
 
 

@@ -615,11 +615,17 @@ def _by_column(columns: tuple[str, ...], line: str) -> dict[str, str]:
     [b'{"data":[{"a":"1"},{"a":"2"}', b'{"data":[{"a":"1"}]', b'{"data":[{"a":"1"}]} junk'],
 )
 def test_a_json_file_cut_short_or_with_junk_is_corrupt(tmp_path, body):
-    path = tmp_path / "bad.json"
+    _file, records = _json_records(tmp_path, body)
+    with pytest.raises(CorruptFile, match="not a complete Logs API JSON file"):
+        list(records)
+
+
+def _json_records(tmp_path: Path, body: bytes):
+    """An events AppMetricaFile and the (lazy) records it reads from `body` as a JSON file."""
+    path = tmp_path / "file.json"
     path.write_bytes(body)
     file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
-    with pytest.raises(CorruptFile, match="not a complete Logs API JSON file"):
-        list(file.records(path.open("rb")))
+    return file, (record for _entry, _line, record in file.records(path.open("rb")))
 
 
 @pytest.mark.unit
@@ -628,21 +634,18 @@ def test_a_json_file_cut_short_or_with_junk_is_corrupt(tmp_path, body):
     [b'{"errors": [{"message": "Try to use more parts"}], "code": 400}', b'[{"a": "1"}]'],
 )
 def test_a_json_file_without_a_data_array_is_corrupt_not_empty(tmp_path, body):
-    path = tmp_path / "other.json"
-    path.write_bytes(body)
-    file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
+    _file, records = _json_records(tmp_path, body)
     with pytest.raises(CorruptFile, match='no top-level "data" array'):
-        list(file.records(path.open("rb")))
+        list(records)
 
 
 @pytest.mark.unit
 def test_a_json_file_of_another_shape_with_nested_floats_loads(tmp_path):
     rows = _rows("events")
     nested = [{**row, "event_json": {"price": 929.56, "tags": ["a"]}} for row in rows]
-    path = tmp_path / "meta_first.json"
-    path.write_bytes(json.dumps({"meta": {"rows": len(rows)}, "data": nested}).encode())
-    file = AppMetricaFile(load_appmetrica_mapping().resource("events"), APP, "json")
-    lines = [file.line(record) for _entry, _line, record in file.records(path.open("rb"))]
+    body = json.dumps({"meta": {"rows": len(rows)}, "data": nested}).encode()
+    file, records = _json_records(tmp_path, body)
+    lines = [file.line(record) for record in records]
     assert len(lines) == len(rows)
     assert all('{"price":929.56,"tags":["a"]}' in line for line in lines)
 

@@ -272,13 +272,6 @@ CHUNK = 128
 """Records per chunk handed to the loader (it maps a chunk in one call)."""
 
 
-def _text_values(item: Any) -> Any:
-    """An object's values as strings (a null as "", a number as its text); others unchanged."""
-    if isinstance(item, dict):
-        return {key: field_text(value) for key, value in item.items()}
-    return item
-
-
 class AppMetricaTable:
     """The loader's target table: its spec and the COPY columns (set once the file's fields
     are known)."""

@@ -326,21 +326,29 @@ def load_raw_file(
 
 
 class _Batches:
-    """The batch being filled, handed to the writer when full; progress in the log."""
+    """The batch being filled, handed to the writer when full; rejects; progress in the log.
+
+    Counts go straight into the load's result (records read so far, rejected), so a load
+    that fails part-way journals how far it got.
+    """
 
     def __init__(
-        self, writer: _Writer, tables: tuple[Any, ...], batch_size: int, result: LoadResult
+        self,
+        writer: _Writer,
+        mapping: RecordMapping,
+        key: str,
+        batch_size: int,
+        result: LoadResult,
     ) -> None:
-        self.writer, self.tables, self.batch_size, self.result = writer, tables, batch_size, result
-        self.batch = _Batch(tables)
-        self.records = 0  # records handed to the writer so far
-        self.rejected = 0
+        self.writer, self.mapping, self.key, self.result = writer, mapping, key, result
+        self.batch_size = batch_size
+        self.batch = _Batch(mapping.tables)
         # the first batches are small so the database starts early, then they double up to
         # batch_size: the reader's head start and the writer's tail stay short
         self.limit = min(batch_size, FIRST_BATCH_SIZE)
         self.next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
 
-    def add(self, count: int, key: str) -> None:
+    def add(self, count: int) -> None:
         """Count records added to the batch; submit it when full."""
         self.batch.records += count
         if self.batch.records >= self.limit:
@@ -350,47 +358,40 @@ class _Batches:
             if now >= self.next_progress:
                 self.next_progress = now + PROGRESS_EVERY_SECONDS
                 log.info(
-                    "%s: %d records read, %d rejected so far", key, self.records, self.rejected
+                    "%s: %d records read, %d rejected so far",
+                    self.key,
+                    self.result.rows_read,
+                    self.result.rejected,
                 )
 
     def submit(self) -> None:
         """Hand the current batch to the writer (if it holds anything) and start a new one."""
         if self.batch.records:
-            self.records += self.batch.records
-            self.result.rows_read = self.records  # so far: a failed load journals it too
+            self.result.rows_read += self.batch.records
             self.batch.seal(self.writer.encoding)
             self.writer.submit(self.batch)
-            self.batch = _Batch(self.tables)
+            self.batch = _Batch(self.mapping.tables)
 
-
-def _reject(
-    batches: _Batches,
-    result: LoadResult,
-    mapping: RecordMapping,
-    key: str,
-    where: tuple[str, int],
-    raw: Any,
-    exc: Exception,
-) -> None:
-    """Keep a record that could not be mapped: file, entry, line, reason and the record."""
-    entry, line = where
-    result.rejected += 1
-    batches.rejected += 1
-    if len(result.reject_reasons) < 10:
-        result.reject_reasons.append(f"{entry}:{line}: {exc}")
-    describe = getattr(mapping, "reject_record", None)
-    kept = describe(raw) if describe is not None else _raw_for_reject(raw)
-    batches.batch.rejects.append(
-        Reject(
-            source=mapping.source,
-            reason=str(exc),
-            s3_key=key,
-            record_id=_record_id(kept, mapping.record_id),
-            entry=entry,
-            line=line,
-            raw=kept,
+    def reject(self, where: tuple[str, int], raw: Any, exc: Exception) -> None:
+        """Keep a record that could not be mapped: file, entry, line, reason and the record."""
+        entry, line = where
+        result, mapping = self.result, self.mapping
+        result.rejected += 1
+        if len(result.reject_reasons) < 10:
+            result.reject_reasons.append(f"{entry}:{line}: {exc}")
+        describe = getattr(mapping, "reject_record", None)
+        kept = describe(raw) if describe is not None else _raw_for_reject(raw)
+        self.batch.rejects.append(
+            Reject(
+                source=mapping.source,
+                reason=str(exc),
+                s3_key=self.key,
+                record_id=_record_id(kept, mapping.record_id),
+                entry=entry,
+                line=line,
+                raw=kept,
+            )
         )
-    )
 
 
 def _read_into(
@@ -404,7 +405,7 @@ def _read_into(
     months: set[str],
 ) -> None:
     """Read, decode and map every record of the file into batches handed to the writer."""
-    batches = _Batches(writer, mapping.tables, batch_size, result)
+    batches = _Batches(writer, mapping, key, batch_size, result)
     by_chunk = (
         raw_format.chunks is not None
         and hasattr(mapping, "line")
@@ -413,22 +414,17 @@ def _read_into(
         and not mapping.tables[0].first_per_file
     )
     if by_chunk:
-        _read_chunks(batches, source_file, key, mapping, raw_format, result)
+        _read_chunks(batches, source_file, raw_format)
     else:
-        _read_records(batches, source_file, key, mapping, raw_format, result, months)
+        _read_records(batches, source_file, raw_format, months)
     batches.submit()
 
 
 def _read_records(
-    batches: _Batches,
-    source_file: Any,
-    key: str,
-    mapping: RecordMapping,
-    raw_format: RawFormat,
-    result: LoadResult,
-    months: set[str],
+    batches: _Batches, source_file: Any, raw_format: RawFormat, months: set[str]
 ) -> None:
     """Record by record: decode, map to every table, first row per key per file."""
+    mapping = batches.mapping
     seen: dict[Any, set[str]] = {table: set() for table in mapping.tables}
     decode, map_record, month_of = mapping.decode, mapping.map_record, raw_format.month_of
     for entry, line, raw in raw_format.records(source_file):
@@ -438,7 +434,7 @@ def _read_records(
             record = decode(raw)
             mapped = map_record(record)
         except (ValueError, TypeError) as exc:
-            _reject(batches, result, mapping, key, (entry, line), raw, exc)
+            batches.reject((entry, line), raw, exc)
         else:
             lines_of = batches.batch.lines
             for table, text, dedup_key in mapped:
@@ -453,19 +449,13 @@ def _read_records(
                 month = month_of(record)
                 if month:
                     months.add(month)
-        batches.add(1, key)
+        batches.add(1)
 
 
-def _read_chunks(
-    batches: _Batches,
-    source_file: Any,
-    key: str,
-    mapping: Any,
-    raw_format: RawFormat,
-    result: LoadResult,
-) -> None:
+def _read_chunks(batches: _Batches, source_file: Any, raw_format: RawFormat) -> None:
     """Chunk by chunk, for a single-table mapping with `line`: one call maps a whole chunk;
     a chunk holding a bad record is redone record by record to reject just that one."""
+    mapping: Any = batches.mapping
     (table,) = mapping.tables
     assert raw_format.chunks is not None
     for entry, first, raws in raw_format.chunks(source_file):
@@ -480,9 +470,9 @@ def _read_chunks(
                 try:
                     lines.append(line(raw))
                 except (ValueError, TypeError) as exc:
-                    _reject(batches, result, mapping, key, (entry, first + offset), raw, exc)
+                    batches.reject((entry, first + offset), raw, exc)
         hand_over()
-        batches.add(len(raws), key)
+        batches.add(len(raws))
 
 
 def _check_rejects(key: str, result: LoadResult, reject_ratio: float) -> None:

@@ -255,6 +255,12 @@ _CASTERS: dict[str, Callable[[str], Any] | None] = {
 _CASTER_BY_FIELD: dict[str, Callable[[str], Any] | None] = {}
 
 
+def kind_caster(kind: str) -> Callable[[str], Any] | None:
+    """The function turning a non-empty raw value of this kind into its type (None for text);
+    it raises ValueError with the reason on a bad value."""
+    return _CASTERS[kind]
+
+
 def field_caster(name: str) -> Callable[[str], Any] | None:
     """The function turning a non-empty raw value of this field into its type (None for text);
     it raises ValueError with the reason on a bad value."""

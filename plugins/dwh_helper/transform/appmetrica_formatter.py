@@ -24,7 +24,7 @@ from msgspec.structs import astuple
 
 from dwh_helper.dwh.appmetrica_schema import ROW_UUID_NAMESPACE
 from dwh_helper.dwh.copy_text import CopyDialect, escape
-from dwh_helper.sources.appmetrica_parse import CastError, field_text
+from dwh_helper.sources.appmetrica_parse import CastError, field_text, kind_caster
 
 if TYPE_CHECKING:
     from dwh_helper.transform.appmetrica_mapping import ResourceMapping
@@ -38,70 +38,27 @@ whatever the kind, so no value is ever an empty string), tabs between fields."""
 COPY_NULL = COPY_DIALECT.null
 
 # -- casts: a non-empty raw string -> COPY text (ValueError with the reason) --------------------
+# The checks are `sources.appmetrica_parse`'s (one definition of what a valid value is); the
+# generated code inlines fast paths for the common values and falls back to these.
 
 _EPOCH = date(1970, 1, 1)
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 23:59:59
-_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
-_BOOLS = {"true": "t", "1": "t", "yes": "t", "false": "f", "0": "f", "no": "f"}
 
 
-def _bigint(raw: str) -> str:
-    try:
-        number = int(raw)
-    except ValueError:
-        raise ValueError("expected an integer") from None
-    if not _INT64_MIN <= number <= _INT64_MAX:
-        raise ValueError("out of range for a signed 64-bit integer (bigint)")
-    return str(number)
+_AS_COPY_TEXT: dict[str, Callable[[Any, str], str]] = {
+    "timestamp": lambda value, raw: value.isoformat(sep=" "),
+    "datetime": lambda value, raw: raw,  # as checked
+    "bigint": lambda value, raw: str(value),
+    "uint64": lambda value, raw: str(value),
+    "bool": lambda value, raw: "t" if value else "f",
+}
 
 
-def _uint64(raw: str) -> str:
-    try:
-        number = int(raw)
-    except ValueError:
-        raise ValueError("expected an integer") from None
-    if not 0 <= number <= _UINT64_MAX:
-        raise ValueError("out of range for an unsigned 64-bit integer")
-    return str(number)
-
-
-def _datetime(raw: str) -> str:
-    if len(raw) == 19 and raw[10] == " ":
-        try:
-            datetime.fromisoformat(raw)
-        except ValueError:
-            pass
-        else:
-            return raw
-    raise ValueError("expected 'YYYY-MM-DD hh:mm:ss'")
-
-
-def _bool(raw: str) -> str:
-    try:
-        return _BOOLS[raw.strip().lower()]
-    except KeyError:
-        raise ValueError("expected true/false or 1/0") from None
-
-
-_HOURS_MINUTES = tuple(f"{minute // 60:02d}:{minute % 60:02d}:" for minute in range(1440))
-_SECONDS = tuple(f"{second:02d}+00" for second in range(60))
-
-
-def _timestamp(raw: str) -> str:
-    """Unix seconds → `YYYY-MM-DD hh:mm:ss+00` (timestamptz input)."""
-    try:
-        seconds = int(raw)
-    except ValueError:
-        raise ValueError("expected Unix seconds (an integer)") from None
-    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
-        raise ValueError("Unix seconds out of range")
-    day, rest = divmod(seconds, 86400)
-    return (
-        (_EPOCH + timedelta(days=day)).isoformat()
-        + " "
-        + _HOURS_MINUTES[rest // 60]
-        + _SECONDS[rest % 60]
-    )
+def _checked_text(kind: str) -> Callable[[str], str]:
+    """The COPY text of a raw value of `kind`, checked by the parser's caster of that kind."""
+    check, as_text = kind_caster(kind), _AS_COPY_TEXT[kind]
+    assert check is not None
+    return lambda raw: as_text(check(raw), raw)
 
 
 class _Float:
@@ -153,11 +110,7 @@ def canonical_json(raw: str) -> str:
 
 
 CASTS: dict[str, Callable[[str], str]] = {
-    "timestamp": _timestamp,
-    "datetime": _datetime,
-    "bigint": _bigint,
-    "uint64": _uint64,
-    "bool": _bool,
+    **{kind: _checked_text(kind) for kind in _AS_COPY_TEXT},
     "json": canonical_json,
 }
 """Per kind: a non-empty raw string → its COPY text, or ValueError saying what was expected."""
@@ -312,7 +265,7 @@ class RowFormatter:
             "day_text": days.text,
             "times": _times_of_day(),
             "fromisoformat": datetime.fromisoformat,
-            "bools_get": {"": COPY_NULL, **_BOOLS}.get,
+            "bools_get": {"": COPY_NULL, "true": "t", "false": "f", "1": "t", "0": "f"}.get,
             "slow_line": self._slow_line,
         }
         reads, casts, fields, escapes = [], [], [], []
