@@ -336,8 +336,37 @@ def _company_tables(conn: psycopg.Connection) -> None:
     _ensure_device_fk(conn)
 
 
+_JOURNAL_V2 = """
+ALTER TABLE load_log
+    ADD COLUMN IF NOT EXISTS bytes bigint,
+    ADD COLUMN IF NOT EXISTS sha256 text,
+    ADD COLUMN IF NOT EXISTS verified boolean,
+    ADD COLUMN IF NOT EXISTS values_nulled bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS values_repaired bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS duration_seconds double precision,
+    ADD COLUMN IF NOT EXISTS backend_pid integer,
+    ADD COLUMN IF NOT EXISTS details jsonb NOT NULL DEFAULT '{}'::jsonb;
+CREATE INDEX IF NOT EXISTS load_log_status_idx ON load_log (status, started_at);
+ALTER TABLE load_rejects
+    ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'record',
+    ADD COLUMN IF NOT EXISTS table_name text,
+    ADD COLUMN IF NOT EXISTS column_name text,
+    ADD COLUMN IF NOT EXISTS value text;
+"""
+"""Load journal v2. load_log: the object's size and SHA-256, whether they matched what extract
+recorded (NULL: no metadata), values nulled/repaired, the real duration, the PID of the backend
+holding a `running` row (to tell an abandoned attempt) and free-form details (e.g. the identity
+an AppMetrica file was keyed by). load_rejects: `kind` is 'record' (the record was rejected) or
+'value' (one value was stored NULL and the record loaded), with the table, column and value."""
+
+
+def _journal_v2(conn: psycopg.Connection) -> None:
+    conn.execute(_JOURNAL_V2)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "company tables, load_log, load_rejects", _company_tables),
+    Migration(3, "load journal v2: verification, lifecycle, value reports", _journal_v2),
 ]
 """Every schema version in order; later issues append (never edit) entries."""
 
