@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import httpx
 from fastapi import Depends, Request
 
 from api.errors import ApiError
@@ -31,14 +30,15 @@ ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 
 
 class Resources:
-    """Long-lived clients of one app: connection pools, S3 stores, the Yandex ID HTTP client."""
+    """Long-lived clients of one app: connection pools, S3 stores, the Yandex ID checker."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        from api.auth import TokenCache
+        from api.auth import IdentityChecker, TokenCache
 
         self.clock = clock
         self.tokens = TokenCache(clock)
-        self.http = httpx.Client(follow_redirects=False)
+        self.identities = IdentityChecker(self.tokens)
+        self.probes = ProbeCache(clock)
         self._lock = threading.Lock()
         self._pools: dict[str, Any] = {}
         self._stores: dict[tuple[Any, ...], ObjectStore] = {}
@@ -81,13 +81,32 @@ class Resources:
             return store
 
     def close(self) -> None:
-        """Close the pools and the HTTP client."""
+        """Close the pools (the Yandex ID client is closed by the app's lifespan)."""
         with self._lock:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
             self._stores.clear()
-        self.http.close()
+
+
+class ProbeCache:
+    """The last answer of a slow probe (the health check), reused for `ttl` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[float, Any]] = {}
+
+    def get(self, name: str, ttl: float, probe: Callable[[], Any]) -> Any:
+        """The cached answer of `name` if younger than `ttl`, else `probe()` (one at a time)."""
+        with self._lock:
+            entry = self._answers.get(name)
+            now = self.clock()
+            if entry is not None and now - entry[0] < ttl:
+                return entry[1]
+            answer = probe()
+            self._answers[name] = (self.clock(), answer)
+            return answer
 
 
 def get_resources(request: Request) -> Resources:

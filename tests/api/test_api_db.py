@@ -231,7 +231,7 @@ def test_oversized_body_is_413(client):
         json={"data": [{"device_id": "d", "device_model": blob}]},
     )
     assert response.status_code == 413
-    assert "API_MAX_BODY_MB" in response.json()["detail"]
+    assert "API_DB_MAX_BODY_MB" in response.json()["detail"]
 
 
 @pytest.mark.db
