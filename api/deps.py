@@ -15,6 +15,7 @@ from api.settings import ApiSettings, get_api_settings
 from dwh_helper.config import PostgresSettings, S3Settings, Settings
 from dwh_helper.config import get_settings as _read_settings
 from dwh_helper.dwh.repository import Repository
+from dwh_helper.storage.patch import KeyLocks
 from dwh_helper.storage.s3 import ObjectStore, store_from_settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Resources:
         self.tokens = TokenCache(clock)
         self.identities = IdentityChecker(self.tokens)
         self.probes = ProbeCache(clock)
+        self.key_locks = KeyLocks()
         self._lock = threading.Lock()
         self._pools: dict[str, Any] = {}
         self._stores: dict[tuple[Any, ...], ObjectStore] = {}
@@ -142,3 +144,11 @@ def get_store(settings: SettingsDep, resources: ResourcesDep) -> ObjectStore:
 
 RepoDep = Annotated[Repository, Depends(get_repository)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+
+def get_key_locks(resources: ResourcesDep) -> KeyLocks:
+    """The per-key locks of this app's S3 read-modify-writes."""
+    return resources.key_locks
+
+
+LocksDep = Annotated[KeyLocks, Depends(get_key_locks)]
