@@ -64,6 +64,7 @@ _DESCRIPTIONS = {
     412: "`If-Match` names another version of the object than the current one",
     413: "Request body too large (counted as it arrives; `Content-Length` is optional)",
     416: "Range or offset past the end of the object",
+    500: "An unexpected failure (a bug): the body says which; details are in the service log",
     422: "Invalid parameter or body; `errors` names each field",
     502: "The upstream service answered with an error",
     503: "A dependency (Yandex ID, PostgreSQL, S3, upstream) is unavailable or not configured",

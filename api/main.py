@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from api.auth import TOKEN_HELP
 from api.deps import Resources, get_settings
-from api.errors import install_error_handlers
+from api.errors import error_responses, install_error_handlers
 from api.guard import RequestGuard
 from api.routers import amplitude, appmetrica, db, health, s3, transform
 from api.settings import ApiSettings, get_api_settings
@@ -93,7 +93,28 @@ def create_app(
     app.add_middleware(RequestGuard)
     for module in (health, db, s3, amplitude, appmetrica, transform):
         app.include_router(module.router)
+    document_common_errors(app)
     return app
+
+
+ERROR_BODY_REF = "#/components/schemas/ErrorBody"
+
+
+def document_common_errors(app: FastAPI) -> None:
+    """Declare the answers the request guard and the error handlers give on every endpoint:
+    422 (unknown query parameters), 500, and for endpoints with a body 400 and 413."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        codes = [422, 500] + ([400, 413] if route.body_field is not None else [])
+        for code, entry in error_responses(*codes).items():
+            route.responses.setdefault(
+                code,
+                {
+                    "description": entry["description"],
+                    "content": {"application/json": {"schema": {"$ref": ERROR_BODY_REF}}},
+                },
+            )
 
 
 app = create_app()

@@ -91,6 +91,7 @@ def _upstream_error(exc: AppMetricaError) -> ApiError:
 
 @router.get(
     "/ping",
+    name="ping_appmetrica",
     response_model=PingResult,
     summary="Is the AppMetrica Logs API reachable and enabled?",
     responses=error_responses(*AUTH_ERRORS, 502),
@@ -240,6 +241,7 @@ def _write_json(out: IO[bytes], paths: list[Path], bom: bool) -> int:
 
 @router.get(
     "/export",
+    name="export_appmetrica_data",
     summary="Download AppMetrica Logs API data of a date range as one zipped CSV or JSON file",
     response_class=WorkDirFileResponse,
     status_code=200,
