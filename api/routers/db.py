@@ -5,16 +5,20 @@
 
 import logging
 import time
+import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 
 from api.auth import require_read, require_write
 from api.deps import ApiSettingsDep, RepoDep
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.models import TABLE_MODELS, InsertResponse, TableModels
 from dwh_helper.config import PostgresSettings
+from dwh_helper.dwh.models import INDEXED_TEXT_MAX_CHARS
 from dwh_helper.dwh.pages import select_page
+from dwh_helper.dwh.tables import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,19 @@ is enforced with 422)."""
 router = APIRouter(prefix="/db", tags=["db"], dependencies=[Depends(require_read)])
 
 
+def pk_param_type(spec: TableSpec) -> Any:
+    """The type of the `pk` filter: the `pk` column's, with its bounds."""
+    if spec.pk_type == "uuid":
+        return uuid.UUID
+    if spec.pk_type == "bigint":
+        return Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    if spec.pk_type == "integer":
+        return Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+    return Annotated[
+        str, Field(min_length=1, max_length=INDEXED_TEXT_MAX_CHARS, pattern=r"^[^\x00]*$")
+    ]
+
+
 def _add_table(url_name: str, models: TableModels) -> None:
     spec = models.spec
     columns = spec.column_names
@@ -33,11 +50,12 @@ def _add_table(url_name: str, models: TableModels) -> None:
     RowsModel = models.rows  # noqa: N806
     BatchModel = models.batch  # noqa: N806
     pk_help = f"Only rows whose `{spec.pk}` ({spec.pk_type}) equals this"
+    PkType = pk_param_type(spec)  # noqa: N806
 
     def read_rows(
         request: Request,
         repo: RepoDep,
-        pk: Annotated[str | None, Query(description=pk_help, max_length=200)] = None,
+        pk: Annotated[PkType | None, Query(description=pk_help)] = None,
         limit: Annotated[
             int | None,
             Query(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Iterator
@@ -77,6 +76,18 @@ class DeleteResult(BaseModel):
     deleted: bool
 
 
+_SEGMENT = (
+    r"(?:[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.\.[^/\x00-\x1f\x7f]+)"
+)
+KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+"""What `_check_path` accepts as a key, declared in OpenAPI: segments joined by `/`, none
+empty, `.` or `..`, no control characters."""
+PREFIX_PATTERN = rf"^(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?$"
+"""What `_check_path` accepts as a prefix: a key, a key ending in `/`, or empty."""
+
+
 def _check_path(value: str, name: str, max_length: int, allow_empty: bool) -> str:
     if not value and not allow_empty:
         raise ApiError(422, f"{name} must not be empty", field=name)
@@ -101,7 +112,14 @@ def _check_path(value: str, name: str, max_length: int, allow_empty: bool) -> st
 
 def valid_key(
     api: ApiSettingsDep,
-    key: Annotated[str, Query(description="Object key, e.g. `raw/amplitude/web/2024/05/01/a.zip`")],
+    key: Annotated[
+        str,
+        Query(
+            description="Object key, e.g. `raw/amplitude/web/2024/05/01/a.zip` (at most 1,024 "
+            "UTF-8 bytes)",
+            json_schema_extra={"minLength": 1, "maxLength": 1024, "pattern": KEY_PATTERN},
+        ),
+    ],
 ) -> str:
     """The `key` parameter, checked: not empty, no `..` segments, within the length limit."""
     _check_path(key, "key", api.s3_max_key_length, allow_empty=False)
@@ -112,7 +130,13 @@ def valid_key(
 
 def valid_prefix(
     api: ApiSettingsDep,
-    prefix: Annotated[str, Query(description="List under this prefix; '' is the bucket root")] = "",
+    prefix: Annotated[
+        str,
+        Query(
+            description="List under this prefix; '' is the bucket root",
+            json_schema_extra={"maxLength": 1024, "pattern": PREFIX_PATTERN},
+        ),
+    ] = "",
 ) -> str:
     """The `prefix` parameter, checked like a key (empty allowed)."""
     return _check_path(prefix, "prefix", api.s3_max_key_length, allow_empty=True)
@@ -158,23 +182,22 @@ def list_objects(
     continuation: Annotated[
         str | None,
         Query(
-            min_length=1,
-            max_length=2048,
-            description="`next_continuation` of the previous page, to read the next one",
+            max_length=1024,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="List what comes after this key: `next_continuation` of the previous "
+            "page (keyset continuation)",
         ),
     ] = None,
 ) -> ObjectList:
     """Direct children of `prefix`, at most `limit`; follow `next` for the rest."""
-    start_after = _start_after(continuation, prefix) if continuation else ""
-    listing = store.list_page(prefix, limit, start_after)
+    listing = store.list_page(prefix, limit, continuation or "")
     objects = [
         ObjectEntry(key=item.key, size=item.size, etag=item.etag, last_modified=item.last_modified)
         for item in listing.objects
     ]
     following = None
-    token = None
-    if listing.next_token:
-        token = base64.urlsafe_b64encode(listing.next_token.encode()).decode().rstrip("=")
+    token = listing.next_token
+    if token:
         following = str(request.url.include_query_params(continuation=token, limit=limit))
     return ObjectList(
         prefix=prefix,
@@ -184,23 +207,6 @@ def list_objects(
         next_continuation=token,
         next=following,
     )
-
-
-def _start_after(continuation: str, prefix: str) -> str:
-    """The key a `continuation` token stands for (the last one of the previous page)."""
-    try:
-        padded = continuation + "=" * (-len(continuation) % 4)
-        key = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
-    except (ValueError, UnicodeError):
-        key = None
-    if key is None or not key.startswith(prefix) or len(key.encode()) > 1100:
-        raise ApiError(
-            422,
-            "not a continuation token of this listing: pass `next_continuation` of the previous "
-            "page with the same prefix",
-            field="continuation",
-        )
-    return key
 
 
 @router.get(
@@ -297,11 +303,11 @@ IfMatch = Annotated[
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The object's bytes, with its content type and a download filename",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
     },
     206: {
         "description": "The requested byte range (`Content-Range`)",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
     },
     304: {"description": "Not modified: the object still has an ETag of `If-None-Match`"},
     **error_responses(
@@ -372,8 +378,14 @@ def download(
     name="head_s3_object",
     summary="The headers of a download, without the bytes",
     responses={
-        200: {"description": "Headers only: Content-Length, ETag, Content-Type, Accept-Ranges"},
-        206: {"description": "Headers only, for the requested range"},
+        200: {
+            "description": "Headers only: Content-Length, ETag, Content-Type, Accept-Ranges",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        206: {
+            "description": "Headers only, for the requested range",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
         304: {"description": "Not modified"},
         **error_responses(*AUTH_ERRORS, 404, 416, 422, 502),
     },

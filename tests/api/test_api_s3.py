@@ -243,10 +243,45 @@ def test_listing_pages_with_limit_and_continuation(client, store):
         params = {**params, "continuation": body["next_continuation"]}
     assert pages == 3
     assert seen == [f"p/{n}" for n in range(7)] + ["p/sub/"]
-    bad = client.get(
-        "/s3/objects", headers=READ, params={"prefix": "p/", "continuation": "not-a-token"}
-    )
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "continuation"
+    after = client.get("/s3/objects", headers=READ, params={"prefix": "p/", "continuation": "p/4"})
+    assert [item["key"] for item in after.json()["objects"]] == ["p/5", "p/6"]
+
+
+@pytest.mark.unit
+def test_declared_key_patterns_match_what_is_enforced():
+    import re
+
+    from api.routers.s3 import KEY_PATTERN, PREFIX_PATTERN, _check_path
+
+    samples = [
+        "a",
+        "a/b",
+        "a/",
+        "/a",
+        "a//b",
+        ".",
+        "..",
+        "a/./b",
+        "a/../b",
+        "...",
+        ".a",
+        "..a",
+        "a/.b",
+        "a\x01",
+        "raw/2024/05/x.zip",
+        "",
+        "ж/файл",
+        "a b",
+        "a/...",
+    ]
+    for sample in samples:
+        for pattern, empty in ((KEY_PATTERN, False), (PREFIX_PATTERN, True)):
+            try:
+                _check_path(sample, "key", 1024, allow_empty=empty)
+                enforced = pattern is PREFIX_PATTERN or not sample.endswith("/")
+            except Exception:  # noqa: BLE001
+                enforced = False
+            assert bool(re.fullmatch(pattern, sample)) == enforced, (pattern, sample)
 
 
 def test_download_range_head_and_if_none_match(client, store):

@@ -106,10 +106,35 @@ UtcTimestamp = Annotated[
     PlainSerializer(_utc_text, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
-BigInt = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
-Int32 = Annotated[int, Field(strict=True, ge=-(2**31), le=2**31 - 1)]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON integer: a number without a fractional part (`3` or `3.0`), never text or a
+    boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer, e.g. 42 (not text, not a boolean)")
+    return value
+
+
+BigInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), BeforeValidator(_json_integer)]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1), BeforeValidator(_json_integer)]
 Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Inet = Annotated[IPvAnyAddress, PlainSerializer(str, return_type=str)]
+
+
+def _text_only(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be a string, e.g. '203.0.113.7' or '2001:db8::1'")
+    return value
+
+
+Inet = Annotated[
+    IPvAnyAddress,
+    BeforeValidator(_text_only),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
+    ),
+]
 Json = Annotated[Any, AfterValidator(_plain_json)]
 
 

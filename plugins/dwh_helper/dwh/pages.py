@@ -114,7 +114,9 @@ def select_page(
         where.append(sql.SQL("migrated = %s"))
         params.append(migrated)
     if after is not None:
-        condition, values = _after(spec, columns, direction, decode_cursor(after, columns, direction))
+        condition, values = _after(
+            spec, columns, direction, decode_cursor(after, columns, direction)
+        )
         where.append(condition)
         params.extend(values)
     keyword = sql.SQL("ASC" if direction == "asc" else "DESC")
