@@ -86,14 +86,12 @@ RETRY_LATER = {"Retry-After": "5"}
 
 
 def allowed_methods(app: Any, scope: Scope) -> list[str]:
-    """Every method some endpoint accepts at this path (GET implies HEAD)."""
+    """Every method some endpoint accepts at this path."""
     methods: set[str] = set()
     for route in app.router.routes:
         match, _ = route.matches(scope)
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
-    if "GET" in methods:
-        methods.add("HEAD")
     return sorted(methods)
 
 
