@@ -552,6 +552,7 @@ def load_appmetrica_file(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     reject_ratio: float = 0.01,
+    reload: bool = False,
 ) -> LoadResult:
     """Load one raw AppMetrica file from S3 into `appmetrica.<table>` (one transaction).
 
@@ -581,4 +582,6 @@ def load_appmetrica_file(
         batch_size=batch_size,
         reject_ratio=reject_ratio,
         window=described.window,
+        info=info,
+        reload=reload,
     )
