@@ -464,6 +464,7 @@ def _load_once(
                 result.bytes, result.sha256 = hashing.finish()
                 _verify(key, expected, result)
             _check_rejects(key, result, reject_ratio)
+            result.details.update(getattr(mapping, "details", None) or {})
             result.seconds = time.perf_counter() - started
             complete_attempt(tx, attempt, _completion(result, expected))
     log.info(
