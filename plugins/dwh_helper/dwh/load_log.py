@@ -85,21 +85,22 @@ def complete_attempt(conn: psycopg.Connection, attempt_id: int, completion: Comp
     )
 
 
-def mark_abandoned(conn: psycopg.Connection, s3_key: str) -> list[int]:
-    """Mark `running` rows of this key whose backend is gone as `abandoned`; returns their ids.
-
-    A row's backend is gone when no backend with its PID has existed since the row started
-    (a PID reused by a newer backend does not count).
+def mark_abandoned(conn: psycopg.Connection, s3_key: str, attempt_id: int) -> list[int]:
+    """Called holding the key's lock: mark other `running` rows of this key whose backend is
+    gone, or is not waiting for the key's lock (so it is not a live load queued behind this
+    one: a backend being torn down after its client died), as `abandoned`; returns their ids.
     """
     rows = conn.execute(
         "UPDATE load_log l SET status = 'abandoned', finished_at = clock_timestamp(), "
         "duration_seconds = extract(epoch FROM clock_timestamp() - l.started_at), "
         "error = coalesce(l.error, 'the process running this load died (database backend ' "
         "|| coalesce(l.backend_pid::text, '?') || ' is gone); nothing of it was committed') "
-        "WHERE l.s3_key = %s AND l.status = 'running' AND NOT EXISTS ("
-        "SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
-        "AND a.backend_start <= l.started_at) RETURNING l.id",
-        (s3_key,),
+        "WHERE l.s3_key = %s AND l.status = 'running' AND l.id <> %s AND NOT EXISTS ("
+        "SELECT 1 FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid "
+        "WHERE k.pid = l.backend_pid AND a.backend_start <= l.started_at "
+        "AND k.locktype = 'advisory' AND NOT k.granted AND k.classid::bigint = %s "
+        "AND k.objid::bigint = (hashtext(%s)::bigint & 4294967295)) RETURNING l.id",
+        (s3_key, attempt_id, KEY_LOCK_CLASS, s3_key),
     ).fetchall()
     return [int(row[0]) for row in rows]
 

@@ -151,6 +151,7 @@ def load_amplitude_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     reject_ratio: float = 0.01,
     reload: bool = False,
+    temp_dir: Path | None = None,
 ) -> LoadResult:
     """Load one raw Amplitude archive from S3 into the six event tables (one transaction).
 
@@ -177,4 +178,5 @@ def load_amplitude_file(
         window=window,
         info=info,
         reload=reload,
+        temp_dir=temp_dir,
     )

@@ -571,6 +571,7 @@ def load_appmetrica_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     reject_ratio: float = 0.01,
     reload: bool = False,
+    temp_dir: Path | None = None,
 ) -> LoadResult:
     """Load one raw AppMetrica file from S3 into `appmetrica.<table>` (one transaction).
 
@@ -602,4 +603,5 @@ def load_appmetrica_file(
         window=described.window,
         info=info,
         reload=reload,
+        temp_dir=temp_dir,
     )

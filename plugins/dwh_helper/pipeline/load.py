@@ -320,7 +320,7 @@ def load_raw_file(
             lock_key(conn, key)
             locked = True
             with conn.transaction():
-                abandoned = mark_abandoned(conn, key)
+                abandoned = mark_abandoned(conn, key, attempt)
             if abandoned:
                 log.warning(
                     "%s: earlier attempt(s) %s died while loading (their backend is gone); "
