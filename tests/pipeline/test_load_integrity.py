@@ -62,7 +62,7 @@ def _journal(conn) -> list[tuple]:
     ).fetchall()
 
 
-# -- verified objects --------------------------------------------------------------------------
+# -- verified objects -----------------------------------------------------------------
 
 
 def test_a_csv_truncated_at_a_line_end_is_a_load_error_and_nothing_is_committed(
@@ -163,7 +163,7 @@ def test_a_body_that_is_not_a_logs_api_csv_is_corrupt(body, store, repo, dwh_con
     assert [row[0] for row in _journal(dwh_conn)] == ["failed"]
 
 
-# -- AppMetrica identity -------------------------------------------------------------------------
+# -- AppMetrica identity ----------------------------------------------------------------
 
 
 def test_installations_without_identity_fields_keep_distinct_rows(store, repo, dwh_conn):
@@ -210,7 +210,7 @@ def test_a_file_with_the_identity_fields_reports_the_declared_identity(store, re
     ]
 
 
-# -- the journal ----------------------------------------------------------------------------------
+# -- the journal -------------------------------------------------------------------------
 
 
 def test_the_journal_has_the_real_end_duration_and_counts(store, repo, dwh_conn):
@@ -274,7 +274,7 @@ def test_a_second_load_waiting_for_the_key_finishes_already_loaded_unless_reload
     assert same_as and all(value is not None for (value,) in same_as)
 
 
-# -- temporary files --------------------------------------------------------------------------------
+# -- temporary files -----------------------------------------------------------------------
 
 
 def test_temporary_files_are_removed_and_dead_loads_leftovers_cleaned(
@@ -298,7 +298,7 @@ def test_temporary_files_are_removed_and_dead_loads_leftovers_cleaned(
     assert remove_leftovers(root, max_age=0) == [live]  # older than max_age: removed too
 
 
-# -- partitions and after-commit work ---------------------------------------------------------------
+# -- partitions and after-commit work ------------------------------------------------------
 
 
 def test_partition_creation_gives_up_in_time_while_devices_are_being_written(dwh_dsn, dwh_conn):
