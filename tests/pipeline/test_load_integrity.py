@@ -83,9 +83,7 @@ def test_a_csv_truncated_at_a_line_end_is_a_load_error_and_nothing_is_committed(
 
 
 @pytest.mark.parametrize("kind", ["appmetrica", "amplitude"])
-def test_a_hash_mismatch_of_the_same_size_is_a_load_error_naming_both(
-    kind, store, repo, dwh_conn
-):
+def test_a_hash_mismatch_of_the_same_size_is_a_load_error_naming_both(kind, store, repo, dwh_conn):
     if kind == "appmetrica":
         body = _body(_rows("events"))
         key = raw_key(APP, "events", DAY)
@@ -125,9 +123,7 @@ def test_a_verified_load_journals_size_sha_and_verified(store, repo, dwh_conn):
     )
 
 
-def test_an_object_without_metadata_loads_unverified_with_a_notice(
-    store, repo, dwh_conn, caplog
-):
+def test_an_object_without_metadata_loads_unverified_with_a_notice(store, repo, dwh_conn, caplog):
     rows = _rows("events")
     body = _body(rows)
     key = raw_key(APP, "events", DAY)
@@ -183,8 +179,7 @@ def test_installations_without_identity_fields_keep_distinct_rows(store, repo, d
     result = load_appmetrica_file(store, key, repo)
     assert result.rows_read == 4 and result.inserted == {"installations": 3}
     stored = dwh_conn.execute(
-        "SELECT appmetrica_device_id, install_datetime FROM appmetrica.installations "
-        "ORDER BY 2"
+        "SELECT appmetrica_device_id, install_datetime FROM appmetrica.installations ORDER BY 2"
     ).fetchall()
     assert stored == [
         (555, datetime(2024, 3, 2, 10, 0)),
