@@ -151,7 +151,7 @@ def _filters(
         where.append("source = %s")
         params.append(source)
     if day is not None:
-        where.append("coalesce(window_start, started_at)::date = %s")
+        where.append("(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date = %s")
         params.append(day)
     if s3_key is not None:
         where.append("s3_key = %s")
@@ -203,16 +203,16 @@ def day_summary(
         where.append("source = %s")
         params.append(source)
     if since is not None:
-        where.append("coalesce(window_start, started_at)::date >= %s")
+        where.append("(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date >= %s")
         params.append(since)
     if until is not None:
-        where.append("coalesce(window_start, started_at)::date <= %s")
+        where.append("(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date <= %s")
         params.append(until)
     query = sql.SQL("""
         WITH latest AS (
             SELECT DISTINCT ON (s3_key) source, s3_key, status, rows_read, rows_inserted,
                    rows_rejected, values_nulled, finished_at, started_at,
-                   coalesce(window_start, started_at)::date AS day
+                   (coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date AS day
             FROM load_log{where}
             ORDER BY s3_key, started_at DESC, id DESC
         ), done AS (

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from dwh_helper.dwh.repository import Repository
-from dwh_helper.dwh.schema import create_month_partitions
 from dwh_helper.pipeline.load import (
     DEFAULT_BATCH_SIZE,
     CorruptFile,
@@ -165,8 +164,6 @@ def load_amplitude_file(
             datetime.fromisoformat(info.metadata["window-start"]),
             datetime.fromisoformat(info.metadata["window-end"]),
         )
-        with repo.connection() as conn:
-            create_month_partitions(conn, [window[0].date(), window[1].date()])
     return load_raw_file(
         store,
         key,
@@ -179,4 +176,5 @@ def load_amplitude_file(
         info=info,
         reload=reload,
         temp_dir=temp_dir,
+        months=[window[0].date(), window[1].date()] if window else (),
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -290,6 +291,7 @@ def load_raw_file(
     info: ObjectInfo | None = None,
     reload: bool = False,
     temp_dir: Path | None = None,
+    months: Sequence[date] = (),
 ) -> LoadResult:
     """Load one raw file from S3 into the mapping's tables, all or nothing; journal it.
 
@@ -298,7 +300,8 @@ def load_raw_file(
     for another which committed the same content (SHA-256) finishes `already loaded` without
     reading the file, unless `reload`. The object is checked against the size and SHA-256
     `extract` recorded (size before reading, SHA-256 while streaming); events_part's month
-    partitions are created before the data needs them, outside the data transaction.
+    partitions are created before the data needs them (`months` up front, others when the
+    reader meets them), outside the data transaction.
     Records that cannot be mapped go to load_rejects with file, entry, line and reason;
     the load fails (and commits nothing) when they exceed `reject_ratio` of the records.
     Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
@@ -345,6 +348,8 @@ def load_raw_file(
                 )
                 result.seconds = time.perf_counter() - started
                 return result
+            if months:
+                create_month_partitions(conn, months)
             _load_verified(
                 store, key, pinned, conn, mapping, raw_format, info, expected, result,
                 batch_size, reject_ratio, attempt, temp_dir, started,
@@ -403,12 +408,19 @@ def _load_verified(
                 result.bytes,
                 time.perf_counter() - started,
             )
-        for _ in range(MISSING_PARTITION_RETRIES):
+        for tries in range(1, PASSES + 1):
             result.reset_counts()
             try:
                 _load_once(store, key, repo, conn, mapping, raw_format, path, expected, result,
                            batch_size, reject_ratio, attempt, known, started)  # fmt: skip
                 return
+            except psycopg.errors.DeadlockDetected as exc:
+                # two loads of large files sharing keys across batches (say, devices) can still
+                # meet in opposite orders; PostgreSQL rolled this one back: read it again
+                if tries == PASSES:
+                    raise
+                log.warning("%s: rolled back by a deadlock (%s); loading again", key, exc)
+                time.sleep(random.uniform(0.1, 1.0))
             except _MissingPartition as missing:
                 # the data transaction was rolled back before any row of that month was sent
                 months = _months_of_file(raw_format, mapping, store, key, path) | missing.months
@@ -420,10 +432,14 @@ def _load_verified(
                 )
                 create_month_partitions(conn, _month_dates(months))
                 known = month_partitions(conn)
-        raise LoadError(key, "month partitions kept missing; nothing loaded", retryable=True)
+        raise LoadError(
+            key, f"not loaded in {PASSES} passes (month partitions kept missing)", retryable=True
+        )
 
 
-MISSING_PARTITION_RETRIES = 3
+PASSES = 3
+"""Passes over a file at most: a pass ends early when a month has no partition yet (created,
+then read again) or when PostgreSQL picks the load as a deadlock's victim."""
 
 
 def _load_once(
