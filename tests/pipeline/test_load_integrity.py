@@ -9,6 +9,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from datetime import date, datetime
 
 import psycopg
@@ -332,3 +333,31 @@ def test_late_events_get_their_partition_and_none_lands_in_default(store, repo, 
     assert result.inserted["events_part"] == len(events)
     assert _count(dwh_conn, "events_part_default") == 0
     assert _count(dwh_conn, "events_part_202311") == 10
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("resource", ["events", "installations", "sessions_starts"])
+def test_without_identity_fields_every_path_falls_back_to_the_same_key(resource):
+    """The loader's formatter, `row_uuid` and `RowConverter` agree on the fallback key, and it
+    tells apart rows the declared identity (with its fields missing) would merge."""
+    from dwh_helper.dwh.appmetrica_schema import RowConverter, appmetrica_table, row_uuid
+    from dwh_helper.sources.appmetrica_parse import cast_record
+    from dwh_helper.transform.appmetrica_mapping import load_appmetrica_mapping
+
+    mapping = load_appmetrica_mapping().resource(resource)
+    identity = mapping.identity
+    rows = [
+        {k: v for k, v in row.items() if k not in identity[1:]}
+        for row in _rows(resource, per_day=200)
+    ]
+    formatter = mapping.formatter(APP, header=list(rows[0]))
+    assert formatter.identity_fallback and identity[0] in formatter.identity
+    converter = RowConverter(appmetrica_table(resource), APP)
+    keys = set()
+    for number, record in enumerate(rows, start=1):
+        key = uuid.UUID(formatter.line(list(record.values())).split("\t")[0])
+        assert key == row_uuid(resource, cast_record(resource, record, row=number), APP)
+        assert key == converter(record, row=number)[0]
+        keys.add(key)
+    distinct = {tuple(row.values()) for row in rows}
+    assert len(keys) == len(distinct)

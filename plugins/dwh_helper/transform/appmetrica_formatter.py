@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import astuple
 
-from dwh_helper.dwh.appmetrica_schema import ROW_UUID_NAMESPACE
+from dwh_helper.dwh.appmetrica_schema import FALLBACK_MARK, ROW_UUID_NAMESPACE, fallback_identity
 from dwh_helper.dwh.copy_text import CopyDialect, escape
 from dwh_helper.sources.appmetrica_parse import CastError, field_text, kind_caster
 
@@ -212,7 +212,7 @@ class RowFormatter:
         CSV and JSON agree): rows that differ anywhere stay apart, exact duplicates collapse."""
         self.identity_fallback = any(name not in order for name in mapping.identity)
         if self.identity_fallback:
-            self.identity = tuple(name for name in kinds if name in order)
+            self.identity = fallback_identity(kinds, order)
         self.columns: tuple[str, ...] = (*LOADER_COLUMNS, *order)
         self._names = tuple(order)
         self._kinds = tuple(kinds[name] for name in order)
@@ -319,7 +319,7 @@ class RowFormatter:
 
         # the parts of the key's f-string; a fallback identity is marked so it never meets a
         # declared one
-        identity = ["{prefix}\\x1f*" if self.identity_fallback else "{prefix}"]
+        identity = ["{prefix}"] + ([FALLBACK_MARK] if self.identity_fallback else [])
         for name in self.identity:
             kind = dict(self.mapping.fields)[name]
             if name not in self._names:
