@@ -9,7 +9,7 @@ from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
-from dwh_helper.operators.assets import AMPLITUDE_EVENTS
+from dwh_helper.operators.assets import AMPLITUDE_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
 from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, plan_days, run_migrations
 
@@ -21,8 +21,9 @@ DAG exports the **previous UTC day** (`T00`..`T23`, filtered on `server_upload_t
 Amplitude project and loads it:
 
 1. `migrate_schema` — applies pending DWH migrations (idempotent).
-2. `plan` — the (source, day) pairs of this run: the data interval's day, or the `start`..`end`
-   range and `sources` of a manual run.
+2. `plan` — the (source, day) pairs of this run: the `start`..`end` range and `sources` of the
+   params, else the data interval's day (scheduled and backfill runs) or the UTC day before the
+   trigger time (manual runs, whether from the UI, the CLI or the REST API).
 3. `extract` — one mapped task per (source, day): the export lands byte for byte in
    `s3://$S3_BUCKET_NAME/raw/amplitude/<source>/<YYYY>/<MM>/<DD>/<source>_<YYYYMMDD>.zip`
    (split windows get an `_<HH>-<HH>` suffix); a re-run overwrites the same keys. With
@@ -31,8 +32,10 @@ Amplitude project and loads it:
    `mobile_devices`, `events_part`, `technical_data`, `tmp_event_properties`,
    `tmp_user_properties` and `user_locations`, one transaction per file
    (`INSERT … ON CONFLICT DO NOTHING`: re-running changes nothing). Bad records go to
-   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file. Updates the
-   `dwh://public/amplitude_events` asset, which triggers `user_properties`.
+   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file.
+5. `publish` — once every `load` of the run succeeded, updates the `dwh://public/amplitude_events`
+   asset (once per run, not per archive), which triggers `user_properties`: it starts after the
+   whole run's data landed.
 
 Connections: `amplitude_web`, `amplitude_mobile`, `aws_default`, `dwh_postgres`; the bucket is
 `S3_BUCKET_NAME`. Pool: `amplitude_api` caps concurrent Amplitude exports.
@@ -81,11 +84,11 @@ def amplitude_events() -> None:
     load = S3ToDwhOperator.partial(
         task_id="load",
         source="amplitude",
-        outlets=[AMPLITUDE_EVENTS],
         map_index_template="{{ task.keys | join(', ') or 'no archive' }}",
         execution_timeout=timedelta(hours=3),
     ).expand(keys=extract.output)
-    migrate >> plan >> extract >> load
+    publish = publish_loaded(AMPLITUDE_EVENTS)(load.output)
+    migrate >> plan >> extract >> load >> publish
 
 
 amplitude_events()

@@ -9,7 +9,7 @@ from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dwh_helper.operators.appmetrica import RESOURCES, AppMetricaToS3Operator, plan_appmetrica_days
-from dwh_helper.operators.assets import APPMETRICA_EVENTS
+from dwh_helper.operators.assets import APPMETRICA_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
 from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, run_migrations
 
@@ -20,8 +20,9 @@ Every day at **04:00 UTC** this DAG exports the **previous day** (`00:00:00`..`2
 each AppMetrica application and resource and loads it:
 
 1. `migrate_schema` — applies pending DWH migrations (idempotent; creates schema `appmetrica`).
-2. `plan` — the (application, resource, day) items of this run: the data interval's day, or the
-   `start`..`end` range of a manual run; applications from the `application_ids` param, else the
+2. `plan` — the (application, resource, day) items of this run: the `start`..`end` range, else
+   the data interval's day (scheduled and backfill runs) or the UTC day before the trigger time
+   (manual runs, whether from the UI, the CLI or the REST API); applications from the `application_ids` param, else the
    `application_ids` extra of connection `appmetrica_default`; resources from `resources`
    (default `events`).
 3. `extract` — one mapped task per (application, resource, day), named `<app> <resource> <day>`:
@@ -33,8 +34,9 @@ each AppMetrica application and resource and loads it:
 4. `load` — one mapped task per extract: each file is streamed from S3 into `appmetrica.<resource>`
    through `transform/mappings/appmetrica.yaml`, one transaction per file, keyed by a deterministic
    `row_uuid` (`INSERT … ON CONFLICT DO NOTHING`: re-running changes nothing). Bad records go to
-   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file. Updates the
-   `dwh://appmetrica/events` asset.
+   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file.
+5. `publish` — once every `load` of the run succeeded, updates the `dwh://appmetrica/events`
+   asset (once per run, not per file).
 
 **Pool** `appmetrica_api` (3 slots): AppMetrica queues at most **3 requests per application**;
 the pool keeps the DAG within that limit (shared by all applications, so it is conservative when
@@ -109,11 +111,11 @@ def appmetrica_events() -> None:
     load = S3ToDwhOperator.partial(
         task_id="load",
         source="appmetrica",
-        outlets=[APPMETRICA_EVENTS],
         map_index_template="{{ task.keys | join(', ') or 'no file' }}",
         execution_timeout=timedelta(hours=3),
     ).expand(keys=extract.output)
-    migrate >> plan >> extract >> load
+    publish = publish_loaded(APPMETRICA_EVENTS)(load.output)
+    migrate >> plan >> extract >> load >> publish
 
 
 appmetrica_events()
