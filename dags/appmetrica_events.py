@@ -22,9 +22,9 @@ each AppMetrica application and resource and loads it:
 1. `migrate_schema` — applies pending DWH migrations (idempotent; creates schema `appmetrica`).
 2. `plan` — the (application, resource, day) items of this run: the `start`..`end` range, else
    the data interval's day (scheduled and backfill runs) or the UTC day before the trigger time
-   (manual runs, whether from the UI, the CLI or the REST API); applications from the `application_ids` param, else the
-   `application_ids` extra of connection `appmetrica_default`; resources from `resources`
-   (default `events`).
+   (manual runs, whether from the UI, the CLI or the REST API); applications from the
+   `application_ids` param, else the `application_ids` extra of connection `appmetrica_default`;
+   resources from `resources` (default `events`).
 3. `extract` — one mapped task per (application, resource, day), named `<app> <resource> <day>`:
    the Logs API file lands byte for byte at
    `s3://$S3_BUCKET_NAME/raw/appmetrica/<app>/<resource>/<YYYY>/<MM>/<DD>/<resource>_<app>_<YYYYMMDD>.csv`
