@@ -11,7 +11,13 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, plan_days, run_migrations
+from dwh_helper.operators.schedule import (
+    AMPLITUDE_PARALLEL_EXPORTS,
+    DEFAULT_ARGS,
+    day_range_params,
+    plan_days,
+    run_migrations,
+)
 
 DOC = """
 ### Amplitude events → S3 → DWH
@@ -38,7 +44,9 @@ Amplitude project and loads it:
    whole run's data landed.
 
 Connections: `amplitude_web`, `amplitude_mobile`, `aws_default`, `dwh_postgres`; the bucket is
-`S3_BUCKET_NAME`. Pool: `amplitude_api` caps concurrent Amplitude exports.
+`S3_BUCKET_NAME`. At most 2 `extract` tasks run at once (`max_active_tis_per_dag`, no pool to
+create). `migrate_schema` fails the run at once, naming the command to run, when a connection
+it needs is missing.
 
 Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
 `airflow backfill create --dag-id amplitude_events --from-date 2024-03-01 --to-date 2024-03-31`.
@@ -72,12 +80,12 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
 )
 def amplitude_events() -> None:
     """Amplitude → S3 → DWH, one mapped task per (source, day)."""
-    migrate = run_migrations()
+    migrate = run_migrations(amplitude="sources")
     plan = plan_days(source="sources")
     extract = AmplitudeToS3Operator.partial(
         task_id="extract",
         reload_from_s3="{{ params.reload_from_s3 }}",
-        pool="amplitude_api",
+        max_active_tis_per_dag=AMPLITUDE_PARALLEL_EXPORTS,
         map_index_template="{{ task.source }} {{ task.day }}",
         execution_timeout=timedelta(hours=3),
     ).expand_kwargs(plan)

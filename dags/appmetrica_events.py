@@ -11,7 +11,12 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from dwh_helper.operators.appmetrica import RESOURCES, AppMetricaToS3Operator, plan_appmetrica_days
 from dwh_helper.operators.assets import APPMETRICA_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, run_migrations
+from dwh_helper.operators.schedule import (
+    APPMETRICA_PARALLEL_EXPORTS,
+    DEFAULT_ARGS,
+    day_range_params,
+    run_migrations,
+)
 
 DOC = """
 ### AppMetrica Logs API → S3 → DWH (`appmetrica` schema)
@@ -38,9 +43,10 @@ each AppMetrica application and resource and loads it:
 5. `publish` — once every `load` of the run succeeded, updates the `dwh://appmetrica/events`
    asset (once per run, not per file).
 
-**Pool** `appmetrica_api` (3 slots): AppMetrica queues at most **3 requests per application**;
-the pool keeps the DAG within that limit (shared by all applications, so it is conservative when
-several are exported).
+**Concurrency**: AppMetrica queues at most **3 requests per application**; at most 3 `extract`
+tasks of this DAG run at once (`max_active_tis_per_dag`, shared by all applications, so it is
+conservative when several are exported). No pool has to be created first. `migrate_schema` fails
+the run at once, naming the command to run, when a connection it needs is missing.
 
 Connections: `appmetrica_default` (password = OAuth token; extras `application_ids`,
 `poll_interval`, `poll_timeout`; host = base URL when set), `aws_default`, `dwh_postgres`; the
@@ -97,14 +103,14 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
 )
 def appmetrica_events() -> None:
     """AppMetrica → S3 → DWH, one mapped task per (application, resource, day)."""
-    migrate = run_migrations()
+    migrate = run_migrations(appmetrica="appmetrica_default")
     plan = plan_appmetrica_days()
     extract = AppMetricaToS3Operator.partial(
         task_id="extract",
         fields="{{ params.fields }}",
         date_dimension="{{ params.date_dimension }}",
         reload_from_s3="{{ params.reload_from_s3 }}",
-        pool="appmetrica_api",
+        max_active_tis_per_dag=APPMETRICA_PARALLEL_EXPORTS,
         map_index_template="{{ task.application_id }} {{ task.resource }} {{ task.day }}",
         execution_timeout=timedelta(hours=3),
     ).expand_kwargs(plan)

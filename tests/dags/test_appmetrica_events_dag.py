@@ -81,7 +81,7 @@ def test_dag_imports_with_params_pool_and_mapping():
         "publish",
     ]
     extract = dag.get_task("extract")
-    assert extract.pool == "appmetrica_api"
+    assert extract.pool == "default_pool" and extract.max_active_tis_per_dag == 3
     assert extract.retries >= 2 and extract.retry_exponential_backoff
     assert "task.application_id" in extract.map_index_template
     assert dag.get_task("load").outlets == []

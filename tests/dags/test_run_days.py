@@ -56,3 +56,25 @@ def test_the_asset_is_updated_once_after_every_load(dagbag, dag_id, uri):
     assert publish.upstream_task_ids == {"load"}
     assert publish.trigger_rule == "all_success"
     assert DEFAULT_DAY in dag.params.get_param("start").description
+
+
+@pytest.mark.db
+@pytest.mark.s3
+def test_a_missing_connection_fails_the_run_at_once_naming_the_command(airflow_env, monkeypatch):
+    from airflow.models import DagBag
+
+    from dwh_helper.hooks.connection_fields import ConnectionMissing, require_connections
+
+    monkeypatch.delenv("AIRFLOW_CONN_AMPLITUDE_WEB", raising=False)
+    with pytest.raises(ConnectionMissing, match=r"airflow connections add amplitude_web"):
+        require_connections(["dwh_postgres", "aws_default", "amplitude_web"])
+
+    dag = DagBag().dags["amplitude_events"]
+    run = dag.test(
+        run_conf={"start": "2024-03-01", "sources": ["web"]},
+        logical_date=datetime(2024, 4, 1, 3, tzinfo=UTC),
+    )
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+    assert str(run.state) == "failed"
+    assert states["migrate_schema"] == ("failed", 1)  # no retry
+    assert states["extract"][0] in ("upstream_failed", None)

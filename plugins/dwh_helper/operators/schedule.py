@@ -11,6 +11,10 @@ from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 MAX_DAYS_PER_RUN = 366
+AMPLITUDE_PARALLEL_EXPORTS = 2
+"""Amplitude exports running at once (all runs of the DAG): a cap that needs no pool to exist."""
+APPMETRICA_PARALLEL_EXPORTS = 3
+"""AppMetrica Logs API requests at once: AppMetrica queues at most 3 per application."""
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-engineering",
@@ -136,11 +140,35 @@ def plan_days(**dimensions: str):  # noqa: ANN201 - returns the task's XComArg
     return plan()
 
 
-@task(task_id="migrate_schema")
-def run_migrations(dwh_conn_id: str = "dwh_postgres") -> list[int]:
-    """Apply the pending DWH migrations (idempotent); returns the versions applied."""
-    from dwh_helper.dwh.schema import migrate
-    from dwh_helper.hooks.dwh import dwh_connection
+def run_migrations(dwh_conn_id: str = "dwh_postgres", **needs: str):  # noqa: ANN201
+    """The `migrate_schema` task: check the run's connections, then apply the DWH migrations.
 
-    with dwh_connection(dwh_conn_id) as conn:
-        return migrate(conn)
+    `needs` names the connections the run uses besides `dwh_conn_id` and `aws_default`:
+    `amplitude="sources"` checks `amplitude_<source>` for each source in that param,
+    `appmetrica="appmetrica_default"` checks that connection. Skipped with `reload_from_s3`.
+    A missing connection fails the run at once (no retries), saying how to create it.
+    """
+
+    @task(task_id="migrate_schema")
+    def migrate_schema() -> list[int]:
+        from dwh_helper.dwh.schema import migrate
+        from dwh_helper.hooks.connection_fields import ConnectionMissing, require_connections
+        from dwh_helper.hooks.dwh import dwh_connection
+
+        params = get_current_context()["params"]
+        required = [dwh_conn_id, "aws_default"] if needs else [dwh_conn_id]
+        if not params.get("reload_from_s3"):
+            if "amplitude" in needs:
+                required += [
+                    f"amplitude_{source}" for source in params.get(needs["amplitude"]) or []
+                ]
+            if "appmetrica" in needs:
+                required.append(needs["appmetrica"])
+        try:
+            require_connections(required)
+        except ConnectionMissing as exc:
+            raise AirflowFailException(str(exc)) from exc
+        with dwh_connection(dwh_conn_id) as conn:
+            return migrate(conn)
+
+    return migrate_schema()
