@@ -42,8 +42,8 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
+from dwh_helper.dwh.load_journal import Reject, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import (
     CHANGEABLE_STATE_COLUMNS,
@@ -323,7 +323,7 @@ def _clean_json(value: Any) -> Any:
     return repr(value)
 
 
-def _reject_rows(rejects: list[_Reject], key: str | None) -> list[tuple[Any, ...]]:
+def _reject_rows(rejects: list[_Reject], key: str | None) -> list[Reject]:
     rows = []
     for reject in rejects:
         reason = "; ".join(str(error) for error in reject.errors)
@@ -331,14 +331,14 @@ def _reject_rows(rejects: list[_Reject], key: str | None) -> list[tuple[Any, ...
         if reject.raw is not None:
             raw.update(reject.raw)
         rows.append(
-            (
-                REJECT_SOURCE,
-                key,
-                reject.record_id,
-                reject.entry,
-                reject.line,
-                reason.replace("\x00", "\\x00"),
-                Jsonb(_clean_json(raw)),
+            Reject(
+                source=REJECT_SOURCE,
+                reason=reason.replace("\x00", "\\x00"),
+                s3_key=key,
+                record_id=reject.record_id,
+                entry=reject.entry,
+                line=reject.line,
+                raw=_clean_json(raw),
             )
         )
     return rows
@@ -479,11 +479,7 @@ def _write_batch(repo: Repository, job: _Job, *, s3_key: str | None = None) -> _
             before = {row[0] for row in cursor.fetchall()}
             repeated = sum(reject.line in before for reject in batch.rejects)
         if batch.rejects:
-            cursor.executemany(
-                "INSERT INTO load_rejects (source, s3_key, record_id, entry, line, reason, raw) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                _reject_rows(batch.rejects, s3_key),
-            )
+            write_rejects(conn, _reject_rows(batch.rejects, s3_key))
     if migrated:
         repo.mark_migrated(migrated)
     return _Written(permanent_inserted, changeable_inserted, repeated)
