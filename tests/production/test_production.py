@@ -27,6 +27,7 @@ import pytest
 from tests.production.conftest import (
     BUCKET,
     DWH_DB,
+    REJECT_RATIO,
     postgres_conn,
     reset_database,
     source_connections,
@@ -119,6 +120,7 @@ def reference(
     s3_server.create_bucket(bucket)
     monkeypatch.setenv("AIRFLOW_CONN_DWH_POSTGRES", postgres_conn(dsn))
     monkeypatch.setenv("S3_BUCKET_NAME", bucket)
+    monkeypatch.setenv("ETL_REJECT_RATIO", REJECT_RATIO)
     for name, value in source_connections(*sandboxes).items():
         monkeypatch.setenv(name, value)
     dags = DagBag().dags
