@@ -162,19 +162,31 @@ def fresh_dwh(stack: AirflowStack, pg_server, s3_server) -> str:
     return reset_database(pg_server, DWH_DB)
 
 
-def trigger_two_days(stack: AirflowStack, tag: str) -> None:
-    """Both loading DAGs for both days: Amplitude later day first, AppMetrica in one run."""
+def trigger_two_days(stack: AirflowStack, tag: str, *, later_first: bool = False) -> None:
+    """Both loading DAGs for both days: AppMetrica in one run, Amplitude one run per day,
+    the later day first (`later_first`: the earlier one only after user_properties ran)."""
     later, earlier = DAYS[1].isoformat(), DAYS[0].isoformat()
     trigger(stack, "amplitude_events", f"{tag}-amplitude-later", {"start": later})
     trigger(stack, "appmetrica_events", f"{tag}-appmetrica", {"start": earlier, "end": later})
+    if later_first:
+        stack.wait_until_idle(timeout=600)
     trigger(stack, "amplitude_events", f"{tag}-amplitude-earlier", {"start": earlier})
+
+
+def user_properties_results(stack: AirflowStack) -> list[dict[str, Any]]:
+    """The XCom results of every user_properties run so far."""
+    rows = stack.query(
+        "SELECT value FROM xcom WHERE dag_id = 'user_properties' "
+        "AND task_id = 'migrate_user_properties' AND key = 'return_value'"
+    )
+    return [value if isinstance(value, dict) else json.loads(value) for (value,) in rows]
 
 
 def test_parallel_celery_runs_equal_the_sequential_dags_test(
     stack, pg_server, s3_server, sandboxes, airflow_db, aws_conn_env, monkeypatch
 ):
     dwh_dsn = fresh_dwh(stack, pg_server, s3_server)
-    trigger_two_days(stack, "clean")
+    trigger_two_days(stack, "clean", later_first=True)
     stack.wait_until_idle(timeout=600)
 
     runs = run_states(stack)
@@ -184,6 +196,8 @@ def test_parallel_celery_runs_equal_the_sequential_dags_test(
         assert "Executing workload in Celery" in stack.log_tail(worker, 10**7), worker
     days = loaded_days(dwh_dsn)
     assert set(DAYS) <= days["amplitude_events"] and set(DAYS) <= days["appmetrica_events"]
+    # The earlier day arrived after user_properties had run on the later one.
+    assert any(result["rederived_people"] > 0 for result in user_properties_results(stack))
 
     actual = snapshot(dwh_dsn)
     expected = reference(pg_server, s3_server, sandboxes, monkeypatch, days)
