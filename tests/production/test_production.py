@@ -142,12 +142,14 @@ def assert_same_tables(actual: dict[str, list[tuple]], expected: dict[str, list[
     """Row-for-row equality, table by table, with a readable difference."""
     assert actual.keys() == expected.keys()
     for table in expected:
-        missing = set(expected[table]) - set(actual[table])
-        extra = set(actual[table]) - set(expected[table])
-        assert actual[table] == expected[table], (
+        if actual[table] == expected[table]:
+            continue
+        missing = set(map(repr, expected[table])) - set(map(repr, actual[table]))
+        extra = set(map(repr, actual[table])) - set(map(repr, expected[table]))
+        raise AssertionError(
             f"{table}: {len(actual[table])} rows vs {len(expected[table])} sequential; "
-            f"{len(missing)} missing, e.g. {sorted(missing, key=repr)[:2]}; "
-            f"{len(extra)} extra, e.g. {sorted(extra, key=repr)[:2]}"
+            f"{len(missing)} missing, e.g. {sorted(missing)[:2]}; "
+            f"{len(extra)} extra, e.g. {sorted(extra)[:2]}"
         )
     assert sum(len(rows) for rows in expected.values()) > 0
 
