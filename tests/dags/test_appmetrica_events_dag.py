@@ -201,8 +201,8 @@ def test_hook_default_base_url_and_full_url_host(monkeypatch):
     [
         (
             None,
-            "'appmetrica_default' is not defined: create it in the UI or set "
-            "AIRFLOW_CONN_APPMETRICA_DEFAULT",
+            "'appmetrica_default' is not defined: create it with "
+            "`airflow connections add appmetrica_default --conn-json",
         ),
         ({"host": "http://x"}, "has no password (the AppMetrica OAuth token)"),
         ({"password": "t", "extra": {"poll_timeout": "soon"}}, "extra 'poll_timeout' must be"),
