@@ -206,15 +206,17 @@ def test_parallel_celery_runs_equal_the_sequential_dags_test(
     assert_same_tables(actual, expected)
 
 
-def kill_a_running_load(stack: AirflowStack, run_prefix: str, dwh_dsn: str, timeout: float) -> str:
+def kill_a_running_load(
+    stack: AirflowStack, run_prefix: str, dwh_dsn: str, timeout: float
+) -> tuple[str, int]:
     """`kill -9` a `load` task process of the scenario's runs while it holds a DWH transaction
-    (or, failing that, once it has run for 5 s); returns the killed task instance's id."""
+    (or, failing that, once it has run for 5 s); returns its (run_id, map_index)."""
     deadline = time.monotonic() + timeout
     first_seen: dict[str, float] = {}
     while time.monotonic() < deadline:
         stack.check_alive()
         running = stack.query(
-            "SELECT id::text, pid FROM task_instance WHERE task_id = 'load' "
+            "SELECT run_id, map_index, pid FROM task_instance WHERE task_id = 'load' "
             "AND state = 'running' AND pid IS NOT NULL AND run_id LIKE %s",
             f"{run_prefix}%",
         )
@@ -224,14 +226,14 @@ def kill_a_running_load(stack: AirflowStack, run_prefix: str, dwh_dsn: str, time
                 "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
             ).fetchone()[0]
         now = time.monotonic()
-        for ti_id, pid in running:
-            first_seen.setdefault(ti_id, now)
-            if busy or now - first_seen[ti_id] > 5:
+        for run_id, map_index, pid in running:
+            first_seen.setdefault(f"{run_id}/{map_index}", now)
+            if busy or now - first_seen[f"{run_id}/{map_index}"] > 5:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:  # it finished meanwhile: take the next one
                     continue
-                return ti_id
+                return run_id, map_index
         time.sleep(0.05)
     raise TimeoutError(f"no running load task after {timeout:.0f}s: {run_states(stack)}")
 
@@ -244,8 +246,11 @@ def test_a_killed_load_recovers_to_the_same_tables(
     killed = kill_a_running_load(stack, "killed-", dwh_dsn, timeout=300)
     stack.wait_until_idle(timeout=600)
 
+    # Each try is a new task instance id in Airflow 3: find the task by run and map index.
     state, tries = stack.query(
-        "SELECT state, try_number FROM task_instance WHERE id::text = %s", killed
+        "SELECT state, try_number FROM task_instance WHERE task_id = 'load' "
+        "AND run_id = %s AND map_index = %s",
+        *killed,
     )[0]
     assert (state, tries > 1) == ("success", True), "the killed load was not retried"
     runs = [run for run in run_states(stack) if not run[1].startswith("clean-")]
