@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags:$(CURDIR)
 
-.PHONY: demo test test-unit lint format bench api run migrate clean install
+.PHONY: demo test test-unit test-production lint format bench api run migrate clean install
 
 # `make run DAY=2024-03-02`: the three DAGs against the real services configured in .env
 DAY ?= $(shell $(PYTHON) -c "import datetime as d; print(d.date.today() - d.timedelta(days=1))")
@@ -30,6 +30,11 @@ demo: install
 ## test: the whole test suite (starts PostgreSQL and S3 itself)
 test: install
 	$(BIN)/python -m pytest
+
+## test-production: only the production-shaped test (api-server, scheduler, dag-processor,
+## triggerer and two Celery workers on a fakeredis broker; a few minutes)
+test-production: install
+	$(BIN)/python -m pytest -m production
 
 ## test-unit: only the fast tests of pure code
 test-unit: install

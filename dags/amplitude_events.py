@@ -9,9 +9,15 @@ from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
-from dwh_helper.operators.assets import AMPLITUDE_EVENTS
+from dwh_helper.operators.assets import AMPLITUDE_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, plan_days, run_migrations
+from dwh_helper.operators.schedule import (
+    AMPLITUDE_PARALLEL_EXPORTS,
+    DEFAULT_ARGS,
+    day_range_params,
+    plan_days,
+    run_migrations,
+)
 
 DOC = """
 ### Amplitude events → S3 → DWH
@@ -21,8 +27,9 @@ DAG exports the **previous UTC day** (`T00`..`T23`, filtered on `server_upload_t
 Amplitude project and loads it:
 
 1. `migrate_schema` — applies pending DWH migrations (idempotent).
-2. `plan` — the (source, day) pairs of this run: the data interval's day, or the `start`..`end`
-   range and `sources` of a manual run.
+2. `plan` — the (source, day) pairs of this run: the `start`..`end` range and `sources` of the
+   params, else the data interval's day (scheduled and backfill runs) or the UTC day before the
+   trigger time (manual runs, whether from the UI, the CLI or the REST API).
 3. `extract` — one mapped task per (source, day): the export lands byte for byte in
    `s3://$S3_BUCKET_NAME/raw/amplitude/<source>/<YYYY>/<MM>/<DD>/<source>_<YYYYMMDD>.zip`
    (split windows get an `_<HH>-<HH>` suffix); a re-run overwrites the same keys. With
@@ -31,11 +38,15 @@ Amplitude project and loads it:
    `mobile_devices`, `events_part`, `technical_data`, `tmp_event_properties`,
    `tmp_user_properties` and `user_locations`, one transaction per file
    (`INSERT … ON CONFLICT DO NOTHING`: re-running changes nothing). Bad records go to
-   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file. Updates the
-   `dwh://public/amplitude_events` asset, which triggers `user_properties`.
+   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file.
+5. `publish` — once every `load` of the run succeeded, updates the `dwh://public/amplitude_events`
+   asset (once per run, not per archive), which triggers `user_properties`: it starts after the
+   whole run's data landed.
 
 Connections: `amplitude_web`, `amplitude_mobile`, `aws_default`, `dwh_postgres`; the bucket is
-`S3_BUCKET_NAME`. Pool: `amplitude_api` caps concurrent Amplitude exports.
+`S3_BUCKET_NAME`. At most 2 `extract` tasks run at once (`max_active_tis_per_dag`, no pool to
+create). `migrate_schema` fails the run at once, naming the command to run, when a connection
+it needs is missing.
 
 Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
 `airflow backfill create --dag-id amplitude_events --from-date 2024-03-01 --to-date 2024-03-31`.
@@ -69,23 +80,23 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
 )
 def amplitude_events() -> None:
     """Amplitude → S3 → DWH, one mapped task per (source, day)."""
-    migrate = run_migrations()
+    migrate = run_migrations(amplitude="sources")
     plan = plan_days(source="sources")
     extract = AmplitudeToS3Operator.partial(
         task_id="extract",
         reload_from_s3="{{ params.reload_from_s3 }}",
-        pool="amplitude_api",
+        max_active_tis_per_dag=AMPLITUDE_PARALLEL_EXPORTS,
         map_index_template="{{ task.source }} {{ task.day }}",
         execution_timeout=timedelta(hours=3),
     ).expand_kwargs(plan)
     load = S3ToDwhOperator.partial(
         task_id="load",
         source="amplitude",
-        outlets=[AMPLITUDE_EVENTS],
         map_index_template="{{ task.keys | join(', ') or 'no archive' }}",
         execution_timeout=timedelta(hours=3),
     ).expand(keys=extract.output)
-    migrate >> plan >> extract >> load
+    publish = publish_loaded(AMPLITUDE_EVENTS)(load.output)
+    migrate >> plan >> extract >> load >> publish
 
 
 amplitude_events()

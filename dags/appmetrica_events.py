@@ -9,9 +9,14 @@ from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dwh_helper.operators.appmetrica import RESOURCES, AppMetricaToS3Operator, plan_appmetrica_days
-from dwh_helper.operators.assets import APPMETRICA_EVENTS
+from dwh_helper.operators.assets import APPMETRICA_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
-from dwh_helper.operators.schedule import DEFAULT_ARGS, day_range_params, run_migrations
+from dwh_helper.operators.schedule import (
+    APPMETRICA_PARALLEL_EXPORTS,
+    DEFAULT_ARGS,
+    day_range_params,
+    run_migrations,
+)
 
 DOC = """
 ### AppMetrica Logs API → S3 → DWH (`appmetrica` schema)
@@ -20,10 +25,11 @@ Every day at **04:00 UTC** this DAG exports the **previous day** (`00:00:00`..`2
 each AppMetrica application and resource and loads it:
 
 1. `migrate_schema` — applies pending DWH migrations (idempotent; creates schema `appmetrica`).
-2. `plan` — the (application, resource, day) items of this run: the data interval's day, or the
-   `start`..`end` range of a manual run; applications from the `application_ids` param, else the
-   `application_ids` extra of connection `appmetrica_default`; resources from `resources`
-   (default `events`).
+2. `plan` — the (application, resource, day) items of this run: the `start`..`end` range, else
+   the data interval's day (scheduled and backfill runs) or the UTC day before the trigger time
+   (manual runs, whether from the UI, the CLI or the REST API); applications from the
+   `application_ids` param, else the `application_ids` extra of connection `appmetrica_default`;
+   resources from `resources` (default `events`).
 3. `extract` — one mapped task per (application, resource, day), named `<app> <resource> <day>`:
    the Logs API file lands byte for byte at
    `s3://$S3_BUCKET_NAME/raw/appmetrica/<app>/<resource>/<YYYY>/<MM>/<DD>/<resource>_<app>_<YYYYMMDD>.csv`
@@ -33,12 +39,14 @@ each AppMetrica application and resource and loads it:
 4. `load` — one mapped task per extract: each file is streamed from S3 into `appmetrica.<resource>`
    through `transform/mappings/appmetrica.yaml`, one transaction per file, keyed by a deterministic
    `row_uuid` (`INSERT … ON CONFLICT DO NOTHING`: re-running changes nothing). Bad records go to
-   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file. Updates the
-   `dwh://appmetrica/events` asset.
+   `load_rejects`; more than `ETL_REJECT_RATIO` of them fails the file.
+5. `publish` — once every `load` of the run succeeded, updates the `dwh://appmetrica/events`
+   asset (once per run, not per file).
 
-**Pool** `appmetrica_api` (3 slots): AppMetrica queues at most **3 requests per application**;
-the pool keeps the DAG within that limit (shared by all applications, so it is conservative when
-several are exported).
+**Concurrency**: AppMetrica queues at most **3 requests per application**; at most 3 `extract`
+tasks of this DAG run at once (`max_active_tis_per_dag`, shared by all applications, so it is
+conservative when several are exported). No pool has to be created first. `migrate_schema` fails
+the run at once, naming the command to run, when a connection it needs is missing.
 
 Connections: `appmetrica_default` (password = OAuth token; extras `application_ids`,
 `poll_interval`, `poll_timeout`; host = base URL when set), `aws_default`, `dwh_postgres`; the
@@ -95,25 +103,25 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
 )
 def appmetrica_events() -> None:
     """AppMetrica → S3 → DWH, one mapped task per (application, resource, day)."""
-    migrate = run_migrations()
+    migrate = run_migrations(appmetrica="appmetrica_default")
     plan = plan_appmetrica_days()
     extract = AppMetricaToS3Operator.partial(
         task_id="extract",
         fields="{{ params.fields }}",
         date_dimension="{{ params.date_dimension }}",
         reload_from_s3="{{ params.reload_from_s3 }}",
-        pool="appmetrica_api",
+        max_active_tis_per_dag=APPMETRICA_PARALLEL_EXPORTS,
         map_index_template="{{ task.application_id }} {{ task.resource }} {{ task.day }}",
         execution_timeout=timedelta(hours=3),
     ).expand_kwargs(plan)
     load = S3ToDwhOperator.partial(
         task_id="load",
         source="appmetrica",
-        outlets=[APPMETRICA_EVENTS],
         map_index_template="{{ task.keys | join(', ') or 'no file' }}",
         execution_timeout=timedelta(hours=3),
     ).expand(keys=extract.output)
-    migrate >> plan >> extract >> load
+    publish = publish_loaded(APPMETRICA_EVENTS)(load.output)
+    migrate >> plan >> extract >> load >> publish
 
 
 appmetrica_events()

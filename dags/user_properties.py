@@ -14,12 +14,15 @@ DOC = """
 ### User properties
 
 Turns the raw user properties that `amplitude_events` lands in
-`tmp_user_properties` into `permanent_user_properties` (one row per person,
-first value wins) and `changeable_user_properties` (a new row only when a
-person's state changes), following `field_mappings.yaml`.
+`tmp_user_properties` into `permanent_user_properties` (one row per person: their
+earliest event's, by `event_time` then `uuid`) and `changeable_user_properties` (a
+row for each event whose state differs from the person's event before it), following
+`field_mappings.yaml`. The tables do not depend on the order rows arrive in: a person
+with rows older than ones already migrated (a backfill, a retried load) has their
+history re-derived from the oldest such row (docs/user-properties.md).
 
-* **Schedule**: whenever `amplitude_events` updates the `dwh://public/amplitude_events`
-  Asset; also runnable by hand.
+* **Schedule**: whenever an `amplitude_events` run has loaded all its files (its
+  `publish` task updates the `dwh://public/amplitude_events` Asset); also runnable by hand.
 * **Params**: `since` / `until` (dates, both inclusive, UTC; empty = everything
   pending), `batch_size` (rows per transaction), `strict` (keys missing from the
   mapping reject the record instead of being only reported).

@@ -109,8 +109,6 @@ class LocalStack:
                 }
             ),
             "S3_BUCKET_NAME": BUCKET,
-            # the sandbox makes ~1% of user-property values unconvertible on purpose
-            "ETL_REJECT_RATIO": "0.05",
             "S3_ENDPOINT_URL": self.s3_url,
             "S3_ACCESS_KEY_ID": "demo",
             "S3_SECRET_ACCESS_KEY": "demo",

@@ -59,6 +59,20 @@ def _run(conf: dict, run: int) -> str:
     return str(dag.test(run_conf=conf, logical_date=logical_date).state)
 
 
+def _asset_events() -> int:
+    """How many times the `dwh://public/amplitude_events` asset was updated so far."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(
+            select(func.count(AssetEvent.id))
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == "dwh://public/amplitude_events")
+        )
+
+
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
     tables = (*TABLES, "mobile_devices", "load_rejects")
     return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
@@ -77,7 +91,10 @@ def _truth(sandbox: AmplitudeSandbox) -> tuple[list[dict], set[str]]:
 
 def test_two_days_two_sources_end_to_end(sandbox, amplitude_env, s3_server, bucket):
     conf = {"start": DAYS[0].isoformat(), "end": DAYS[1].isoformat()}
+    events_before = _asset_events()
     assert _run(conf, 0) == "success"
+    # Four mapped loads (2 sources x 2 days), one asset event: after all of them.
+    assert _asset_events() == events_before + 1
 
     # raw archives in S3, byte for byte as served
     client = s3_server.client()

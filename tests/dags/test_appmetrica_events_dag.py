@@ -78,12 +78,14 @@ def test_dag_imports_with_params_pool_and_mapping():
         "plan",
         "extract",
         "load",
+        "publish",
     ]
     extract = dag.get_task("extract")
-    assert extract.pool == "appmetrica_api"
+    assert extract.pool == "default_pool" and extract.max_active_tis_per_dag == 3
     assert extract.retries >= 2 and extract.retry_exponential_backoff
     assert "task.application_id" in extract.map_index_template
-    assert [asset.uri for asset in dag.get_task("load").outlets] == ["dwh://appmetrica/events"]
+    assert dag.get_task("load").outlets == []
+    assert [asset.uri for asset in dag.get_task("publish").outlets] == ["dwh://appmetrica/events"]
 
 
 def test_two_days_end_to_end_then_idempotent(sandbox, appmetrica_env, s3_server, bucket):
@@ -199,8 +201,8 @@ def test_hook_default_base_url_and_full_url_host(monkeypatch):
     [
         (
             None,
-            "'appmetrica_default' is not defined: create it in the UI or set "
-            "AIRFLOW_CONN_APPMETRICA_DEFAULT",
+            "'appmetrica_default' is not defined: create it with "
+            "`airflow connections add appmetrica_default --conn-json",
         ),
         ({"host": "http://x"}, "has no password (the AppMetrica OAuth token)"),
         ({"password": "t", "extra": {"poll_timeout": "soon"}}, "extra 'poll_timeout' must be"),

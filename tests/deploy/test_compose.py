@@ -53,7 +53,7 @@ CONNECTIONS = (
     "AIRFLOW_CONN_AWS_DEFAULT",
     "AIRFLOW_CONN_DWH_POSTGRES",
 )
-POOLS = {"amplitude_api": 2, "appmetrica_api": 3}
+TASK_SETTINGS = re.compile(r"^(?:# )?((?:ETL|S3|AMPLITUDE|APPMETRICA)_[A-Z0-9_]+)=(.*)$", re.M)
 
 
 def compose_binary() -> Path:
@@ -263,13 +263,11 @@ def test_depends_on_waits_for_health_and_one_shot_jobs(config: dict) -> None:
                 assert services[dep].get("healthcheck"), f"{name} waits on {dep}'s healthcheck"
 
 
-def test_init_job_migrates_creates_admin_and_pools(config: dict) -> None:
+def test_init_job_migrates_and_creates_admin(config: dict) -> None:
     init = config["services"]["airflow-init"]
     script = "\n".join(init["command"])
     assert "airflow db migrate" in script
     assert "airflow users create" in script
-    for pool, slots in POOLS.items():
-        assert re.search(rf"airflow pools set {pool} {slots} \"[^\"]+\"", script), pool
     assert "chown -R" in script
     assert init["user"] == "0:0"
 
@@ -325,10 +323,8 @@ def test_dockerignore_keeps_secrets_and_venv_out() -> None:
     assert {".env", ".venv", ".git"} <= set(ignored)
 
 
-def test_every_pool_the_code_names_is_created_by_the_init_job(config: dict) -> None:
-    script = "\n".join(config["services"]["airflow-init"]["command"])
-    created = set(re.findall(r"airflow pools set (\S+) \d+", script))
-    assert created == set(POOLS)
+def test_the_dags_need_no_pool_to_be_created() -> None:
+    """A pool nobody created leaves tasks `scheduled` forever: the DAGs cap without pools."""
     # `pool="x"` arguments and constants such as `AMPLITUDE_POOL = "x"` or `pool: str = "x"`.
     pattern = re.compile(r"""\b\w*pool\w*\s*(?::\s*str\s*)?=\s*["']([\w.-]+)["']""", re.IGNORECASE)
     named: set[str] = set()
@@ -339,5 +335,44 @@ def test_every_pool_the_code_names_is_created_by_the_init_job(config: dict) -> N
     for path in sources:
         for match in pattern.finditer(path.read_text()):
             named.add(match.group(1))
-    named.discard("default_pool")
-    assert named <= created, f"pools used in dags/ or operators/ but not created: {named - created}"
+    assert named <= {"default_pool"}, f"pools that must exist before a run: {named}"
+
+
+def test_every_task_setting_of_env_example_reaches_the_airflow_services(tmp_path: Path) -> None:
+    example = (ROOT / ".env.example").read_text()
+    settings = dict(TASK_SETTINGS.findall(example))
+    assert "ETL_REJECT_RATIO" in settings and "S3_BUCKET_NAME" in settings
+    # Distinct values, so that a value reaching a service can only come from `.env`.
+    dotenv = "".join(f"{name}=value-of-{name.lower()}\n" for name in settings)
+    services = render(tmp_path, dotenv)["services"]
+    for service in AIRFLOW_SERVICES:
+        environment = services[service]["environment"]
+        for name in settings:
+            assert environment.get(name) == f"value-of-{name.lower()}", f"{service}: {name}"
+
+
+def test_without_env_the_task_settings_fall_back_to_the_code_defaults(config: dict) -> None:
+    """Unset settings are passed empty, which the library's settings read as "not set"."""
+    from dwh_helper.config import EtlSettings
+
+    environment = config["services"]["airflow-worker"]["environment"]
+    assert environment["ETL_REJECT_RATIO"] == ""
+    assert environment["S3_BUCKET_NAME"] == "dwh-raw"
+    names = ("ETL_BATCH_SIZE", "ETL_LOAD_BATCH_SIZE", "ETL_REJECT_RATIO", "ETL_STRICT")
+    blanks = {name: environment[name] for name in names}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT / "tests")  # no `.env` there
+        for name, value in blanks.items():
+            patch.setenv(name, value)
+        assert EtlSettings().reject_ratio == 0.01
+
+
+def test_dead_worker_detection_is_faster_than_airflows_default(config: dict) -> None:
+    for service in AIRFLOW_SERVICES:
+        environment = config["services"][service]["environment"]
+        timeout = int(environment["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"])
+        assert 30 <= timeout < 300
+    assert (
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"
+        in (ROOT / "docs" / "deploy.md").read_text()
+    )

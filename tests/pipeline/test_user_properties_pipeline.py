@@ -177,7 +177,7 @@ def test_people_without_ehr_id(repo, dwh_conn):
     ) == [(uid(1), None, 20), (uid(3), None, 21), (uid(5), None, 20)]
 
 
-def test_permanent_first_wins_within_a_batch_across_batches_and_runs(repo, dwh_conn):
+def test_permanent_earliest_event_wins_within_a_batch_across_batches_and_runs(repo, dwh_conn):
     seed(
         repo,
         [
@@ -190,12 +190,17 @@ def test_permanent_first_wins_within_a_batch_across_batches_and_runs(repo, dwh_c
     migrate_user_properties(repo, batch_size=3)
     seed(repo, [(5, person("7", Gender="Other"), T0 - timedelta(days=1))])
     later = migrate_user_properties(repo)
-    assert later.processed == 1 and later.permanent_inserted == 0
+    # An older event arriving late is the earliest: it replaces person 7's permanent row.
+    assert later.processed == 1 and later.permanent_inserted == 1
+    assert later.rederived_people == 1
     assert fetch(
         dwh_conn,
         "SELECT ehr_id, first_login_at, gender, cohort_week, source FROM permanent_user_properties "
         "ORDER BY ehr_id",
-    ) == [(7, T0, "female", None, None), (8, T0 + timedelta(minutes=6), None, 1, None)]
+    ) == [
+        (7, T0 - timedelta(days=1), "other", None, None),
+        (8, T0 + timedelta(minutes=6), None, 1, None),
+    ]
 
 
 def test_since_until_select_whole_days_and_skip_empty_days(repo, dwh_conn):

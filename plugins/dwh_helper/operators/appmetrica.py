@@ -135,16 +135,16 @@ class AppMetricaToS3Operator(BaseOperator):
 def plan_appmetrica_days(appmetrica_conn_id: str = "appmetrica_default") -> list[dict[str, str]]:
     """The (application_id, resource, day) items of a run.
 
-    Days: `start`..`end` from the params, else the data interval's day. Applications:
+    Days: `start`..`end` from the params, else `schedule.default_day`. Applications:
     the `application_ids` param, else the connection's `application_ids` extra.
     """
     from dwh_helper.hooks.appmetrica import AppMetricaHook, application_ids_of
     from dwh_helper.hooks.connection_fields import ConnectionMissing
-    from dwh_helper.operators.schedule import days_to_run
+    from dwh_helper.operators.schedule import run_days
 
     context = get_current_context()
     params = context["params"]
-    days = days_to_run(params, context.get("data_interval_start"))
+    days = run_days(context)
     try:
         applications = application_ids_of(params.get("application_ids"), "params")
         if not applications:

@@ -11,6 +11,10 @@ from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 MAX_DAYS_PER_RUN = 366
+AMPLITUDE_PARALLEL_EXPORTS = 2
+"""Amplitude exports running at once (all runs of the DAG): a cap that needs no pool to exist."""
+APPMETRICA_PARALLEL_EXPORTS = 3
+"""AppMetrica Logs API requests at once: AppMetrica queues at most 3 per application."""
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-engineering",
@@ -24,14 +28,21 @@ DEFAULT_ARGS: dict[str, Any] = {
 log = logging.getLogger(__name__)
 
 
+DEFAULT_DAY = (
+    "empty = a manual run (UI, CLI or REST API alike) loads the UTC day before it was "
+    "triggered (calendar yesterday); a scheduled or backfill run loads its data interval's day"
+)
+"""How a run without `start` picks its day (shown in the Params' descriptions)."""
+
+
 def day_range_params(unit: str = "UTC day") -> dict[str, Param]:
-    """The `start` / `end` Params of a manual run (date pickers; empty = the data interval)."""
+    """The `start` / `end` Params of a manual run (date pickers; empty = see DEFAULT_DAY)."""
     return {
         "start": Param(
             None,
             type=["null", "string"],
             format="date",
-            description=f"First {unit} to load (manual runs; default: the data interval's day)",
+            description=f"First {unit} to load; {DEFAULT_DAY}",
         ),
         "end": Param(
             None,
@@ -42,16 +53,50 @@ def day_range_params(unit: str = "UTC day") -> dict[str, Param]:
     }
 
 
-def days_to_run(params: dict[str, Any], interval_start: datetime | None) -> list[date]:
-    """The UTC days of a run: `start`..`end` from the params, else the data interval's day."""
+def default_day(
+    run_type: str | None, interval_start: datetime | None, run_after: datetime | None
+) -> date:
+    """The day a run without `start` loads (DEFAULT_DAY).
+
+    Manual runs ignore the data interval: the UI gives them the last complete interval
+    (two days back before 03:00 UTC) while the CLI and REST API give none, so the same
+    click would load different days. They load the UTC day before the trigger time.
+    """
+    if str(run_type or "").lower() != "manual" and interval_start is not None:
+        return interval_start.astimezone(UTC).date()
+    triggered = run_after if run_after is not None else datetime.now(UTC)
+    if triggered.tzinfo is None:
+        triggered = triggered.replace(tzinfo=UTC)
+    return triggered.astimezone(UTC).date() - timedelta(days=1)
+
+
+def run_days(context: Any) -> list[date]:
+    """The days of the running DAG run, from its params, type, data interval and trigger time."""
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None)
+    run_after = getattr(dag_run, "run_after", None)
+    return days_to_run(
+        context["params"],
+        context.get("data_interval_start"),
+        run_type=getattr(run_type, "value", run_type),
+        run_after=run_after,
+    )
+
+
+def days_to_run(
+    params: dict[str, Any],
+    interval_start: datetime | None,
+    *,
+    run_type: str | None = None,
+    run_after: datetime | None = None,
+) -> list[date]:
+    """The UTC days of a run: `start`..`end` from the params, else `default_day`."""
     start, end = params.get("start"), params.get("end")
     if start:
         first = date.fromisoformat(str(start))
         last = date.fromisoformat(str(end)) if end else first
-    elif interval_start is not None:
-        first = last = interval_start.date()
-    else:  # a manual run without an interval: yesterday, UTC
-        first = last = datetime.now(UTC).date() - timedelta(days=1)
+    else:
+        first = last = default_day(run_type, interval_start, run_after)
     if last < first:
         raise AirflowFailException(f"params: end ({last}) is before start ({first})")
     days = (last - first).days + 1
@@ -72,7 +117,7 @@ def plan_days(**dimensions: str):  # noqa: ANN201 - returns the task's XComArg
     def plan() -> list[dict[str, str]]:
         context = get_current_context()
         params = context["params"]
-        days = days_to_run(params, context.get("data_interval_start"))
+        days = run_days(context)
         names = list(dimensions)
         values = []
         for name, param in dimensions.items():
@@ -95,11 +140,35 @@ def plan_days(**dimensions: str):  # noqa: ANN201 - returns the task's XComArg
     return plan()
 
 
-@task(task_id="migrate_schema")
-def run_migrations(dwh_conn_id: str = "dwh_postgres") -> list[int]:
-    """Apply the pending DWH migrations (idempotent); returns the versions applied."""
-    from dwh_helper.dwh.schema import migrate
-    from dwh_helper.hooks.dwh import dwh_connection
+def run_migrations(dwh_conn_id: str = "dwh_postgres", **needs: str):  # noqa: ANN201
+    """The `migrate_schema` task: check the run's connections, then apply the DWH migrations.
 
-    with dwh_connection(dwh_conn_id) as conn:
-        return migrate(conn)
+    `needs` names the connections the run uses besides `dwh_conn_id` and `aws_default`:
+    `amplitude="sources"` checks `amplitude_<source>` for each source in that param,
+    `appmetrica="appmetrica_default"` checks that connection. Skipped with `reload_from_s3`.
+    A missing connection fails the run at once (no retries), saying how to create it.
+    """
+
+    @task(task_id="migrate_schema")
+    def migrate_schema() -> list[int]:
+        from dwh_helper.dwh.schema import migrate
+        from dwh_helper.hooks.connection_fields import ConnectionMissing, require_connections
+        from dwh_helper.hooks.dwh import dwh_connection
+
+        params = get_current_context()["params"]
+        required = [dwh_conn_id, "aws_default"] if needs else [dwh_conn_id]
+        if not params.get("reload_from_s3"):
+            if "amplitude" in needs:
+                required += [
+                    f"amplitude_{source}" for source in params.get(needs["amplitude"]) or []
+                ]
+            if "appmetrica" in needs:
+                required.append(needs["appmetrica"])
+        try:
+            require_connections(required)
+        except ConnectionMissing as exc:
+            raise AirflowFailException(str(exc)) from exc
+        with dwh_connection(dwh_conn_id) as conn:
+            return migrate(conn)
+
+    return migrate_schema()

@@ -12,6 +12,14 @@ Each batch is one transaction: permanent rows (first wins), changeable rows
 (only where a person's state changed), rejects, and — for `tmp_table` —
 `migrated = true` on exactly the rows that converted. A crash leaves every batch
 applied and marked, or not at all; a re-run continues with no gap and no duplicate.
+
+The tables are a function of the set of migrated events, not of the order they
+arrived in (docs/user-properties.md): a person's permanent row is their earliest
+event's (by `event_time`, then `uuid`) and their changeable history has a row for
+each event whose state differs from the event before it. Pending rows later than
+every migrated row are appended in order; a person with a pending row at or before
+the newest migrated one ("late", e.g. a backfill or a retried load) is re-derived
+from that row on, over their migrated and pending events, in one transaction.
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
+from dwh_helper.dwh.load_journal import Reject, write_rejects
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import (
     CHANGEABLE_STATE_COLUMNS,
@@ -97,6 +105,7 @@ class MigrationResult:
     permanent_inserted: int = 0
     changeable_inserted: int = 0
     batches: int = 0
+    rederived_people: int = 0
     unknown_keys: dict[str, int] = field(default_factory=dict)
     error_keys: dict[str, int] = field(default_factory=dict)
     since: str | None = None
@@ -136,6 +145,7 @@ class MigrationResult:
             f"{self.rejected} rejected ({self.rejected_before} of them already before), "
             f"{self.permanent_inserted} permanent and "
             f"{self.changeable_inserted} changeable rows inserted in {self.batches} batches, "
+            f"{self.rederived_people} people re-derived for late rows, "
             f"{self.seconds:.1f}s ({self.rows_per_second:.0f} rows/s)"
         )
         if self.unknown_keys:
@@ -313,7 +323,7 @@ def _clean_json(value: Any) -> Any:
     return repr(value)
 
 
-def _reject_rows(rejects: list[_Reject], key: str | None) -> list[tuple[Any, ...]]:
+def _reject_rows(rejects: list[_Reject], key: str | None) -> list[Reject]:
     rows = []
     for reject in rejects:
         reason = "; ".join(str(error) for error in reject.errors)
@@ -321,14 +331,14 @@ def _reject_rows(rejects: list[_Reject], key: str | None) -> list[tuple[Any, ...
         if reject.raw is not None:
             raw.update(reject.raw)
         rows.append(
-            (
-                REJECT_SOURCE,
-                key,
-                reject.record_id,
-                reject.entry,
-                reject.line,
-                reason.replace("\x00", "\\x00"),
-                Jsonb(_clean_json(raw)),
+            Reject(
+                source=REJECT_SOURCE,
+                reason=reason.replace("\x00", "\\x00"),
+                s3_key=key,
+                record_id=reject.record_id,
+                entry=reject.entry,
+                line=reject.line,
+                raw=_clean_json(raw),
             )
         )
     return rows
@@ -469,11 +479,7 @@ def _write_batch(repo: Repository, job: _Job, *, s3_key: str | None = None) -> _
             before = {row[0] for row in cursor.fetchall()}
             repeated = sum(reject.line in before for reject in batch.rejects)
         if batch.rejects:
-            cursor.executemany(
-                "INSERT INTO load_rejects (source, s3_key, record_id, entry, line, reason, raw) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                _reject_rows(batch.rejects, s3_key),
-            )
+            write_rejects(conn, _reject_rows(batch.rejects, s3_key))
     if migrated:
         repo.mark_migrated(migrated)
     return _Written(permanent_inserted, changeable_inserted, repeated)
@@ -741,10 +747,12 @@ def _run_tmp_table(
             latest = LatestStates(Repository(read_on), capacity=max(100_000, 3 * batch_size))
             cache = _PropertiesCache(rules, strict)
             writer = _Writer(repo, result, threaded=reader is not None)
+            late = _LatePeople(_newest_migrated_time(read_on))
             try:
                 for phase in phases:
                     for rows in _iter_pending(read_on, phase, lower, upper, batch_size):
                         batch, done = _convert_tmp_rows(rows, cache, result, unknown)
+                        done = late.hold_back(batch, done)
                         writer.submit(
                             _prepare(
                                 batch,
@@ -761,6 +769,8 @@ def _run_tmp_table(
             except BaseException:
                 writer.abandon()
                 raise
+            if late.cuts:
+                _rederive(repo, late.cuts, cache, lower, upper, batch_size, result)
     except Exception as exc:
         result.status = "interrupted"
         result.error = _describe_error(exc)
@@ -772,6 +782,212 @@ def _run_tmp_table(
             result,
         ) from exc
     result.unknown_keys = dict(unknown)
+
+
+class _LatePeople:
+    """People with a pending row at or before the newest migrated row, and where each one's
+    history must be re-derived from (their earliest such row's event time).
+
+    Pending rows come in (event_time, uuid) order, so a person's first row seen is their
+    earliest; every later row of a late person is held back too.
+    """
+
+    def __init__(self, newest_migrated: datetime | None) -> None:
+        self.newest_migrated = newest_migrated
+        self.cuts: dict[int | None, datetime] = {}
+
+    def hold_back(self, batch: _Batch, done: list[Any]) -> list[Any]:
+        """Drop late people's rows from `batch` (they are re-derived later); the rows to mark."""
+        if self.newest_migrated is None:
+            return done
+        kept: list[TransformResult] = []
+        for item in batch.converted:
+            row = item.changeable
+            assert row is not None
+            person, when = row["ehr_id"], row["event_time"]
+            if person in self.cuts:
+                continue
+            if when <= self.newest_migrated:
+                self.cuts[person] = when
+                continue
+            kept.append(item)
+        if len(kept) == len(batch.converted):
+            return done
+        batch.converted = kept
+        return [item.changeable["uuid"] for item in kept if item.changeable is not None]
+
+
+def _newest_migrated_time(conn: psycopg.Connection) -> datetime | None:
+    """The event time of the newest migrated tmp_user_properties row (None: none yet)."""
+    row = conn.execute("SELECT max(event_time) FROM tmp_user_properties WHERE migrated").fetchone()
+    return row[0] if row else None
+
+
+def _states_before(
+    conn: psycopg.Connection, cuts: Mapping[int | None, datetime]
+) -> dict[int | None, tuple[Any, ...]]:
+    """Each person's changeable state just before their cut (absent: no row before it)."""
+    states: dict[int | None, tuple[Any, ...]] = {}
+    people = [person for person in cuts if person is not None]
+    with conn.cursor(row_factory=dict_row) as cursor:
+        if people:
+            rows = cursor.execute(
+                "SELECT c.* FROM unnest(%s::bigint[], %s::timestamp[]) AS s(ehr_id, cut) "
+                "CROSS JOIN LATERAL (SELECT * FROM changeable_user_properties AS u "
+                "WHERE u.ehr_id = s.ehr_id AND u.event_time < s.cut "
+                "ORDER BY u.event_time DESC, u.uuid DESC LIMIT 1) AS c",
+                (people, [cuts[person] for person in people]),
+            ).fetchall()
+            states.update((row["ehr_id"], _changeable_state(row)) for row in rows)
+        if None in cuts:
+            row = cursor.execute(
+                "SELECT * FROM changeable_user_properties WHERE ehr_id IS NULL "
+                "AND event_time < %s ORDER BY event_time DESC, uuid DESC LIMIT 1",
+                (cuts[None],),
+            ).fetchone()
+            if row is not None:
+                states[None] = _changeable_state(row)
+    return states
+
+
+def _drop_history_from_cuts(
+    conn: psycopg.Connection, cuts: Mapping[int | None, datetime]
+) -> tuple[int, dict[int, datetime]]:
+    """Delete late people's changeable rows from their cut on, and permanent rows that an
+    event at or after the cut may replace; returns (changeable rows deleted, kept firsts)."""
+    people = sorted(person for person in cuts if person is not None)
+    times = [cuts[person] for person in people]
+    deleted = 0
+    kept: dict[int, datetime] = {}
+    with conn.cursor() as cursor:
+        if people:
+            cursor.execute(
+                "DELETE FROM changeable_user_properties AS u "
+                "USING unnest(%s::bigint[], %s::timestamp[]) AS s(ehr_id, cut) "
+                "WHERE u.ehr_id = s.ehr_id AND u.event_time >= s.cut",
+                (people, times),
+            )
+            deleted += cursor.rowcount
+            cursor.execute(
+                "DELETE FROM permanent_user_properties AS p "
+                "USING unnest(%s::bigint[], %s::timestamp[]) AS s(ehr_id, cut) "
+                "WHERE p.ehr_id = s.ehr_id AND p.first_login_at >= s.cut",
+                (people, times),
+            )
+            cursor.execute(
+                "SELECT ehr_id, first_login_at FROM permanent_user_properties "
+                "WHERE ehr_id = ANY(%s)",
+                (people,),
+            )
+            kept = dict(cursor.fetchall())
+        if None in cuts:
+            cursor.execute(
+                "DELETE FROM changeable_user_properties WHERE ehr_id IS NULL AND event_time >= %s",
+                (cuts[None],),
+            )
+            deleted += cursor.rowcount
+    return deleted, kept
+
+
+def _rederive(
+    repo: Repository,
+    cuts: dict[int | None, datetime],
+    cache: _PropertiesCache,
+    lower: datetime | None,
+    upper: datetime | None,
+    batch_size: int,
+    result: MigrationResult,
+) -> None:
+    """Re-derive late people's rows from their cut on, in one transaction.
+
+    Reads every tmp_user_properties row from the earliest cut on (migrated, or pending
+    within the run's bounds) in (event_time, uuid) order, replays each late person's
+    events after their state before the cut, and marks their pending rows migrated.
+    """
+    started = time.monotonic()
+    start = min(cuts.values())
+    log.info(
+        "%d people have rows at or before the newest migrated one: re-deriving their "
+        "history from %s on",
+        len(cuts),
+        start.isoformat(),
+    )
+    window = ["NOT migrated"]
+    params: list[Any] = [start]
+    if lower is not None:
+        window.append("event_time >= %s")
+        params.append(lower)
+    if upper is not None:
+        window.append("event_time < %s")
+        params.append(upper)
+    query = (
+        f"SELECT {_TMP_COLUMNS}, migrated FROM tmp_user_properties "  # noqa: S608
+        f"WHERE event_time >= %s AND (migrated OR ({' AND '.join(window)})) "
+        "ORDER BY event_time, uuid"
+    )
+    processed = permanent_count = changeable_count = rows_read = 0
+    with repo.transaction() as conn:
+        states = _states_before(conn, cuts)
+        deleted, kept_firsts = _drop_history_from_cuts(conn, cuts)
+        has_first: set[int] = set(kept_firsts)
+        with conn.cursor(name="user_properties_rederive", row_factory=dict_row) as stream:
+            stream.itersize = batch_size
+            stream.execute(query, params)
+            while rows := stream.fetchmany(batch_size):
+                rows_read += len(rows)
+                permanent: list[tuple[Any, ...]] = []
+                changeable: list[tuple[Any, ...]] = []
+                marked: list[Any] = []
+                for row in rows:
+                    converted = cache.convert(row)
+                    if converted.errors or converted.changeable is None:
+                        continue
+                    item = converted.changeable
+                    person = item["ehr_id"]
+                    cut = cuts.get(person, _NOT_LATE)
+                    if cut is _NOT_LATE or item["event_time"] < cut:
+                        continue
+                    state = _changeable_state(item)
+                    if states.get(person, _NO_STATE) != state:
+                        states[person] = state
+                        changeable.append(_changeable_tuple(item))
+                    first = converted.permanent
+                    if first is not None and person not in has_first:
+                        has_first.add(person)
+                        permanent.append(_permanent_tuple(first))
+                    if not row["migrated"]:
+                        marked.append(row["uuid"])
+                permanent.sort(key=itemgetter(0))
+                if permanent:
+                    permanent_count += repo.copy_rows(PERMANENT_USER_PROPERTIES, permanent)
+                if changeable:
+                    changeable_count += repo.copy_rows(CHANGEABLE_USER_PROPERTIES, changeable)
+                if marked:
+                    processed += repo.mark_migrated(marked)
+                log.info(
+                    "re-deriving: %d rows read up to %s, %d late rows marked migrated so far",
+                    rows_read,
+                    rows[-1]["event_time"],
+                    processed,
+                )
+    result.processed += processed
+    result.permanent_inserted += permanent_count
+    result.changeable_inserted += changeable_count
+    result.rederived_people += len(cuts)
+    log.info(
+        "re-derived %d people in %.2fs: %d changeable rows replaced by %d, %d permanent rows "
+        "written, %d late rows migrated",
+        len(cuts),
+        time.monotonic() - started,
+        deleted,
+        changeable_count,
+        permanent_count,
+        processed,
+    )
+
+
+_NOT_LATE: Any = object()
+_NO_STATE: Any = object()
 
 
 def _describe_error(exc: BaseException) -> str:
