@@ -251,9 +251,19 @@ class _Writer(threading.Thread):
             self._reject_row(table, lines[0], origins[0], error, batch)
             return 0
         bad = _copy_line_number(error)
+        column = _copy_column(error)
         if bad is not None and 1 <= bad <= len(lines):
-            self._reject_row(table, lines[bad - 1], origins[bad - 1], error, batch)
-            parts = [(lines[: bad - 1], origins[: bad - 1]), (lines[bad:], origins[bad:])]
+            fixed = None
+            if column in getattr(table, "null_on_invalid", ()):
+                fixed = self._null_value(
+                    table, lines[bad - 1], column, origins[bad - 1], error, batch
+                )
+            if fixed is not None:  # the value stored NULL and reported; the row goes on
+                rest = [fixed, *lines[bad:]]
+                parts = [(lines[: bad - 1], origins[: bad - 1]), (rest, origins[bad - 1 :])]
+            else:
+                self._reject_row(table, lines[bad - 1], origins[bad - 1], error, batch)
+                parts = [(lines[: bad - 1], origins[: bad - 1]), (lines[bad:], origins[bad:])]
         else:
             middle = len(lines) // 2
             parts = [(lines[:middle], origins[:middle]), (lines[middle:], origins[middle:])]
@@ -268,6 +278,48 @@ class _Writer(threading.Thread):
                     raise
                 inserted += self._split(table, part, where, exc, batch)
         return inserted
+
+    def _null_value(
+        self,
+        table: Any,
+        line: bytes,
+        column: str,
+        origin: tuple[str | None, int | None],
+        error: psycopg.Error,
+        batch: _Batch,
+    ) -> bytes | None:
+        """The line with `column` set NULL (and the value reported), or None if not found."""
+        dialect = table.copy_dialect
+        delimiter = dialect.delimiter.encode()
+        fields = line.split(delimiter)
+        try:
+            position = list(table.columns).index(column)
+        except ValueError:
+            return None
+        if position >= len(fields):
+            return None
+        value = fields[position].decode(self.encoding, "surrogateescape")
+        fields[position] = dialect.null.encode()
+        entry, number = origin
+        row = dict(zip(table.columns, line.split(delimiter), strict=False))
+        record_key = row.get(self.record_id) or next(iter(row.values()), b"")
+        self.result.values_nulled += 1
+        batch.rejects.append(
+            Reject(
+                source=self.result.source,
+                reason=f"{table.spec.name}.{column}: PostgreSQL refused the value "
+                f"({describe_error(error)}); stored NULL",
+                s3_key=self.result.key,
+                record_id=record_key.decode(self.encoding, "surrogateescape") or None,
+                entry=entry,
+                line=number,
+                kind="value",
+                table_name=table.spec.name,
+                column_name=column,
+                value=shown(value),
+            )
+        )
+        return delimiter.join(fields)
 
     def _reject_row(
         self,

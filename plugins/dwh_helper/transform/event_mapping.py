@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,14 @@ from dwh_helper.dwh.copy_text import NULL, TEXT, CopyDialect, escape
 from dwh_helper.dwh.tables import TableSpec, get_table
 from dwh_helper.transform import values
 from dwh_helper.transform.mapping_file import read_mapping_file
-from dwh_helper.transform.values import InvalidValue, RefusedValue, Repairs
+from dwh_helper.transform.values import (
+    CheckedRecord,
+    InvalidValue,
+    OnInvalid,
+    RefusedValue,
+    Repairs,
+    ValueReport,
+)
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
@@ -59,30 +66,6 @@ class MappingError(RefusedValue):
 
     def __init__(self, table: str, column: str, value: Any, reason: str) -> None:
         super().__init__(column, value, reason, table)
-
-
-OnInvalid = Literal["reject", "null"]
-
-
-@dataclass(frozen=True)
-class ValueReport:
-    """A value that was stored NULL (the record loaded): table, column, value and why."""
-
-    table: str
-    column: str
-    value: Any
-    reason: str
-
-
-@dataclass
-class CheckedRecord:
-    """The checked path's result: the record, its per-table lines, values nulled, repairs."""
-
-    record: Any
-    lines: list[tuple[Any, str | None, str | None]]
-    reports: list[ValueReport] = field(default_factory=list)
-    repairs: int = 0
-    record_id: str | None = None
 
 
 class MappingFileError(ValueError):
@@ -249,6 +232,11 @@ class TableMapper:
             for column in self.compiled
         )
         object.__setattr__(self, "_plan", plan)
+        object.__setattr__(
+            self,
+            "null_on_invalid",
+            frozenset(c.name for c in self.compiled if c.on_invalid == "null"),
+        )
         object.__setattr__(self, "_values", attrgetter(*self.attributes))
         object.__setattr__(self, "_fast", _generate_line_function(self, plan))
 
@@ -397,6 +385,8 @@ class NeedsCheck(ValueError):
 
 _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder().encode
+
+
 def _needs_check(data: bytes) -> bool:
     """Whether a raw line must take the checked path though msgspec reads it: it holds a NUL
     (`\\u0000`), which PostgreSQL cannot store. One byte scan: the fast path's only extra cost.

@@ -37,8 +37,9 @@ import math
 import re
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -78,6 +79,32 @@ class RefusedValue(InvalidValue):
         """The message without the value (for logs and load_log.error)."""
         where = f"{self.table}.{self.column}" if self.table else self.column
         return f"{where}: {self.reason}"
+
+
+OnInvalid = Literal["reject", "null"]
+"""A column's policy for an invalid value: reject the record, or store NULL and report it."""
+
+
+@dataclass(frozen=True)
+class ValueReport:
+    """A value that was stored NULL (the record loaded): table, column, value and why."""
+
+    table: str
+    column: str
+    value: Any
+    reason: str
+
+
+@dataclass
+class CheckedRecord:
+    """A record mapped by a checked path: the record, its per-table (table, COPY line, key),
+    the values stored NULL, how many values were repaired, and the record id for reports."""
+
+    record: Any
+    lines: list[tuple[Any, str | None, str | None]]
+    reports: list[ValueReport] = field(default_factory=list)
+    repairs: int = 0
+    record_id: str | None = None
 
 
 class Repairs:
@@ -455,8 +482,10 @@ def json_number_reason(number: str) -> str | None:
     if len(exponent or "") > 7:
         return "a number out of range for PostgreSQL (exponent too large)"
     shift = int(exponent or 0)
-    integer_digits = len(whole.lstrip("0")) + shift if whole.lstrip("0") else shift - (
-        len(fraction) - len(fraction.lstrip("0"))
+    integer_digits = (
+        len(whole.lstrip("0")) + shift
+        if whole.lstrip("0")
+        else shift - (len(fraction) - len(fraction.lstrip("0")))
     )
     if integer_digits > NUMERIC_MAX_INTEGER_DIGITS:
         return "a number out of range for PostgreSQL (too large)"
@@ -466,11 +495,20 @@ def json_number_reason(number: str) -> str | None:
 
 
 def _json_number(text: str) -> Any:
-    """A JSON number of `parse_json`: kept as written (msgspec writes Raw verbatim) when
-    PostgreSQL takes it, else a refusal."""
+    """A JSON number of `parse_json`: an int or float when one holds it exactly enough (a
+    float reads back the same double), else kept as written (msgspec writes Raw verbatim)
+    when PostgreSQL takes it, else a refusal."""
     reason = json_number_reason(text)
     if reason is not None:
         return _BadNumber(reason)
+    if "." not in text and "e" not in text and "E" not in text:
+        number = int(text)
+        if -(2**63) <= number < 2**64:
+            return number
+        return msgspec.Raw(text.encode())
+    number = float(text)
+    if math.isfinite(number) and (number != 0.0 or not text.lstrip("-0.").strip("eE+-0")):
+        return number
     return msgspec.Raw(text.encode())
 
 
@@ -578,28 +616,32 @@ def json_needs_check(raw: str) -> bool:
     )
 
 
-def json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
-    """COPY text of a jsonb column from a JSON text: kept as written when valid as is,
-    re-encoded when a NUL had to be removed; InvalidValue when not valid."""
+def clean_json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
+    """A JSON text checked: kept as written when valid as is, re-encoded (compact) when a NUL
+    had to be removed; InvalidValue when not valid JSON or beyond this layer's limits."""
     if isinstance(raw, bytes | bytearray | memoryview):
         try:
             raw = bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidValue("not valid UTF-8") from None
-    if json_needs_check(raw):
-        local = Repairs()
-        cleaned = _clean(parse_json(raw), local, 0)
-        if local.count:
-            if repairs is not None:
-                repairs.count += 1
-            return copy_escape(_encode(cleaned).decode())
-    else:
+    if not json_needs_check(raw):
         try:
             msgspec.json.decode(raw)
+            return raw
         except (msgspec.DecodeError, RecursionError):
-            parse_json(raw)  # raises with the reason
-            raise InvalidValue("not valid JSON") from None
-    return copy_escape(raw)
+            pass  # the checks below say why, or accept what msgspec cannot hold (1e400)
+    local = Repairs()
+    cleaned = _clean(parse_json(raw), local, 0)
+    if local.count:
+        if repairs is not None:
+            repairs.count += 1
+        return _encode(cleaned).decode()
+    return raw
+
+
+def json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
+    """COPY text of a jsonb column from a JSON text (see `clean_json_text`)."""
+    return copy_escape(clean_json_text(raw, repairs))
 
 
 def _json_kind(value: Any) -> str:
