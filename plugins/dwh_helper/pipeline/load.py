@@ -818,12 +818,12 @@ def _copy_column(error: psycopg.Error) -> str | None:
 
 
 def describe_error(error: BaseException) -> str:
-    """An error as one line without row data: PostgreSQL's primary message, the SQLSTATE, the
-    table and column it names (never DETAIL or CONTEXT, which quote the row); other errors as
-    their type and message, cut short."""
+    """An error as one line without row data: PostgreSQL's primary message with quoted values
+    masked, the SQLSTATE, the table and column it names (never DETAIL or CONTEXT, which quote
+    the row); other errors as their type and message, cut short."""
     if isinstance(error, psycopg.Error):
         diag = error.diag
-        message = diag.message_primary or type(error).__name__
+        message = _mask_values(diag.message_primary or type(error).__name__)
         parts = [message]
         if diag.sqlstate:
             parts.append(f"SQLSTATE {diag.sqlstate}")
@@ -840,6 +840,23 @@ def describe_error(error: BaseException) -> str:
         return error.without_value()
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text[:300]}"
+
+
+_QUOTED = re.compile(r'(\w+ )?"(?:[^"]|"")*"')
+_IDENTIFIER_WORDS = frozenset(
+    {"table ", "constraint ", "column ", "relation ", "encoding ", "index ", "schema ", "type "}
+)
+
+
+def _mask_values(message: str) -> str:
+    """PostgreSQL's primary message with double-quoted values masked (`invalid input syntax
+    for type bigint: "EHR-4711"`), quoted identifiers kept (`table "events_part"`)."""
+
+    def mask(match: re.Match[str]) -> str:
+        word = match.group(1) or ""
+        return match.group(0) if word in _IDENTIFIER_WORDS else f'{word}"…"'
+
+    return _QUOTED.sub(mask, message)
 
 
 _RETRYABLE_STATES = ("08", "40", "53", "55P03", "57P", "57014", "58")
