@@ -43,10 +43,11 @@ from typing import Any, Literal
 
 import msgspec
 
-MAX_JSON_DEPTH = 512
-"""Deepest JSON nesting accepted. PostgreSQL takes 10,000 levels and more; msgspec and Python's
-json stop near the interpreter's recursion limit (about 990 levels): 512 stays well inside
-both. Real event properties nest a few levels."""
+MAX_JSON_DEPTH = 256
+"""Deepest JSON nesting the checked path accepts. PostgreSQL takes 10,000 levels and more;
+msgspec and Python's json stop near the interpreter's recursion limit (about 990 levels), and
+the check itself recurses: 256 stays well inside all of them. Real event properties nest a
+few levels."""
 
 INT_RANGES: dict[str, tuple[int, int]] = {
     "integer": (-(2**31), 2**31 - 1),
@@ -346,6 +347,8 @@ _TIMESTAMP = re.compile(
 )
 _PLAIN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?")
 _valid_days: dict[str, bool] = {}
+_PLAIN_LENGTHS = frozenset({19, 26})
+_fromisoformat = datetime.fromisoformat
 
 
 def _valid_day(day: str) -> bool:
@@ -373,7 +376,22 @@ def timestamp(value: Any) -> str:
                 value = value.astimezone(UTC).replace(tzinfo=None)
             return value.isoformat(sep=" ")
         raise InvalidValue(f"not a timestamp string ({_TIMESTAMP_FORMS})")
-    if _PLAIN.fullmatch(value):  # the common case: no zone, checked and passed as is
+    if (  # the common case, Amplitude's own form: C-level checks, passed as is
+        len(value) in _PLAIN_LENGTHS
+        and value[10] == " "
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+        and (len(value) == 19 or value[19] == ".")
+        and value.isascii()
+    ):
+        try:
+            _fromisoformat(value)  # digits, ranges (no hour 24, no second 60), valid day
+            return value
+        except ValueError:
+            pass
+    if _PLAIN.fullmatch(value):  # no zone, other fractions, or T: checked and passed on
         if _valid_day(value[:10]) and value[11:13] < "24" and value[14] < "6" and value[17] < "6":
             return value if value[10] == " " else value[:10] + " " + value[11:]
         raise InvalidValue(f"not a valid date or time of day ({_TIMESTAMP_FORMS})")
@@ -556,7 +574,10 @@ def clean_json(value: Any, repairs: Repairs | None = None, depth: int = 0) -> An
     """A decoded JSON value checked (depth, numbers, text rule on strings and keys); NUL
     removed from strings and keys (counted once per value)."""
     local = Repairs()
-    cleaned = _clean(value, local, 0)
+    try:
+        cleaned = _clean(value, local, 0)
+    except RecursionError:
+        raise InvalidValue(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if local.count and repairs is not None:
         repairs.count += 1
     return cleaned
@@ -631,7 +652,10 @@ def clean_json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
         except (msgspec.DecodeError, RecursionError):
             pass  # the checks below say why, or accept what msgspec cannot hold (1e400)
     local = Repairs()
-    cleaned = _clean(parse_json(raw), local, 0)
+    try:
+        cleaned = _clean(parse_json(raw), local, 0)
+    except RecursionError:
+        raise InvalidValue(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if local.count:
         if repairs is not None:
             repairs.count += 1
