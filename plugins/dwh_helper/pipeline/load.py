@@ -148,7 +148,10 @@ class _Batch:
     def __init__(self, tables: tuple[Any, ...]) -> None:
         self.lines: dict[Any, list[str]] = {table: [] for table in tables}
         self.origins: dict[Any, list[tuple[str, int, int]]] = {table: [] for table in tables}
-        """Per table, where its lines came from: runs of (entry, first line, count)."""
+        """Where a table's lines came from, as runs of (entry, first line, count), for tables
+        that do not take a line from every record (first per file) and for chunked reads."""
+        self.where: list[tuple[str, int, int]] = []
+        """Where each record that gave lines came from (record by record reads)."""
         self.rejects: list[Reject] = []
         self.records = 0
         self.payload: dict[Any, bytes] = {}
@@ -204,7 +207,7 @@ class _Writer(threading.Thread):
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 if isinstance(exc, psycopg.errors.UniqueViolation):
                     raise
-                inserted = self._recover(table, data, batch.origins.get(table, []), exc, batch)
+                inserted = self._recover(table, data, exc, batch)
             name = table.spec.name
             self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
         batch.payload = {}  # free the batch's text as soon as it is in the database
@@ -219,7 +222,6 @@ class _Writer(threading.Thread):
         self,
         table: Any,
         data: bytes,
-        runs: list[tuple[str, int, int]],
         error: psycopg.Error,
         batch: _Batch,
     ) -> int:
@@ -227,8 +229,10 @@ class _Writer(threading.Thread):
         Find the refused row(s) — the COPY line named in the error, else by halving — reject
         them with PostgreSQL's reason, and load the rest (each try in its own savepoint)."""
         lines = data.split(b"\n")[:-1]
-        origins = _expand(runs)
+        origins = _expand(batch.origins.get(table, []))
         if len(origins) != len(lines):
+            origins = _expand(batch.where)
+        if len(origins) != len(lines):  # a table that skipped some records: origins unknown
             origins = [(None, None)] * len(lines)
         log.warning(
             "%s: PostgreSQL refused a batch of %d row(s) for %s (%s); finding the row(s)",
@@ -682,9 +686,10 @@ def _read_records(
             record, mapped = checked.record, checked.lines
             if checked.reports or checked.repairs:
                 batches.report((entry, line), checked)
-        lines_of = batches.batch.lines
-        origins_of = batches.batch.origins
+        batch = batches.batch
+        lines_of = batch.lines
         where = (entry, line, 1)
+        batch.where.append(where)  # a table with a line per record takes its origins from here
         for table, text, dedup_key in mapped:
             if text is not None:
                 if dedup_key is not None:  # first row per key within the file wins
@@ -692,8 +697,8 @@ def _read_records(
                     if dedup_key in known:
                         continue
                     known.add(dedup_key)
+                    batch.origins[table].append(where)
                 lines_of[table].append(text)
-                origins_of[table].append(where)
         if month_of is not None:
             month = month_of(record)
             if month:

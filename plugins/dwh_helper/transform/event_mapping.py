@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -141,15 +142,27 @@ Caster = Callable[[Any], str]
 
 
 def _text(value: Any) -> str:
+    """Fast path text: NeedsCheck for a NUL (the checked path removes and counts it)."""
     if value.__class__ is str:
+        if "\x00" in value:
+            raise NeedsCheck("a NUL in a text value")
         if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
             return escape(value)
         return value
-    return values.text(value)
+    return _unrepaired(values.text, value)
 
 
 def _json(value: Any) -> str:
-    return values.json_value(value)
+    return _unrepaired(values.json_value, value)
+
+
+def _unrepaired(cast: Callable[..., str], value: Any) -> str:
+    """`cast(value)`, or NeedsCheck when it had to repair the value (to be counted)."""
+    repairs = Repairs()
+    text = cast(value, repairs)
+    if repairs.count:
+        raise NeedsCheck("a value to repair")
+    return text
 
 
 def _raw_json_checked(value: Any, repairs: Repairs | None = None) -> str:
@@ -302,12 +315,16 @@ class TableMapper:
 
 
 def _raw_json(value: Any) -> str:
-    """A JSON value kept undecoded (`msgspec.Raw`) as an escaped COPY field (fast path: the
-    line passed `_needs_check`, so the text holds no NUL escape, big exponent or deep nesting)."""
+    """A JSON value kept undecoded (`msgspec.Raw`) as an escaped COPY field (fast path);
+    NeedsCheck for a NUL escape, which only the checked path may remove and count."""
     text = bytes(value).decode()
     if text == "null":
         return NULL
-    return escape(text)
+    if "\\" in text:
+        if "\\u0000" in text:
+            raise NeedsCheck("a NUL in JSON")
+        return text.translate(_ESCAPES)
+    return text
 
 
 class _Unreadable:
@@ -322,7 +339,8 @@ class _Unreadable:
         return f"<{self.reason}>"
 
 
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]").search
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], Any]:
@@ -339,6 +357,7 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         "TEXT": _text,
         "NEEDS_ESCAPE": _NEEDS_ESCAPE,
         "IS_UUID": _UUID.fullmatch,
+        "FROMISO": datetime.fromisoformat,
     }
     body = ["def line(r):"]
     fields = []
@@ -359,6 +378,12 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
             convert = f"(str(v) if v.__class__ is int and {-bound} <= v < {bound} else C{index}(v))"
         elif cast is values.uuid:
             convert = f"(v if v.__class__ is str and IS_UUID(v) else C{index}(v))"
+        elif cast is values.timestamp:  # Amplitude's own form, checked in C, passed as is
+            convert = (
+                f"(v if v.__class__ is str and len(v) == 26 and v[10] == ' ' and v[19] == '.' "
+                f"and v[4] == '-' and v[7] == '-' and v[13] == ':' and v[16] == ':' "
+                f"and v.isascii() and FROMISO(v) else C{index}(v))"
+            )
         else:
             convert = f"C{index}(v)"
         if skip or required:
@@ -387,19 +412,6 @@ _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder().encode
 
 
-def _needs_check(data: bytes) -> bool:
-    """Whether a raw line must take the checked path though msgspec reads it: it holds a NUL
-    (`\\u0000`), which PostgreSQL cannot store. One byte scan: the fast path's only extra cost.
-
-    What else the value layer refuses, msgspec refuses too (lone surrogates, bytes that are not
-    UTF-8 in a decoded field, nesting near the recursion limit, numbers beyond double range
-    in a decoded field) or the casters refuse; a JSON number in an undecoded JSON field that
-    PostgreSQL's numeric cannot hold is refused by PostgreSQL and handled by the loader's
-    last line of defence (the column stored NULL and reported, as the checked path would).
-    """
-    return b"\\u0000" in data
-
-
 @dataclass(frozen=True)
 class EventMapping:
     """A loaded, validated mapping: its source, record id field and table mappers in load order.
@@ -424,10 +436,7 @@ class EventMapping:
         object.__setattr__(self, "_id_attribute", record_attribute(self.record_id))
 
     def decode(self, data: bytes) -> Any:
-        """One NDJSON line as a record; ValueError when it is not a JSON object, NeedsCheck
-        when the line must take the checked path."""
-        if _needs_check(data):
-            raise NeedsCheck("the line needs the checked path")
+        """One NDJSON line as a record; ValueError when it is not a JSON object."""
         try:
             return self._decode(data)  # type: ignore[attr-defined]
         except msgspec.ValidationError as exc:
@@ -603,7 +612,7 @@ def record_attribute(source: str) -> str:
 
 def _json_value(value: Any) -> str:
     """A decoded JSON value as an escaped COPY field (for fields decoded for another column)."""
-    return values.json_value(value)
+    return _unrepaired(values.json_value, value)
 
 
 def default_on_invalid(spec: TableSpec, column: str, required: bool) -> OnInvalid:
