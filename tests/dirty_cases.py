@@ -101,7 +101,9 @@ def amplitude_dirty_file() -> tuple[list[dict], list[tuple[str, bytes, dict]], b
     return good, dirty, archive(lines)
 
 
-def check_amplitude_dirty_load(conn: psycopg.Connection, good: list[dict], dirty: list) -> None:
+def check_amplitude_dirty_load(
+    conn: psycopg.Connection, good: list[dict], dirty: list, key: str = KEY
+) -> None:
     """The DWH after loading `amplitude_dirty_file` (once or more): exact, as documented."""
     rejected = [expect for _c, _r, expect in dirty if "rejected" in expect]
     loaded = [expect for _c, _r, expect in dirty if expect.get("loaded")]
@@ -145,7 +147,7 @@ def check_amplitude_dirty_load(conn: psycopg.Connection, good: list[dict], dirty
     assert values == {(e["uuid"], *e["nulled"]) for e in loaded if "nulled" in e}, reports
     records = [r for r in reports if r[0] == "record"]
     assert len(records) == len(rejected)
-    assert all(r[4] == ENTRY and r[5] and r[6] == KEY for r in reports)
+    assert all(r[4] == ENTRY and r[5] and r[6] == key for r in reports)
     assert {r[2] and r[3] for r in records} <= {"uuid", "event_time"}
     nul_reject = next(r for r in records if r[1] == "not-a-uuid")
     raw = conn.execute(
