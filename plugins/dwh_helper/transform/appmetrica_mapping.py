@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,7 +23,7 @@ from dwh_helper.dwh.tables import TableSpec
 from dwh_helper.sources.appmetrica_parse import field_text
 from dwh_helper.transform.appmetrica_formatter import LOADER_COLUMNS, RowFormatter, canonical_json
 from dwh_helper.transform.mapping_file import read_mapping_file
-from dwh_helper.transform.values import OnInvalid
+from dwh_helper.transform.values import OnInvalid, yaml_null_policy
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ class FieldRule(BaseModel):
         description="reject the record, or store NULL and report the value (default: reject "
         "for identity fields, null for the others)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_null(cls, data: Any) -> Any:
+        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
+        return yaml_null_policy(data)
 
 
 class ResourceRule(BaseModel):

@@ -31,6 +31,7 @@ from dwh_helper.transform.values import (
     RefusedValue,
     Repairs,
     ValueReport,
+    yaml_null_policy,
 )
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
@@ -87,6 +88,12 @@ class ColumnRule(BaseModel):
         description="what an invalid value costs: reject the record, or store NULL and report "
         "it (default: reject for required and key columns, null for the others)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_null(cls, data: Any) -> Any:
+        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
+        return yaml_null_policy(data)
 
 
 class TableRule(BaseModel):

@@ -108,6 +108,13 @@ class CheckedRecord:
     record_id: str | None = None
 
 
+def yaml_null_policy(data: Any) -> Any:
+    """A mapping entry with `on_invalid: null` as YAML reads it (None) given the policy "null"."""
+    if isinstance(data, dict) and "on_invalid" in data and data["on_invalid"] is None:
+        return {**data, "on_invalid": "null"}
+    return data
+
+
 class Repairs:
     """Counts values changed to be storable (NUL removed)."""
 
