@@ -12,7 +12,7 @@ from api.auth import TOKEN_HELP
 from api.deps import Resources, get_settings
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routers import amplitude, appmetrica, db, health, s3, transform
+from api.routers import amplitude, appmetrica, db, health, loads, s3, transform
 from api.settings import ApiSettings, get_api_settings
 from dwh_helper.config import Settings, configure_logging
 
@@ -83,7 +83,7 @@ def create_app(
     configure(app, settings, api_settings, clock=clock)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    for module in (health, db, s3, amplitude, appmetrica, transform):
+    for module in (health, db, s3, amplitude, appmetrica, transform, loads):
         app.include_router(module.router)
     return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -181,6 +182,10 @@ class EtlSettings(BaseSettings):
     load_batch_size: int = Field(10000, ge=1)
     reject_ratio: float = Field(0.01, ge=0, le=1)
     strict: bool = False
+    temp_dir: Path | None = None
+    """Where loads keep their temporary files (one directory per load); None: the system's."""
+    temp_max_age: int = Field(3600, ge=60)
+    """Seconds after which a load's leftover temporary directory counts as abandoned."""
 
 
 class LoggingSettings(BaseSettings):

@@ -22,6 +22,9 @@ EXPECTED = {
     ("put", "/s3/update"),
     ("patch", "/s3/patch"),
     ("delete", "/s3/delete"),
+    ("get", "/loads"),
+    ("get", "/loads/summary"),
+    ("get", "/loads/summary.html"),
     *[
         (method, f"/db/{table}")
         for table in (

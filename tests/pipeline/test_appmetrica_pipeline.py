@@ -612,7 +612,11 @@ def _by_column(columns: tuple[str, ...], line: str) -> dict[str, str]:
 @pytest.mark.unit
 @pytest.mark.parametrize(
     "body",
-    [b'{"data":[{"a":"1"},{"a":"2"}', b'{"data":[{"a":"1"}]', b'{"data":[{"a":"1"}]} junk'],
+    [
+        b'{"data":[{"event_name":"1"},{"event_name":"2"}',
+        b'{"data":[{"event_name":"1"}]',
+        b'{"data":[{"event_name":"1"}]} junk',
+    ],
 )
 def test_a_json_file_cut_short_or_with_junk_is_corrupt(tmp_path, body):
     _file, records = _json_records(tmp_path, body)

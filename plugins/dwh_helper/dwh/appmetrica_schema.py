@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -160,7 +160,8 @@ def row_uuid(resource: str, record: Mapping[str, Any], application_id: str | int
 
     UUIDv5 in `ROW_UUID_NAMESPACE` over resource, application id and the
     `IDENTITY_FIELDS` values joined by U+001F (timestamps as Unix seconds,
-    JSON with sorted keys, NULL as an empty string).
+    JSON with sorted keys, NULL as an empty string). A record lacking an identity
+    field is keyed on every field it holds instead (see `fallback_identity`).
     """
     return to_row(appmetrica_table(resource), record, application_id)[0]
 
@@ -213,11 +214,26 @@ def to_row(spec: TableSpec, record: Mapping[str, Any], application_id: str | int
             text = json_text[name] = _canonical_json(value)
             values[position] = text
     parts = [spec.name, str(app_id)]
-    for name in plan.identity:
+    identity = plan.identity
+    if any(name not in record for name in identity):
+        identity = fallback_identity(plan.names, record)
+        parts.append(FALLBACK_MARK)
+    for name in identity:
         text = json_text.get(name)
         parts.append(text if text is not None else _canonical(get(name)))
     values[0] = _uuid5("\x1f".join(parts))
     return tuple(values)
+
+
+FALLBACK_MARK = "*"
+"""Joins the key's parts when a record lacks an identity field, so such a key never equals a
+declared one."""
+
+
+def fallback_identity(names: Iterable[str], present: Container[str]) -> tuple[str, ...]:
+    """The identity of a record (or file) lacking an identity field: every field it holds, in
+    the table's column order — rows differing anywhere stay apart, exact duplicates collapse."""
+    return tuple(name for name in names if name in present)
 
 
 _INTEGER_KINDS = frozenset({"timestamp", "bigint", "uint64"})
@@ -264,6 +280,13 @@ class RowConverter:
             except ValueError as exc:
                 raise CastError(name, value, str(exc), row) from None
             values[position] = _canonical_json(typed) if is_json else typed
+        if any(name not in record for name, _, _ in self._identity):
+            typed = dict(zip(self.spec.column_names[2:], values[2:], strict=True))
+            parts = [self._prefix, FALLBACK_MARK]
+            for name in fallback_identity(self._names, record):
+                parts.append(_canonical(typed[name]))
+            values[0] = _uuid5("\x1f".join(parts))
+            return tuple(values)
         parts = [self._prefix]
         for name, position, kind in self._identity:
             raw = get(name)

@@ -1,11 +1,10 @@
-"""The load journal: `load_log` (one row per raw file loaded) and `load_rejects` (bad records)."""
+"""Bad records of a load: `load_rejects` (the load_log lifecycle is in `dwh.load_log`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -88,43 +87,3 @@ def write_rejects(conn: psycopg.Connection, rejects: Iterable[Reject]) -> int:
                 copy.write(reject.copy_line() + "\n")
                 count += 1
     return count
-
-
-def write_load_log(
-    conn: psycopg.Connection,
-    *,
-    source: str,
-    s3_key: str,
-    started_at: datetime,
-    status: str,
-    rows_read: int = 0,
-    rows_inserted: Mapping[str, int] | None = None,
-    rows_rejected: int = 0,
-    values_nulled: int = 0,
-    values_repaired: int = 0,
-    window_start: datetime | None = None,
-    window_end: datetime | None = None,
-    error: str | None = None,
-) -> int:
-    """Insert one load_log row (in the caller's transaction); returns its id."""
-    row = conn.execute(
-        "INSERT INTO load_log (source, s3_key, window_start, window_end, rows_read, rows_inserted, "
-        "rows_rejected, values_nulled, values_repaired, started_at, finished_at, status, error) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) RETURNING id",
-        (
-            source,
-            s3_key,
-            window_start,
-            window_end,
-            rows_read,
-            json.dumps(dict(rows_inserted or {})),
-            rows_rejected,
-            values_nulled,
-            values_repaired,
-            started_at,
-            status,
-            error,
-        ),
-    ).fetchone()
-    assert row is not None
-    return row[0]

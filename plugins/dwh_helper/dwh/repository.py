@@ -341,9 +341,18 @@ class Repository:
                 writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
                 with cursor.copy(statement, writer=writer) as copy:
                     write(copy)
+                # rows in key order: concurrent loads with overlapping keys (say, the same
+                # devices in mobile_devices) take their row locks in one order, so they wait
+                # for each other instead of deadlocking
                 return cursor.execute(
-                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                        target, every, every, stage
+                    sql.SQL(
+                        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {} ON CONFLICT DO NOTHING"
+                    ).format(
+                        target,
+                        every,
+                        every,
+                        stage,
+                        sql.SQL(", ").join(map(sql.Identifier, spec.key)),
                     )
                 ).rowcount
 

@@ -9,6 +9,8 @@ that would break a new key are moved to `load_rejects`, never dropped.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -470,3 +472,81 @@ def ensure_month_partitions(conn: psycopg.Connection, months: Iterable[date]) ->
             created.append(name)
             log.info("created partition %s [%s, %s)", name, start, end)
     return created
+
+
+def month_partitions(conn: psycopg.Connection) -> set[str]:
+    """Months ('YYYY-MM') that already have an events_part partition."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+        "WHERE n.nspname = %s AND p.relname = %s",
+        (EVENTS_PART.schema, EVENTS_PART.name),
+    ).fetchall()
+    prefix = f"{EVENTS_PART.name}_"
+    months = set()
+    for (name,) in rows:
+        suffix = name.removeprefix(prefix)
+        if len(suffix) == 6 and suffix.isdigit():
+            months.add(f"{suffix[:4]}-{suffix[4:]}")
+    return months
+
+
+PARTITION_LOCK_TIMEOUT = 2.0
+"""Seconds one attempt to create partitions waits for a lock before it lets go and retries."""
+PARTITION_WAIT = 900.0
+"""Seconds a load keeps retrying before it gives up on creating its partitions."""
+
+
+class PartitionUnavailable(RuntimeError):
+    """Month partitions could not be created in time (other sessions kept their tables busy)."""
+
+
+def create_month_partitions(
+    conn: psycopg.Connection,
+    months: Iterable[date],
+    *,
+    lock_timeout: float = PARTITION_LOCK_TIMEOUT,
+    wait: float = PARTITION_WAIT,
+) -> list[str]:
+    """Create missing events_part partitions in short transactions of their own, outside any load.
+
+    Each attempt takes the schema's advisory lock and waits at most `lock_timeout` seconds for
+    a lock (ATTACH PARTITION needs SHARE ROW EXCLUSIVE on mobile_devices for the cloned foreign
+    key, so it waits for loads still writing devices); on a timeout it lets go of everything
+    and retries with a growing pause, for up to `wait` seconds. It never runs inside a load's
+    data transaction, so it cannot take part in a deadlock. The connection must be idle.
+    """
+    wanted = sorted({_month_bounds(month)[0] for month in months})
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    attempts = 0
+    while True:
+        have = month_partitions(conn)
+        missing = [month for month in wanted if f"{month:%Y-%m}" not in have]
+        if not missing:
+            return []
+        attempts += 1
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(
+                        sql.Literal(f"{int(lock_timeout * 1000)}ms")
+                    )
+                )
+                return ensure_month_partitions(conn, missing)
+        except psycopg.errors.LockNotAvailable as exc:
+            if time.monotonic() + pause > deadline:
+                raise PartitionUnavailable(
+                    f"could not create events_part partitions for "
+                    f"{', '.join(f'{m:%Y-%m}' for m in missing)} in {wait:.0f}s "
+                    f"({attempts} attempts; other sessions kept events_part_default or "
+                    f"mobile_devices busy): {exc}"
+                ) from exc
+            log.info(
+                "partitions %s: tables busy (attempt %d), retrying in %.2fs",
+                ", ".join(f"{m:%Y-%m}" for m in missing),
+                attempts,
+                pause,
+            )
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 2.0)

@@ -10,10 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from dwh_helper.dwh.repository import Repository
-from dwh_helper.dwh.schema import ensure_month_partitions
 from dwh_helper.pipeline.load import (
     DEFAULT_BATCH_SIZE,
     CorruptFile,
@@ -136,26 +133,10 @@ def _month_of(record: Any) -> str | None:
     return value[:7] if isinstance(value, str) and len(value) >= 7 else None
 
 
-def _months_to_dates(months: set[str]) -> list[date]:
-    dates = []
-    for month in months:
-        try:
-            dates.append(date(int(month[:4]), int(month[5:7]), 1))
-        except ValueError:
-            continue
-    return dates
-
-
-def _create_partitions(conn: psycopg.Connection, months: set[str]) -> None:
-    """After a load: give every month seen its events_part partition (moves rows out of default)."""
-    ensure_month_partitions(conn, _months_to_dates(months))
-
-
 AMPLITUDE_FORMAT = RawFormat(
     source="amplitude",
     records=_records,
     month_of=_month_of,
-    after_commit=_create_partitions,
 )
 """Amplitude export archives: ZIP of gzip NDJSON entries, one event per line."""
 
@@ -168,8 +149,14 @@ def load_amplitude_file(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     reject_ratio: float = 0.01,
+    reload: bool = False,
+    temp_dir: Path | None = None,
 ) -> LoadResult:
-    """Load one raw Amplitude archive from S3 into the six event tables (one transaction)."""
+    """Load one raw Amplitude archive from S3 into the six event tables (one transaction).
+
+    The window's months get their events_part partitions first (a short transaction of its
+    own); late events of other months make the loader create theirs before sending them.
+    """
     info = store.head(key)
     window = None
     if info is not None and info.metadata and "window-start" in info.metadata:
@@ -177,8 +164,6 @@ def load_amplitude_file(
             datetime.fromisoformat(info.metadata["window-start"]),
             datetime.fromisoformat(info.metadata["window-end"]),
         )
-        with repo.connection() as conn:
-            ensure_month_partitions(conn, [window[0].date(), window[1].date()])
     return load_raw_file(
         store,
         key,
@@ -188,4 +173,8 @@ def load_amplitude_file(
         batch_size=batch_size,
         reject_ratio=reject_ratio,
         window=window,
+        info=info,
+        reload=reload,
+        temp_dir=temp_dir,
+        months=[window[0].date(), window[1].date()] if window else (),
     )

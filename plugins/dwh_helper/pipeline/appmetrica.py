@@ -318,6 +318,8 @@ class AppMetricaFile:
         self._decode_typed: Any = None
         self._record_type: Any = None
         self._decoded = 0  # JSON items decoded so far
+        self.details: dict[str, Any] = {}
+        """What load_log.details reports of this file (the identity it was keyed by)."""
 
     @staticmethod
     def _unbound(record: Any) -> str:
@@ -342,6 +344,13 @@ class AppMetricaFile:
             structs=structs,
         )
         known = set(self.resource_mapping.field_names) | {"application_id"}
+        if not known.intersection(fields):
+            shown = ", ".join(repr(name[:40]) for name in list(fields)[:5])
+            raise CorruptFile(
+                f"the header holds none of the {self.resource_mapping.resource} fields "
+                f"(it starts {shown or 'empty'}): not a Logs API export (an error page saved "
+                "as the file?); re-export the day"
+            )
         unmapped = [name for name in fields if name not in known]
         if unmapped:
             log.warning(
@@ -358,11 +367,20 @@ class AppMetricaFile:
                 self.label,
                 len(formatter.missing),
                 ", ".join(formatter.missing),
-                f" (identity fields {', '.join(missing_identity)} missing: rows differing only "
-                "in them share one row_uuid)"
+                f" (identity field(s) {', '.join(missing_identity)} missing: row_uuid is "
+                "computed from every field the file holds instead, so only exact duplicates "
+                "collapse)"
                 if missing_identity
                 else "",
             )
+        self.details = {
+            "identity": "all fields" if formatter.identity_fallback else "declared",
+            "identity_fields": list(formatter.identity),
+        }
+        if formatter.identity_fallback:
+            self.details["identity_missing"] = [
+                n for n in self.resource_mapping.identity if n in formatter.missing
+            ]
         self.formatter = formatter
         self._header = tuple(fields) if positional else None
         self.table.columns = formatter.columns
@@ -568,6 +586,8 @@ def load_appmetrica_file(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     reject_ratio: float = 0.01,
+    reload: bool = False,
+    temp_dir: Path | None = None,
 ) -> LoadResult:
     """Load one raw AppMetrica file from S3 into `appmetrica.<table>` (one transaction).
 
@@ -597,4 +617,7 @@ def load_appmetrica_file(
         batch_size=batch_size,
         reject_ratio=reject_ratio,
         window=described.window,
+        info=info,
+        reload=reload,
+        temp_dir=temp_dir,
     )

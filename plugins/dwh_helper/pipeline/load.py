@@ -11,25 +11,48 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import re
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 
 from dwh_helper.dwh.copy_text import CopyDialect
-from dwh_helper.dwh.load_journal import Reject, write_load_log, write_rejects
+from dwh_helper.dwh.load_journal import Reject, write_rejects
+from dwh_helper.dwh.load_log import (
+    Completion,
+    complete_attempt,
+    loaded_since,
+    lock_key,
+    mark_abandoned,
+    start_attempt,
+    unlock_key,
+)
 from dwh_helper.dwh.repository import Repository
+from dwh_helper.dwh.schema import (
+    PartitionUnavailable,
+    create_month_partitions,
+    month_partitions,
+)
 from dwh_helper.dwh.tables import TableSpec
-from dwh_helper.storage.s3 import ObjectReadError, ObjectStore
+from dwh_helper.pipeline.temp_files import load_temp_dir
+from dwh_helper.pipeline.verify import (
+    Expected,
+    HashingReader,
+    ObjectMismatch,
+    check_digest,
+    check_size,
+    copy_hashing,
+)
+from dwh_helper.storage.s3 import ObjectInfo, ObjectReadError, ObjectStore
 from dwh_helper.transform.event_mapping import parse_json_line
 from dwh_helper.transform.values import RefusedValue, shown
 
@@ -109,7 +132,9 @@ class RawFormat:
     streamed: bool = False
     """False: `records` gets the path of the whole downloaded file (a ZIP needs its end).
     True: `records` gets a binary reader streaming the object from S3 (read once, in order)."""
-    after_commit: Callable[[psycopg.Connection, set[str]], None] | None = None
+    after_commit: Callable[[psycopg.Connection, LoadResult], None] | None = None
+    """Optional work after the load committed (own connection): logged and retried on its
+    own; its failure is noted in the journal and never fails the committed load."""
     chunks: Callable[[Any], Iterator[tuple[str, int, list[Any]]]] | None = None
     """Optional: the records in lists, as (entry, number of the first record, records)."""
 
@@ -127,12 +152,31 @@ class LoadResult:
     values_repaired: int = 0
     seconds: float = 0.0
     reject_reasons: list[str] = field(default_factory=list)
+    status: str = "loaded"
+    """`loaded`, or `already loaded` when another load committed the same content meanwhile."""
+    bytes: int | None = None
+    sha256: str | None = None
+    verified: bool | None = None
+    """True: size and SHA-256 matched what extract recorded; None: nothing was recorded."""
+    attempt_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """Extra facts for load_log.details (e.g. the identity an AppMetrica file was keyed by)."""
+
+    def reset_counts(self) -> None:
+        """Forget the counts of a pass that was rolled back (before loading again)."""
+        self.rows_read = 0
+        self.inserted = {}
+        self.rejected = 0
+        self.values_nulled = 0
+        self.values_repaired = 0
+        self.reject_reasons = []
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary (XCom, API answers)."""
         return {
             "key": self.key,
             "source": self.source,
+            "status": self.status,
             "rows_read": self.rows_read,
             "inserted": dict(self.inserted),
             "rejected": self.rejected,
@@ -427,9 +471,20 @@ def load_raw_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     reject_ratio: float = 0.01,
     window: tuple[datetime, datetime] | None = None,
+    info: ObjectInfo | None = None,
+    reload: bool = False,
+    temp_dir: Path | None = None,
+    months: Sequence[date] = (),
 ) -> LoadResult:
     """Load one raw file from S3 into the mapping's tables, all or nothing; journal it.
 
+    The attempt is journalled `running` at once (its own transaction) and completed when it
+    ends. Loads of one S3 key are serialised (an advisory lock on the key): a load that waited
+    for another which committed the same content (SHA-256) finishes `already loaded` without
+    reading the file, unless `reload`. The object is checked against the size and SHA-256
+    `extract` recorded (size before reading, SHA-256 while streaming); events_part's month
+    partitions are created before the data needs them (`months` up front, others when the
+    reader meets them), outside the data transaction.
     Records that cannot be mapped go to load_rejects with file, entry, line and reason;
     the load fails (and commits nothing) when they exceed `reject_ratio` of the records.
     Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
@@ -437,87 +492,183 @@ def load_raw_file(
     'value'); PostgreSQL refusing a row the value layer let through rejects that row only.
     Every failure is a LoadError naming the file (see `as_load_error`).
     """
-    try:
-        return _load_raw_file(
-            store,
-            key,
-            repo,
-            mapping,
-            raw_format,
-            batch_size=batch_size,
-            reject_ratio=reject_ratio,
-            window=window,
-        )
-    except Exception as exc:
-        if isinstance(exc, LoadError):
-            raise
-        raise as_load_error(key, exc) from exc
+    started = time.perf_counter()
+    result = LoadResult(key=key, source=raw_format.source)
+    if info is None:
+        info = store.head(key)
+    if info is None:
+        raise LoadError(key, f"no object s3://{store.bucket}/{key}; extract the day first")
+    expected = Expected.of(info)
+    with repo.connection() as conn:
+        pinned = Repository(conn)  # one session: the key lock, the journal and the data
+        with conn.transaction():
+            attempt = start_attempt(conn, source=raw_format.source, s3_key=key, window=window)
+        result.attempt_id = attempt
+        locked = False
+        try:
+            lock_key(conn, key)
+            locked = True
+            with conn.transaction():
+                abandoned = mark_abandoned(conn, key, attempt)
+            if abandoned:
+                log.warning(
+                    "%s: earlier attempt(s) %s died while loading (their backend is gone); "
+                    "marked abandoned",
+                    key,
+                    ", ".join(map(str, abandoned)),
+                )
+            same = None
+            if expected.sha256 and not reload:
+                same = loaded_since(conn, key, expected.sha256, attempt)
+            if same is not None:
+                result.status = "already loaded"
+                result.sha256, result.bytes = expected.sha256, info.size
+                result.details["same_as"] = same
+                with conn.transaction():
+                    complete_attempt(conn, attempt, _completion(result, expected))
+                log.info(
+                    "%s: already loaded with the same SHA-256 by load %d while this one waited "
+                    "for it; nothing read (pass reload=True to load it again)",
+                    key,
+                    same,
+                )
+                result.seconds = time.perf_counter() - started
+                return result
+            if months:
+                create_month_partitions(conn, months)
+            _load_verified(
+                store, key, pinned, conn, mapping, raw_format, info, expected, result,
+                batch_size, reject_ratio, attempt, temp_dir, started,
+            )  # fmt: skip
+        except BaseException as exc:
+            _journal_failure(repo, conn, attempt, result, expected, exc)
+            raise _as_load_error(key, exc) from exc
+        finally:
+            if locked:
+                _unlock(conn, key)
+    _after_commit(repo, raw_format, result)
+    return result
 
 
-def _load_raw_file(
+def _load_verified(
     store: ObjectStore,
     key: str,
     repo: Repository,
+    conn: psycopg.Connection,
     mapping: RecordMapping,
     raw_format: RawFormat,
-    *,
+    info: ObjectInfo,
+    expected: Expected,
+    result: LoadResult,
     batch_size: int,
     reject_ratio: float,
-    window: tuple[datetime, datetime] | None,
-) -> LoadResult:
-    started_at = datetime.now(UTC)
-    started = time.perf_counter()
-    result = LoadResult(key=key, source=raw_format.source)
-    months: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="dwh-load-") as tmp, ExitStack() as cleanup:
-        path = Path(tmp) / Path(key).name
-        if raw_format.streamed:
-            source: Any = cleanup.enter_context(store.open_reader(key))
-            log.info("loading s3://%s/%s as it streams in", store.bucket, key)
-        else:
-            store.download_file(key, path)
-            source = path
+    attempt: int,
+    temp_dir: Path | None,
+    started: float,
+) -> None:
+    """Check, read and load the object in one data transaction that also completes the journal."""
+    if not expected.recorded:
+        log.warning(
+            "%s: no size/SHA-256 in the object's metadata (landed by hand?): loading it "
+            "unverified (load_log.verified is NULL)",
+            key,
+        )
+    try:
+        check_size(expected, info.size)
+    except ObjectMismatch as exc:
+        result.bytes = info.size
+        raise LoadError(key, str(exc)) from exc
+    with load_temp_dir(temp_dir) as tmp:
+        known: set[str] | None = None
+        if raw_format.month_of is not None:
+            known = month_partitions(conn)
+        path = tmp / Path(key).name
+        if not raw_format.streamed:
+            with store.open_reader(key) as body, path.open("wb") as out:
+                result.bytes, result.sha256 = copy_hashing(body, out)
+            _verify(key, expected, result)
             log.info(
-                "loading s3://%s/%s (%d bytes, downloaded in %.1fs)",
+                "loading s3://%s/%s (%d bytes, downloaded and hashed in %.1fs)",
                 store.bucket,
                 key,
-                path.stat().st_size,
+                result.bytes,
                 time.perf_counter() - started,
             )
-        try:
-            with repo.transaction() as conn, _responsive_writer():
-                writer = _Writer(repo, conn, result, mapping.record_id)
-                writer.start()
-                try:
-                    _read_into(writer, source, key, mapping, raw_format, batch_size, result, months)
-                    writer.finish()
-                except BaseException:
-                    writer.abort()
+        for tries in range(1, PASSES + 1):
+            result.reset_counts()
+            try:
+                _load_once(store, key, repo, conn, mapping, raw_format, path, expected, result,
+                           batch_size, reject_ratio, attempt, known, started)  # fmt: skip
+                return
+            except psycopg.errors.DeadlockDetected as exc:
+                # two loads of large files sharing keys across batches (say, devices) can still
+                # meet in opposite orders; PostgreSQL rolled this one back: read it again
+                if tries == PASSES:
                     raise
-                _check_rejects(key, result, reject_ratio)
-                result.seconds = time.perf_counter() - started
-                write_load_log(
-                    conn,
-                    source=raw_format.source,
-                    s3_key=key,
-                    started_at=started_at,
-                    status="loaded",
-                    rows_read=result.rows_read,
-                    rows_inserted=result.inserted,
-                    rows_rejected=result.rejected,
-                    values_nulled=result.values_nulled,
-                    values_repaired=result.values_repaired,
-                    window_start=window[0] if window else None,
-                    window_end=window[1] if window else None,
+                log.warning("%s: rolled back by a deadlock (%s); loading again", key, exc)
+                time.sleep(random.uniform(0.1, 1.0))
+            except _MissingPartition as missing:
+                # the data transaction was rolled back before any row of that month was sent
+                months = _months_of_file(raw_format, mapping, store, key, path) | missing.months
+                log.info(
+                    "%s: events of month(s) without a partition (%s): creating them, then "
+                    "loading again",
+                    key,
+                    ", ".join(sorted(missing.months)),
                 )
-        except Exception as exc:
-            error = as_load_error(key, exc)
-            _journal_failure(repo, raw_format.source, key, started_at, result, error, window)
-            log.error("load of %s failed: %s", key, error)
-            raise error from exc
-    if raw_format.after_commit and months:
-        with repo.connection() as conn:
-            raw_format.after_commit(conn, months)
+                create_month_partitions(conn, _month_dates(months))
+                known = month_partitions(conn)
+        raise LoadError(
+            key, f"not loaded in {PASSES} passes (month partitions kept missing)", retryable=True
+        )
+
+
+PASSES = 3
+"""Passes over a file at most: a pass ends early when a month has no partition yet (created,
+then read again) or when PostgreSQL picks the load as a deadlock's victim."""
+
+
+def _load_once(
+    store: ObjectStore,
+    key: str,
+    repo: Repository,
+    conn: psycopg.Connection,
+    mapping: RecordMapping,
+    raw_format: RawFormat,
+    path: Path,
+    expected: Expected,
+    result: LoadResult,
+    batch_size: int,
+    reject_ratio: float,
+    attempt: int,
+    known: set[str] | None,
+    started: float,
+) -> None:
+    """One pass: read, map and write in the data transaction; verify; complete the journal."""
+    with ExitStack() as cleanup:
+        hashing: HashingReader | None = None
+        if raw_format.streamed:
+            hashing = HashingReader(cleanup.enter_context(store.open_reader(key)))
+            source: Any = hashing.buffered()
+            log.info("loading s3://%s/%s as it streams in", store.bucket, key)
+        else:
+            source = path
+        with repo.transaction() as tx, _responsive_writer():
+            writer = _Writer(repo, tx, result, mapping.record_id)
+            writer.start()
+            try:
+                _read_into(writer, source, key, mapping, raw_format, batch_size, result, known)
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            if hashing is not None:
+                result.bytes, result.sha256 = hashing.finish()
+                _verify(key, expected, result)
+            _check_rejects(key, result, reject_ratio)
+            result.details.update(getattr(mapping, "details", None) or {})
+            result.seconds = time.perf_counter() - started
+            complete_attempt(tx, attempt, _completion(result, expected))
     log.info(
         "loaded %s: %d records, %d rejected, %d value(s) stored NULL, %d repaired, inserted %s "
         "in %.1fs (%.0f records/s; database busy %.1fs, reader waited %.1fs for it)",
@@ -532,7 +683,121 @@ def _load_raw_file(
         writer.db_seconds,
         writer.wait_seconds,
     )
-    return result
+
+
+def _verify(key: str, expected: Expected, result: LoadResult) -> None:
+    assert result.bytes is not None and result.sha256 is not None
+    try:
+        check_digest(expected, result.bytes, result.sha256)
+    except ObjectMismatch as exc:
+        raise LoadError(key, str(exc)) from exc
+    result.verified = True if expected.recorded else None
+
+
+def _completion(result: LoadResult, expected: Expected, error: str | None = None) -> Completion:
+    return Completion(
+        status=result.status if error is None else "failed",
+        rows_read=result.rows_read,
+        rows_inserted=result.inserted,
+        rows_rejected=result.rejected,
+        values_nulled=getattr(result, "values_nulled", 0),
+        values_repaired=getattr(result, "values_repaired", 0),
+        bytes=result.bytes,
+        sha256=result.sha256,
+        verified=result.verified,
+        error=error,
+        details=result.details,
+    )
+
+
+class _MissingPartition(Exception):
+    """Raised by the reader before a row of a month without a partition is sent."""
+
+    def __init__(self, months: set[str]) -> None:
+        super().__init__(", ".join(sorted(months)))
+        self.months = months
+
+
+def _months_of_file(
+    raw_format: RawFormat, mapping: RecordMapping, store: ObjectStore, key: str, path: Path
+) -> set[str]:
+    """Every month the file's records fall in (a decode pass, only when a partition is missing)."""
+    assert raw_format.month_of is not None
+    months: set[str] = set()
+    with ExitStack() as cleanup:
+        source: Any = cleanup.enter_context(store.open_reader(key)) if raw_format.streamed else path
+        for _entry, _line, raw in raw_format.records(source):
+            try:
+                month = raw_format.month_of(mapping.decode(raw))
+            except (ValueError, TypeError):
+                continue
+            if month:
+                months.add(month)
+    return months
+
+
+def _month_dates(months: set[str]) -> list[date]:
+    dates = []
+    for month in months:
+        try:
+            dates.append(date(int(month[:4]), int(month[5:7]), 1))
+        except ValueError:
+            continue
+    return dates
+
+
+def _unlock(conn: psycopg.Connection, key: str) -> None:
+    try:
+        unlock_key(conn, key)
+    except psycopg.Error:  # a broken session has lost its locks anyway
+        log.warning("%s: could not release the key lock (the session is gone)", key)
+
+
+def _as_load_error(key: str, exc: BaseException) -> BaseException:
+    """The exception a failed load raises: a LoadError naming the file (see `as_load_error`);
+    an interrupt (not an Exception) goes on as it is."""
+    if not isinstance(exc, Exception):
+        return exc
+    return as_load_error(key, exc)
+
+
+AFTER_COMMIT_ATTEMPTS = 3
+
+
+def _after_commit(repo: Repository, raw_format: RawFormat, result: LoadResult) -> None:
+    """Work after a committed load: logged and retried on its own; a failure never fails the
+    load (it is recorded in the journal's details)."""
+    if raw_format.after_commit is None:
+        return
+    for attempt in range(1, AFTER_COMMIT_ATTEMPTS + 1):
+        try:
+            with repo.connection() as conn:
+                raw_format.after_commit(conn, result)
+            return
+        except Exception as exc:  # noqa: BLE001 - the data are committed whatever happens here
+            log.warning(
+                "%s: after-commit step failed (attempt %d of %d): %s",
+                result.key,
+                attempt,
+                AFTER_COMMIT_ATTEMPTS,
+                exc,
+            )
+            if attempt == AFTER_COMMIT_ATTEMPTS:
+                _note_after_commit_failure(repo, result, exc)
+                return
+            time.sleep(0.2 * attempt)
+
+
+def _note_after_commit_failure(repo: Repository, result: LoadResult, exc: Exception) -> None:
+    try:
+        with repo.transaction() as conn:
+            conn.execute(
+                "UPDATE load_log SET details = details || jsonb_build_object("
+                "'after_commit_error', %s::text) WHERE id = %s",
+                (str(exc)[:2000], result.attempt_id),
+            )
+    except psycopg.Error:
+        log.exception("%s: could not note the after-commit failure in load_log", result.key)
 
 
 class _Batches:
@@ -638,9 +903,13 @@ def _read_into(
     raw_format: RawFormat,
     batch_size: int,
     result: LoadResult,
-    months: set[str],
+    known_months: set[str] | None,
 ) -> None:
-    """Read, decode and map every record of the file into batches handed to the writer."""
+    """Read, decode and map every record of the file into batches handed to the writer.
+
+    With `known_months` (the months events_part has partitions for), a record of another
+    month raises _MissingPartition before its batch is sent.
+    """
     batches = _Batches(writer, mapping, key, batch_size, result)
     by_chunk = (
         raw_format.chunks is not None
@@ -652,12 +921,12 @@ def _read_into(
     if by_chunk:
         _read_chunks(batches, source_file, raw_format)
     else:
-        _read_records(batches, source_file, raw_format, months)
+        _read_records(batches, source_file, raw_format, known_months)
     batches.submit()
 
 
 def _read_records(
-    batches: _Batches, source_file: Any, raw_format: RawFormat, months: set[str]
+    batches: _Batches, source_file: Any, raw_format: RawFormat, known_months: set[str] | None
 ) -> None:
     """Record by record: decode, map to every table, first row per key per file."""
     mapping = batches.mapping
@@ -686,6 +955,10 @@ def _read_records(
             record, mapped = checked.record, checked.lines
             if checked.reports or checked.repairs:
                 batches.report((entry, line), checked)
+        if month_of is not None and known_months is not None:
+            month = month_of(record)
+            if month and month not in known_months:
+                raise _MissingPartition({month})
         batch = batches.batch
         lines_of = batch.lines
         where = (entry, line, 1)
@@ -699,10 +972,6 @@ def _read_records(
                     known.add(dedup_key)
                     batch.origins[table].append(where)
                 lines_of[table].append(text)
-        if month_of is not None:
-            month = month_of(record)
-            if month:
-                months.add(month)
         batches.add(1)
 
 
@@ -760,32 +1029,29 @@ def _check_rejects(key: str, result: LoadResult, reject_ratio: float) -> None:
 
 def _journal_failure(
     repo: Repository,
-    source: str,
-    key: str,
-    started_at: datetime,
+    conn: psycopg.Connection,
+    attempt: int,
     result: LoadResult,
+    expected: Expected,
     exc: BaseException,
-    window: tuple[datetime, datetime] | None,
 ) -> None:
-    """Record a failed load in load_log (its own transaction); never masks the real error."""
-    try:
-        with repo.transaction() as conn:
-            write_load_log(
-                conn,
-                source=source,
-                s3_key=key,
-                started_at=started_at,
-                status="failed",
-                rows_read=result.rows_read,
-                rows_rejected=result.rejected,
-                values_nulled=result.values_nulled,
-                values_repaired=result.values_repaired,
-                window_start=window[0] if window else None,
-                window_end=window[1] if window else None,
-                error=str(exc)[:2000],
-            )
-    except Exception:  # the database may be the thing that failed
-        log.exception("could not record the failed load of %s in load_log", key)
+    """Complete the attempt as failed (its own transaction); never masks the real error."""
+    message = str(_as_load_error(result.key, exc)) or type(exc).__name__
+    completion = _completion(result, expected, error=message)
+    completion.rows_inserted = {}  # nothing of a failed load is committed
+    for target in (conn, None):
+        try:
+            if target is not None and target.broken:
+                continue
+            if target is not None:
+                with target.transaction():
+                    complete_attempt(target, attempt, completion)
+            else:
+                with repo.transaction() as other:
+                    complete_attempt(other, attempt, completion)
+            return
+        except Exception:  # the database may be the thing that failed
+            log.exception("could not record the failed load of %s in load_log", result.key)
 
 
 def _record_id(kept: Any, field_name: str) -> str | None:
@@ -890,6 +1156,8 @@ def as_load_error(key: str, error: BaseException) -> LoadError:
         return error
     if isinstance(error, CorruptFile):
         return LoadError(key, f"corrupt file, nothing loaded: {_first_line(error)}")
+    if isinstance(error, PartitionUnavailable):
+        return LoadError(key, f"nothing loaded: {_first_line(error)}", retryable=True)
     retryable = is_retryable(error)
     if isinstance(error, ObjectReadError):
         return LoadError(key, f"nothing loaded: {_first_line(error)}", retryable=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import astuple
 
-from dwh_helper.dwh.appmetrica_schema import ROW_UUID_NAMESPACE
+from dwh_helper.dwh.appmetrica_schema import FALLBACK_MARK, ROW_UUID_NAMESPACE, fallback_identity
 from dwh_helper.dwh.copy_text import CopyDialect, escape
 from dwh_helper.sources.appmetrica_parse import CastError, field_text
 from dwh_helper.transform import values
@@ -223,6 +223,13 @@ class RowFormatter:
             order = [name for name in dict.fromkeys(present) if name in kinds]
         order.sort(key=lambda name: kinds[name] == "text")  # typed first, each in file order
         self.missing = tuple(name for name in kinds if name not in order)
+        self.identity: tuple[str, ...] = mapping.identity
+        """The fields row_uuid is computed from: the resource's identity fields, or — when
+        the file lacks one of them — every mapped field it holds (in the mapping's order, so
+        CSV and JSON agree): rows that differ anywhere stay apart, exact duplicates collapse."""
+        self.identity_fallback = any(name not in order for name in mapping.identity)
+        if self.identity_fallback:
+            self.identity = fallback_identity(kinds, order)
         self.columns: tuple[str, ...] = (*LOADER_COLUMNS, *order)
         self._names = tuple(order)
         self._kinds = tuple(kinds[name] for name in order)
@@ -385,8 +392,10 @@ class RowFormatter:
                 escapes += [f'if "\\\\" in c{i}:', f'    c{i} = c{i}.replace("\\\\", "\\\\\\\\")']
             fields.append(f"c{i}")
 
-        identity = ["{prefix}"]  # the parts of the key's f-string; a missing field is ""
-        for name in self.mapping.identity:
+        # the parts of the key's f-string; a fallback identity is marked so it never meets a
+        # declared one
+        identity = ["{prefix}"] + ([FALLBACK_MARK] if self.identity_fallback else [])
+        for name in self.identity:
             kind = dict(self.mapping.fields)[name]
             if name not in self._names:
                 identity.append("")

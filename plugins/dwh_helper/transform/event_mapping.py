@@ -450,6 +450,8 @@ class EventMapping:
             raise ValueError(f"not an event object: {exc}") from None
         except msgspec.DecodeError as exc:
             raise ValueError(f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("JSON nested too deep for the fast decoder") from None
 
     def map_record(self, record: Any) -> list[tuple[TableMapper, str | None, str | None]]:
         """Each table's (mapper, COPY line or None, dedup key) for a record (fast path: raises
