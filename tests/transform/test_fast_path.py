@@ -237,3 +237,14 @@ def test_appmetrica_fast_path_agrees_with_the_checked_path_on_generated_rows(cha
     if line is not None:
         assert checked.lines[0][1] == line
         assert checked.reports == [] and checked.repairs == 0
+
+
+def test_amplitude_bytes_that_are_not_utf8_cost_the_value_only():
+    data = json.dumps(SANDBOX[2]).encode().replace(b'"city": "', b'"city": "\xff', 1)
+    assert fast(data) is None
+    checked = MAPPING.map_checked(data)
+    assert [(r.table, r.column, r.reason[:19]) for r in checked.reports] == [
+        ("user_locations", "city", "not valid Unicode (")
+    ]
+    locations = dict((t.spec.name, text) for t, text, _ in checked.lines)["user_locations"]
+    assert locations.split("\t")[3] == "\\N"
