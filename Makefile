@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python bench/bench_amplitude_load.py
 	$(BIN)/python bench/bench_appmetrica_load.py
 	$(BIN)/python bench/bench_user_properties.py
+	$(BIN)/python bench/bench_api.py
 
 ## migrate: apply the DWH schema to the database in DB_* / .env
 migrate: install

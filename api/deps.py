@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import httpx
 from fastapi import Depends, Request
 
 from api.errors import ApiError
@@ -16,6 +15,7 @@ from api.settings import ApiSettings, get_api_settings
 from dwh_helper.config import PostgresSettings, S3Settings, Settings
 from dwh_helper.config import get_settings as _read_settings
 from dwh_helper.dwh.repository import Repository
+from dwh_helper.storage.patch import KeyLocks
 from dwh_helper.storage.s3 import ObjectStore, store_from_settings
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,16 @@ ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 
 
 class Resources:
-    """Long-lived clients of one app: connection pools, S3 stores, the Yandex ID HTTP client."""
+    """Long-lived clients of one app: connection pools, S3 stores, the Yandex ID checker."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        from api.auth import TokenCache
+        from api.auth import IdentityChecker, TokenCache
 
         self.clock = clock
         self.tokens = TokenCache(clock)
-        self.http = httpx.Client(follow_redirects=False)
+        self.identities = IdentityChecker(self.tokens)
+        self.probes = ProbeCache(clock)
+        self.key_locks = KeyLocks()
         self._lock = threading.Lock()
         self._pools: dict[str, Any] = {}
         self._stores: dict[tuple[Any, ...], ObjectStore] = {}
@@ -81,13 +83,32 @@ class Resources:
             return store
 
     def close(self) -> None:
-        """Close the pools and the HTTP client."""
+        """Close the pools (the Yandex ID client is closed by the app's lifespan)."""
         with self._lock:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
             self._stores.clear()
-        self.http.close()
+
+
+class ProbeCache:
+    """The last answer of a slow probe (the health check), reused for `ttl` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[float, Any]] = {}
+
+    def get(self, name: str, ttl: float, probe: Callable[[], Any]) -> Any:
+        """The cached answer of `name` if younger than `ttl`, else `probe()` (one at a time)."""
+        with self._lock:
+            entry = self._answers.get(name)
+            now = self.clock()
+            if entry is not None and now - entry[0] < ttl:
+                return entry[1]
+            answer = probe()
+            self._answers[name] = (self.clock(), answer)
+            return answer
 
 
 def get_resources(request: Request) -> Resources:
@@ -123,3 +144,11 @@ def get_store(settings: SettingsDep, resources: ResourcesDep) -> ObjectStore:
 
 RepoDep = Annotated[Repository, Depends(get_repository)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+
+def get_key_locks(resources: ResourcesDep) -> KeyLocks:
+    """The per-key locks of this app's S3 read-modify-writes."""
+    return resources.key_locks
+
+
+LocksDep = Annotated[KeyLocks, Depends(get_key_locks)]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +42,29 @@ class ApiError(Exception):
         detail: str,
         *,
         field: str | None = None,
+        errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
-        self.errors = [FieldError(field=field, message=detail)] if field else []
+        self.errors = list(errors or [])
+        if field and not self.errors:
+            self.errors = [FieldError(field=field, message=detail)]
         self.headers = headers
 
 
 _DESCRIPTIONS = {
-    400: "Bad request",
+    400: "Bad request (e.g. a body that cannot be parsed)",
     401: "Missing or invalid Yandex ID token (see `WWW-Authenticate`)",
     403: "The token's login has no access to this endpoint",
     404: "Not found",
+    405: "Method not allowed (see `Allow`)",
     409: "Conflict with what exists",
-    413: "Request too large",
-    416: "Offset past the end of the object",
+    412: "`If-Match` names another version of the object than the current one",
+    413: "Request body too large (counted as it arrives; `Content-Length` is optional)",
+    416: "Range or offset past the end of the object",
+    500: "An unexpected failure (a bug): the body says which; details are in the service log",
     422: "Invalid parameter or body; `errors` names each field",
     502: "The upstream service answered with an error",
     503: "A dependency (Yandex ID, PostgreSQL, S3, upstream) is unavailable or not configured",
@@ -72,6 +82,41 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
 
 
 AUTH_ERRORS = (401, 403, 503)
+RETRY_LATER = {"Retry-After": "5"}
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some endpoint accepts at this path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def refused_value(exc: Exception) -> tuple[str, str]:
+    """The column PostgreSQL names in a data or limit error (else `data`), and its message."""
+    diag = getattr(exc, "diag", None)
+    text = (getattr(diag, "message_primary", None) or str(exc).splitlines()[0])[:300]
+    field = getattr(diag, "column_name", None)
+    if not field:
+        quoted = re.findall(r'column "([^"]+)"', str(exc))
+        field = quoted[0] if quoted else None
+    if not field:
+        field = _index_columns(re.findall(r'index "([^"]+)"', str(exc)))
+    return field, text
+
+
+def _index_columns(indexes: list[str]) -> str:
+    from dwh_helper.dwh.tables import DWH_TABLES
+
+    for index in indexes:
+        spec = DWH_TABLES.get(index.removesuffix("_pkey"))
+        if spec is not None and index.endswith("_pkey"):
+            return ",".join(spec.key)
+        return index
+    return "data"
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -120,6 +165,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _json(exc.status_code, ErrorBody(detail=exc.detail, errors=exc.errors), exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        detail = str(exc.detail)
+        field = "body" if exc.status_code in (400, 413) else "path"
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+            )
+            field = "method"
+        elif exc.status_code == 404:
+            detail = f"no endpoint at {request.url.path}; see /docs for the list"
+        elif exc.status_code == 400:
+            detail = f"the body cannot be parsed: {detail}"
+        errors = [FieldError(field=field, message=detail)] if exc.status_code < 500 else []
+        return _json(exc.status_code, ErrorBody(detail=detail, errors=errors), headers or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+        return _json(500, ErrorBody(detail=f"internal error ({type(exc).__name__}); see the logs"))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _json(422, _validation_body(exc))
@@ -157,7 +226,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s: database error: %s", request.method, request.url.path, exc)
-        return _json(503, ErrorBody(detail="PostgreSQL is unavailable; try again later"))
+        return _json(
+            503, ErrorBody(detail="PostgreSQL is unavailable; try again later"), RETRY_LATER
+        )
+
+    @app.exception_handler(psycopg.errors.ProgramLimitExceeded)
+    @app.exception_handler(psycopg.DataError)
+    async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+        field, text = refused_value(exc)
+        log.info("%s %s: PostgreSQL refused a value of %s", request.method, request.url.path, field)
+        return _json(
+            422,
+            ErrorBody(
+                detail=f"{field}: PostgreSQL refused the value: {text}",
+                errors=[FieldError(field=field, message=text)],
+            ),
+        )
 
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def _integrity(request: Request, exc: Exception) -> JSONResponse:
@@ -165,12 +249,14 @@ def install_error_handlers(app: FastAPI) -> None:
         constraint = getattr(diag, "constraint_name", None)
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         where = f" (constraint {constraint})" if constraint else ""
-        return _json(409, ErrorBody(detail=f"the rows break a table constraint{where}: {text}"))
-
-    @app.exception_handler(psycopg.DataError)
-    async def _data_error(request: Request, exc: Exception) -> JSONResponse:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return _json(422, ErrorBody(detail=f"PostgreSQL refused a value: {text}"))
+        field = getattr(diag, "column_name", None) or "data"
+        return _json(
+            409,
+            ErrorBody(
+                detail=f"the rows break a table constraint{where}: {text}",
+                errors=[FieldError(field=field, message=text)],
+            ),
+        )
 
     @app.exception_handler(botocore.exceptions.EndpointConnectionError)
     @app.exception_handler(botocore.exceptions.ConnectTimeoutError)

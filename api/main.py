@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.auth import TOKEN_HELP
 from api.deps import Resources, get_settings
-from api.errors import install_error_handlers
-from api.limits import BodySizeLimit
+from api.errors import error_responses, install_error_handlers
+from api.guard import RequestGuard
 from api.routers import amplitude, appmetrica, db, health, loads, s3, transform
 from api.settings import ApiSettings, get_api_settings
 from dwh_helper.config import Settings, configure_logging
@@ -36,6 +37,11 @@ def _token_link(settings: Settings | None) -> str:
         return ""
     url = f"https://oauth.yandex.ru/authorize?response_type=token&client_id={client_id}"
     return f"\n\n[Get a token for this service]({url})"
+
+
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI `operationId` of a route: its name (stable, e.g. `read_events_part`)."""
+    return route.name
 
 
 def configure(
@@ -71,6 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         yield
+        await app.state.resources.identities.aclose()
         app.state.resources.close()
 
     app = FastAPI(
@@ -79,13 +86,44 @@ def create_app(
         description=DESCRIPTION + _token_link(settings),
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        generate_unique_id_function=operation_id,
     )
     configure(app, settings, api_settings, clock=clock)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestGuard)
     for module in (health, db, s3, amplitude, appmetrica, transform, loads):
         app.include_router(module.router)
+    document_common_errors(app)
     return app
+
+
+ERROR_BODY_REF = "#/components/schemas/ErrorBody"
+
+
+def document_common_errors(app: FastAPI) -> None:
+    """Declare the answers the request guard and the error handlers give on every endpoint:
+    422 (unknown query parameters), 500, and for endpoints with a body 400 and 413; errors of
+    endpoints answering other media (HTML, files) are declared as the JSON they are."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        media = getattr(route.response_class, "media_type", None)
+        if media != "application/json":
+            for code, entry in list(route.responses.items()):
+                if int(code) >= 400 and "model" in entry:
+                    route.responses[code] = {
+                        "description": entry.get("description", "Error"),
+                        "content": {"application/json": {"schema": {"$ref": ERROR_BODY_REF}}},
+                    }
+        codes = [422, 500] + ([400, 413] if route.body_field is not None else [])
+        for code, entry in error_responses(*codes).items():
+            route.responses.setdefault(
+                code,
+                {
+                    "description": entry["description"],
+                    "content": {"application/json": {"schema": {"$ref": ERROR_BODY_REF}}},
+                },
+            )
 
 
 app = create_app()

@@ -44,12 +44,16 @@ def batch_model(spec: TableSpec, row: type[BaseModel]) -> type[BaseModel]:
 
 
 def rows_model(spec: TableSpec, record: type[BaseModel]) -> type[BaseModel]:
-    """The GET answer `{"rows": [...], "count": N}` of `spec`."""
+    """The GET answer `{"rows": [...], "count": N, "next": URL | null}` of `spec`."""
     return create_model(  # type: ignore[call-overload]
         model_name(spec.name, "Rows"),
-        __doc__=f"Rows of {spec.name}.",
+        __doc__=f"A page of rows of {spec.name}.",
         rows=(list[record], ...),  # type: ignore[valid-type]
-        count=(int, ...),
+        count=(int, Field(description="Rows on this page")),
+        next=(
+            str | None,
+            Field(None, description="URL of the next page (same filters, `after` set); null last"),
+        ),
     )
 
 

@@ -21,7 +21,10 @@ class ApiSettings(BaseSettings):
 
     db_pool_timeout_seconds: float = Field(10.0, gt=0, description="Wait for a free DB connection")
     db_max_post_rows: int = Field(50_000, ge=1, description="Rows one POST /db/... may carry")
-    max_body_mb: int = Field(256, ge=1, description="Largest request body (POST /db, uploads)")
+    max_body_mb: int = Field(
+        256, ge=1, description="Largest request body (uploads), counted as it arrives"
+    )
+    db_max_body_mb: int = Field(32, ge=1, description="Largest body of a POST /db/... (JSON rows)")
     amplitude_max_days: int = Field(31, ge=1, description="Longest range of /amplitude/export")
     appmetrica_max_days: int = Field(31, ge=1, description="Longest range of /appmetrica/export")
     appmetrica_wait_seconds: float = Field(

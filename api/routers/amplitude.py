@@ -91,6 +91,7 @@ def write_ndjson_zip(
 
 @router.get(
     "/export",
+    name="export_amplitude_events",
     summary="Download Amplitude events of a range of days as a zipped NDJSON file",
     response_class=WorkDirFileResponse,
     status_code=200,

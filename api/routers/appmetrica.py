@@ -77,6 +77,15 @@ def _client(settings: Settings, api: ApiSettings) -> AppMetricaClient:
     )
 
 
+def _token_works(client: AppMetricaClient) -> bool:
+    """Whether AppMetrica accepts the service's token (then a refusal was about the app)."""
+    try:
+        client.status()
+    except AppMetricaError:
+        return False
+    return True
+
+
 def _upstream_error(exc: AppMetricaError) -> ApiError:
     if isinstance(exc, AppMetricaAuthError):
         return ApiError(502, f"AppMetrica refused the service's token: {exc}")
@@ -91,6 +100,7 @@ def _upstream_error(exc: AppMetricaError) -> ApiError:
 
 @router.get(
     "/ping",
+    name="ping_appmetrica",
     response_model=PingResult,
     summary="Is the AppMetrica Logs API reachable and enabled?",
     responses=error_responses(*AUTH_ERRORS, 502),
@@ -240,6 +250,7 @@ def _write_json(out: IO[bytes], paths: list[Path], bom: bool) -> int:
 
 @router.get(
     "/export",
+    name="export_appmetrica_data",
     summary="Download AppMetrica Logs API data of a date range as one zipped CSV or JSON file",
     response_class=WorkDirFileResponse,
     status_code=200,
@@ -346,6 +357,14 @@ def export(
                     time.sleep(interval)
             except AppMetricaError as exc:
                 log.warning("appmetrica export %s failed: %s", name, type(exc).__name__)
+                if isinstance(exc, AppMetricaAuthError) and _token_works(client):
+                    raise ApiError(
+                        422,
+                        f"application_id={app_id}: the service's AppMetrica token has no access "
+                        "to this application; use one of APPMETRICA_APPLICATION_ID or ask for "
+                        "access",
+                        field="application_id",
+                    ) from None
                 raise _upstream_error(exc) from None
         target = workdir / f"{name}.zip"
         paths = [day.parts[number].path for day in days for number in range(day.parts_count)]

@@ -5,18 +5,41 @@
 
 import logging
 import time
+import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 
 from api.auth import require_read, require_write
 from api.deps import ApiSettingsDep, RepoDep
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.models import TABLE_MODELS, InsertResponse, TableModels
+from dwh_helper.config import PostgresSettings
+from dwh_helper.dwh.models import INDEXED_TEXT_MAX_CHARS
+from dwh_helper.dwh.pages import select_page
+from dwh_helper.dwh.tables import TableSpec
 
 log = logging.getLogger(__name__)
 
+MAX_LIMIT: int = PostgresSettings.model_fields["select_max_limit"].default
+"""The largest `limit` declared in OpenAPI (`DB_SELECT_MAX_LIMIT`'s default; a smaller setting
+is enforced with 422)."""
+
 router = APIRouter(prefix="/db", tags=["db"], dependencies=[Depends(require_read)])
+
+
+def pk_param_type(spec: TableSpec) -> Any:
+    """The type of the `pk` filter: the `pk` column's, with its bounds."""
+    if spec.pk_type == "uuid":
+        return uuid.UUID
+    if spec.pk_type == "bigint":
+        return Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    if spec.pk_type == "integer":
+        return Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+    return Annotated[
+        str, Field(min_length=1, max_length=INDEXED_TEXT_MAX_CHARS, pattern=r"^[^\x00]*$")
+    ]
 
 
 def _add_table(url_name: str, models: TableModels) -> None:
@@ -27,12 +50,25 @@ def _add_table(url_name: str, models: TableModels) -> None:
     RowsModel = models.rows  # noqa: N806
     BatchModel = models.batch  # noqa: N806
     pk_help = f"Only rows whose `{spec.pk}` ({spec.pk_type}) equals this"
+    PkType = pk_param_type(spec)  # noqa: N806
 
     def read_rows(
+        request: Request,
         repo: RepoDep,
-        pk: Annotated[str | None, Query(description=pk_help, max_length=200)] = None,
+        pk: Annotated[PkType | None, Query(description=pk_help)] = None,
         limit: Annotated[
-            int | None, Query(ge=1, description="Rows to return (DB_SELECT_*)")
+            int | None,
+            Query(
+                ge=1, le=MAX_LIMIT, description="Rows per page (default DB_SELECT_DEFAULT_LIMIT)"
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=4096,
+                description="Cursor of the next page, as found in the `next` link",
+            ),
         ] = None,
         sort_by: Annotated[SortColumn | None, Query(description="Column to sort on")] = None,
         sort_dir: Annotated[Literal["asc", "desc"], Query()] = "asc",
@@ -46,14 +82,26 @@ def _add_table(url_name: str, models: TableModels) -> None:
         ] = None,
     ) -> Any:
         started = time.monotonic()
-        rows = repo.select(
-            spec.name, pk=pk, limit=limit, sort_by=sort_by, sort_dir=sort_dir, migrated=migrated
+        page = select_page(
+            repo,
+            spec.name,
+            pk=pk,
+            limit=limit,
+            sort_by=sort_by,
+            sort_dir=sort_dir,
+            migrated=migrated,
+            after=after,
         )
+        rows = page.rows
         log.info("GET /db/%s: %d rows in %.3fs", url_name, len(rows), time.monotonic() - started)
-        return {"rows": rows, "count": len(rows)}
+        following = None
+        if page.after is not None:
+            following = str(request.url.include_query_params(after=page.after))
+        return {"rows": rows, "count": len(rows), "next": following}
 
     read_rows.__doc__ = (
-        f"Rows of `{spec.name}`, filtered on `{spec.pk}` with `pk`, sorted, at most `limit`."
+        f"A page of `{spec.name}`, filtered on `{spec.pk}` with `pk`, sorted on `sort_by` then "
+        f"the key ({', '.join(spec.key)}); follow `next` for the following page."
     )
     router.add_api_route(
         f"/{url_name}",
@@ -61,6 +109,7 @@ def _add_table(url_name: str, models: TableModels) -> None:
         methods=["GET"],
         response_model=RowsModel,
         name=f"read_{spec.name}",
+        operation_id=f"read_{spec.name}",
         summary=f"Read rows of {spec.name}",
         responses=error_responses(*AUTH_ERRORS, 422),
     )
@@ -97,6 +146,7 @@ def _add_table(url_name: str, models: TableModels) -> None:
         methods=["POST"],
         response_model=InsertResponse,
         name=f"insert_{spec.name}",
+        operation_id=f"insert_{spec.name}",
         summary=f"Insert rows into {spec.name}",
         dependencies=[Depends(require_write)],
         responses=error_responses(*AUTH_ERRORS, 409, 413, 422),

@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.auth import require_read, require_write
-from api.deps import ApiSettingsDep, StoreDep
+from api.deps import ApiSettingsDep, LocksDep, StoreDep
 from api.errors import AUTH_ERRORS, ApiError, error_responses
-from dwh_helper.storage.patch import patch_object
+from dwh_helper.storage.patch import EtagMismatch, patch_object, same_etag
 from dwh_helper.storage.s3 import MB
 from dwh_helper.storage.s3 import ObjectInfo as StoredInfo
 
@@ -40,7 +41,11 @@ class ObjectList(BaseModel):
     prefix: str
     objects: list[ObjectEntry]
     folders: list[str]
-    count: int = Field(description="Number of objects (folders not counted)")
+    count: int = Field(description="Number of objects on this page (folders not counted)")
+    next_continuation: str | None = Field(
+        None, description="Pass as `continuation` to read the next page; null on the last"
+    )
+    next: str | None = Field(None, description="URL of the next page; null on the last")
 
 
 class ObjectInfo(BaseModel):
@@ -71,6 +76,18 @@ class DeleteResult(BaseModel):
     deleted: bool
 
 
+_SEGMENT = (
+    r"(?:[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
+    r"|\.\.[^/\x00-\x1f\x7f]+)"
+)
+KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+"""What `_check_path` accepts as a key, declared in OpenAPI: segments joined by `/`, none
+empty, `.` or `..`, no control characters."""
+PREFIX_PATTERN = rf"^(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?$"
+"""What `_check_path` accepts as a prefix: a key, a key ending in `/`, or empty."""
+
+
 def _check_path(value: str, name: str, max_length: int, allow_empty: bool) -> str:
     if not value and not allow_empty:
         raise ApiError(422, f"{name} must not be empty", field=name)
@@ -95,7 +112,14 @@ def _check_path(value: str, name: str, max_length: int, allow_empty: bool) -> st
 
 def valid_key(
     api: ApiSettingsDep,
-    key: Annotated[str, Query(description="Object key, e.g. `raw/amplitude/web/2024/05/01/a.zip`")],
+    key: Annotated[
+        str,
+        Query(
+            description="Object key, e.g. `raw/amplitude/web/2024/05/01/a.zip` (at most 1,024 "
+            "UTF-8 bytes)",
+            json_schema_extra={"minLength": 1, "maxLength": 1024, "pattern": KEY_PATTERN},
+        ),
+    ],
 ) -> str:
     """The `key` parameter, checked: not empty, no `..` segments, within the length limit."""
     _check_path(key, "key", api.s3_max_key_length, allow_empty=False)
@@ -106,7 +130,13 @@ def valid_key(
 
 def valid_prefix(
     api: ApiSettingsDep,
-    prefix: Annotated[str, Query(description="List under this prefix; '' is the bucket root")] = "",
+    prefix: Annotated[
+        str,
+        Query(
+            description="List under this prefix; '' is the bucket root",
+            json_schema_extra={"maxLength": 1024, "pattern": PREFIX_PATTERN},
+        ),
+    ] = "",
 ) -> str:
     """The `prefix` parameter, checked like a key (empty allowed)."""
     return _check_path(prefix, "prefix", api.s3_max_key_length, allow_empty=True)
@@ -122,7 +152,7 @@ def _written(info: StoredInfo) -> WriteResult:
 def _require(store: Any, key: str) -> StoredInfo:
     info = store.head(key)
     if info is None:
-        raise ApiError(404, f"no object {key!r} in bucket {store.bucket!r}")
+        raise ApiError(404, f"no object {key!r} in bucket {store.bucket!r}", field="key")
     return info
 
 
@@ -138,22 +168,51 @@ def _upload(store: Any, key: str, file: UploadFile) -> StoredInfo:
 @router.get(
     "/objects",
     response_model=ObjectList,
-    summary="List objects and folders directly under a prefix",
+    name="list_s3_objects",
+    summary="List objects and folders directly under a prefix, a page at a time",
     responses=error_responses(*AUTH_ERRORS, 422, 502),
 )
-def list_objects(store: StoreDep, prefix: Annotated[str, Depends(valid_prefix)]) -> ObjectList:
-    """Direct children of `prefix` (all pages, past S3's 1,000 keys per page)."""
-    listing = store.list(prefix)
+def list_objects(
+    request: Request,
+    store: StoreDep,
+    prefix: Annotated[str, Depends(valid_prefix)],
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="Objects and folders per page (S3 gives 1,000)")
+    ] = 1000,
+    continuation: Annotated[
+        str | None,
+        Query(
+            max_length=1024,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="List what comes after this key: `next_continuation` of the previous "
+            "page (keyset continuation)",
+        ),
+    ] = None,
+) -> ObjectList:
+    """Direct children of `prefix`, at most `limit`; follow `next` for the rest."""
+    listing = store.list_page(prefix, limit, continuation or "")
     objects = [
         ObjectEntry(key=item.key, size=item.size, etag=item.etag, last_modified=item.last_modified)
         for item in listing.objects
     ]
-    return ObjectList(prefix=prefix, objects=objects, folders=listing.folders, count=len(objects))
+    following = None
+    token = listing.next_token
+    if token:
+        following = str(request.url.include_query_params(continuation=token, limit=limit))
+    return ObjectList(
+        prefix=prefix,
+        objects=objects,
+        folders=listing.folders,
+        count=len(objects),
+        next_continuation=token,
+        next=following,
+    )
 
 
 @router.get(
     "/object-info",
     response_model=ObjectInfo,
+    name="read_s3_object_info",
     summary="Size, content type, ETag and last modified of one object",
     responses=error_responses(*AUTH_ERRORS, 404, 422, 502),
 )
@@ -179,44 +238,189 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-@router.get(
-    "/download",
-    summary="Download an object's bytes",
-    response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "The object's bytes, with its content type and a download filename",
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        },
-        **error_responses(*AUTH_ERRORS, 404, 422, 502),
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a single `Range: bytes=...`, None to send the whole object
+    (no header, several ranges, or a syntax this API ignores); 416 when it starts past the end."""
+    if not header or not header.strip().lower().startswith("bytes="):
+        return None
+    spec = header.strip()[6:].strip()
+    if "," in spec:
+        return None
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        return None
+    if first == "":
+        if last == "":
+            return None
+        length = int(last)
+        if length == 0 or size == 0:
+            raise _unsatisfiable(header, size)
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = int(last) if last else max(start, size - 1)
+    if end < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(header, size)
+    return start, min(end, size - 1)
+
+
+def _unsatisfiable(header: str, size: int) -> ApiError:
+    return ApiError(
+        416,
+        f"Range {header[:60]!r} starts past the end of the object ({size} bytes)",
+        field="Range",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+RangeHeader = Annotated[
+    str | None,
+    Header(
+        alias="Range",
+        max_length=200,
+        description="One byte range, e.g. `bytes=0-1023`, `bytes=1024-` or `bytes=-500` (206)",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        max_length=1000,
+        description="ETag(s) you have; 304 when the object still has one of them",
+    ),
+]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=1000,
+        description="The ETag the object must still have (else 412); `*`: any existing object",
+    ),
+]
+
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The object's bytes, with its content type and a download filename",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
     },
-)
-def download(store: StoreDep, key: KeyDep) -> StreamingResponse:
-    """The object's bytes streamed in 1 MB chunks (never held whole in memory)."""
+    206: {
+        "description": "The requested byte range (`Content-Range`)",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    304: {"description": "Not modified: the object still has an ETag of `If-None-Match`"},
+    **error_responses(
+        *AUTH_ERRORS, 404, 416, 422, 502, e416="`Range` starts past the end of the object"
+    ),
+}
+
+
+def _download(
+    store: Any, key: str, range_header: str | None, if_none_match: str | None, *, body: bool
+) -> Response:
     info = _require(store, key)
-    body = store.open(key)
+    etag = f'"{info.etag}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(key.rsplit("/", 1)[-1]),
+    }
+    if info.last_modified is not None:
+        modified = info.last_modified.astimezone(UTC)
+        headers["Last-Modified"] = format_datetime(modified, usegmt=True)
+    if if_none_match and same_etag(if_none_match, info.etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    chosen = parse_range(range_header, info.size)
+    status, byte_range = 200, None
+    length = info.size
+    if chosen is not None:
+        start, end = chosen
+        status, byte_range, length = 206, f"bytes={start}-{end}", end - start + 1
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    headers["Content-Length"] = str(length)
+    media_type = info.content_type or "application/octet-stream"
+    if not body:
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    stream = store.open(key, byte_range=byte_range) if length else None
 
     def chunks() -> Iterator[bytes]:
+        if stream is None:
+            return
         try:
-            yield from body.iter_chunks(MB)
+            yield from stream.iter_chunks(MB)
         finally:
-            body.close()
+            stream.close()
 
-    return StreamingResponse(
-        chunks(),
-        media_type=info.content_type or "application/octet-stream",
-        headers={
-            "Content-Disposition": content_disposition(key.rsplit("/", 1)[-1]),
-            "Content-Length": str(info.size),
-            "ETag": f'"{info.etag}"',
+    return StreamingResponse(chunks(), status_code=status, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/download",
+    name="download_s3_object",
+    summary="Download an object's bytes (whole, or one `Range`)",
+    response_class=StreamingResponse,
+    responses=_DOWNLOAD_RESPONSES,
+)
+def download(
+    store: StoreDep,
+    key: KeyDep,
+    range_header: RangeHeader = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The object's bytes streamed in 1 MB chunks (never held whole in memory); `Range` gives
+    206 with one range, `If-None-Match` with the current ETag gives 304."""
+    return _download(store, key, range_header, if_none_match, body=True)
+
+
+@router.head(
+    "/download",
+    name="head_s3_object",
+    summary="The headers of a download, without the bytes",
+    responses={
+        200: {
+            "description": "Headers only: Content-Length, ETag, Content-Type, Accept-Ranges",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
         },
-    )
+        206: {
+            "description": "Headers only, for the requested range",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        304: {"description": "Not modified"},
+        **error_responses(*AUTH_ERRORS, 404, 416, 422, 502),
+    },
+)
+def download_head(
+    store: StoreDep,
+    key: KeyDep,
+    range_header: RangeHeader = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """What GET /s3/download would send, headers only."""
+    return _download(store, key, range_header, if_none_match, body=False)
 
 
 _WRITE = [Depends(require_write)]
 UploadDep = Annotated[UploadFile, File(description="The bytes to store")]
+
+
+def _check_if_match(if_match: str | None, key: str, info: StoredInfo | None) -> None:
+    if if_match is None:
+        return
+    if info is None:
+        raise ApiError(412, f"If-Match given but there is no object {key!r}", field="If-Match")
+    if not same_etag(if_match, info.etag):
+        raise ApiError(
+            412,
+            f"{key!r} has ETag {info.etag!r}, not {if_match[:80]!r}: it changed since you read "
+            "it; read it again and retry with the new ETag",
+            field="If-Match",
+        )
+
+
+def _answer(result: StoredInfo, response: Response) -> WriteResult:
+    response.headers["ETag"] = f'"{result.etag}"'
+    return _written(result)
 
 
 @router.post(
@@ -224,76 +428,123 @@ UploadDep = Annotated[UploadFile, File(description="The bytes to store")]
     status_code=201,
     response_model=WriteResult,
     dependencies=_WRITE,
+    name="upload_s3_object",
     summary="Upload a new object (409 if the key exists)",
-    responses=error_responses(*AUTH_ERRORS, 409, 413, 422, 502),
+    responses=error_responses(*AUTH_ERRORS, 409, 412, 413, 422, 502),
 )
-def upload(store: StoreDep, key: KeyDep, file: UploadDep) -> WriteResult:
+def upload(
+    store: StoreDep,
+    locks: LocksDep,
+    key: KeyDep,
+    file: UploadDep,
+    response: Response,
+    if_match: IfMatch = None,
+) -> WriteResult:
     """Store the uploaded file at `key`; refuses to overwrite (use PUT /s3/update)."""
-    if store.head(key) is not None:
-        raise ApiError(409, f"object {key!r} exists; replace it with PUT /s3/update")
-    return _written(_upload(store, key, file))
+    with locks.hold(key):
+        existing = store.head(key)
+        _check_if_match(if_match, key, existing)
+        if existing is not None:
+            raise ApiError(
+                409, f"object {key!r} exists; replace it with PUT /s3/update", field="key"
+            )
+        return _answer(_upload(store, key, file), response)
 
 
 @router.put(
     "/update",
     response_model=WriteResult,
     dependencies=_WRITE,
-    summary="Replace an existing object (404 if missing)",
-    responses=error_responses(*AUTH_ERRORS, 404, 413, 422, 502),
+    name="replace_s3_object",
+    summary="Replace an existing object (404 if missing, 412 if `If-Match` is stale)",
+    responses=error_responses(*AUTH_ERRORS, 404, 412, 413, 422, 502),
 )
-def update(store: StoreDep, key: KeyDep, file: UploadDep) -> WriteResult:
+def update(
+    store: StoreDep,
+    locks: LocksDep,
+    key: KeyDep,
+    file: UploadDep,
+    response: Response,
+    if_match: IfMatch = None,
+) -> WriteResult:
     """Replace the object at `key` with the uploaded file."""
-    _require(store, key)
-    return _written(_upload(store, key, file))
+    with locks.hold(key):
+        _check_if_match(if_match, key, _require(store, key))
+        return _answer(_upload(store, key, file), response)
 
 
 @router.patch(
     "/patch",
     response_model=WriteResult,
     dependencies=_WRITE,
+    name="patch_s3_object",
     summary="Write the uploaded bytes at an offset of an object",
     responses=error_responses(
-        *AUTH_ERRORS, 404, 413, 416, 422, 502, e416="`offset` is past the end of the object"
+        *AUTH_ERRORS, 404, 412, 413, 416, 422, 502, e416="`offset` is past the end of the object"
     ),
 )
 def patch(
     store: StoreDep,
     api: ApiSettingsDep,
+    locks: LocksDep,
     key: KeyDep,
     file: UploadDep,
-    offset: Annotated[int, Query(ge=0, description="Byte position to write at (0..size)")],
+    offset: Annotated[
+        int, Query(ge=0, le=2**53, description="Byte position to write at (0..size)")
+    ],
+    response: Response,
+    if_match: IfMatch = None,
 ) -> WriteResult:
     """Overwrite the object's bytes from `offset` with the upload, extending it if needed.
 
-    `offset` may equal the size (append); past it is 416. Large objects are rebuilt by a
-    multipart copy of the untouched ranges, never loaded whole.
+    `offset` may equal the size (append); past it is 416. Patches of one key take turns, and
+    the write is conditional on the ETag read first, so no acknowledged patch is lost; with
+    `If-Match` a stale ETag is 412. Large objects are rebuilt by a multipart copy of the
+    untouched ranges, never loaded whole.
     """
-    info = _require(store, key)
-    if offset > info.size:
-        raise ApiError(
-            416,
-            f"offset {offset} is past the end of {key!r} ({info.size} bytes); use 0..{info.size}",
-            headers={"Content-Range": f"bytes */{info.size}"},
-        )
     file.file.seek(0, 2)
     length = file.file.tell()
     file.file.seek(0)
-    result = patch_object(
-        store, key, offset, file.file, length, in_memory_limit=api.patch_copy_threshold_mb * MB
-    )
-    return _written(result)
+    with locks.hold(key):
+        info = _require(store, key)
+        _check_if_match(if_match, key, info)
+        if offset > info.size:
+            raise ApiError(
+                416,
+                f"offset {offset} is past the end of {key!r} ({info.size} bytes); "
+                f"use 0..{info.size}",
+                field="offset",
+                headers={"Content-Range": f"bytes */{info.size}"},
+            )
+        try:
+            result = patch_object(
+                store,
+                key,
+                offset,
+                file.file,
+                length,
+                in_memory_limit=api.patch_copy_threshold_mb * MB,
+                if_match=info.etag,
+            )
+        except EtagMismatch as exc:
+            raise ApiError(412, str(exc), field="If-Match") from None
+    return _answer(result, response)
 
 
 @router.delete(
     "/delete",
     response_model=DeleteResult,
-    dependencies=[Depends(require_write)],
+    dependencies=_WRITE,
+    name="delete_s3_object",
     summary="Delete an object (404 if missing)",
-    responses=error_responses(*AUTH_ERRORS, 404, 422, 502),
+    responses=error_responses(*AUTH_ERRORS, 404, 412, 422, 502),
 )
-def delete(store: StoreDep, key: KeyDep) -> DeleteResult:
+def delete(store: StoreDep, locks: LocksDep, key: KeyDep, if_match: IfMatch = None) -> DeleteResult:
     """Delete the object at `key`."""
-    if not store.delete(key):
-        raise ApiError(404, f"no object {key!r} in bucket {store.bucket!r}")
+    with locks.hold(key):
+        existing = store.head(key)
+        _check_if_match(if_match, key, existing)
+        if existing is None or not store.delete(key):
+            raise ApiError(404, f"no object {key!r} in bucket {store.bucket!r}", field="key")
     log.info("deleted s3 key %s", key)
     return DeleteResult(key=key, deleted=True)

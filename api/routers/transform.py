@@ -105,6 +105,7 @@ def _response(result: MigrationResult, request: UserPropertiesRun) -> UserProper
 
 @router.post(
     "/user-properties",
+    name="run_user_properties_transform",
     response_model=UserPropertiesResult,
     summary="Run the user-properties ETL for a small range (synchronously)",
     responses=error_responses(

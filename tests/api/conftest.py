@@ -95,7 +95,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def api_settings() -> ApiSettings:
     """API limits small enough to test."""
-    return ApiSettings(db_max_post_rows=50, appmetrica_wait_seconds=2, max_body_mb=1)
+    return ApiSettings(
+        db_max_post_rows=50, appmetrica_wait_seconds=2, max_body_mb=1, db_max_body_mb=1
+    )
 
 
 NO_DATABASE = "host=127.0.0.1 port=9 dbname=none user=none connect_timeout=1"

@@ -169,14 +169,27 @@ def test_bad_parameters_are_422(am_client, appmetrica_sandbox, params, field):
     assert appmetrica_sandbox.export_calls == 0
 
 
-def test_application_without_access_is_502(am_client):
+def test_application_without_access_is_422_naming_it(am_client):
     response = am_client.get(
         "/appmetrica/export",
         headers=READ,
         params={"date_since": "2024-05-01", "date_until": "2024-05-01", "application_id": "3333"},
     )
-    assert response.status_code == 502
+    assert response.status_code == 422
     assert "3333" in response.json()["detail"]
+    assert response.json()["errors"][0]["field"] == "application_id"
+
+
+def test_export_with_a_wrong_token_is_502(am_settings, api_settings, make_client):
+    am_settings.appmetrica = am_settings.appmetrica.model_copy(update={"token": SecretStr("bad")})
+    with make_client(am_settings, api_settings) as client:
+        response = client.get(
+            "/appmetrica/export",
+            headers=READ,
+            params={"date_since": "2024-05-01", "date_until": "2024-05-01"},
+        )
+    assert response.status_code == 502
+    assert "token" in response.json()["detail"]
 
 
 def test_server_errors_are_503(am_client, appmetrica_sandbox):

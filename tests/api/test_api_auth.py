@@ -7,6 +7,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from api.auth import REFUSED_TTL_SECONDS
 from api.main import create_app
 from dwh_helper.config import AuthSettings
 from dwh_helper.sandbox.yandex_id import DEMO_CLIENT_ID
@@ -100,13 +101,17 @@ def test_positive_answers_are_cached_until_the_ttl(client, yandex, clock):
 
 
 @pytest.mark.unit  # the Yandex ID stand-in only
-def test_refused_tokens_are_not_cached(client, yandex):
+def test_refused_tokens_are_cached_briefly(client, yandex, clock):
     before = yandex.requests
-    for _ in range(2):
-        assert (
-            client.get("/db/mobile-devices", headers={"Authorization": "OAuth nope"}).status_code
-            == 401
-        )
+    for _ in range(3):
+        response = client.get("/db/mobile-devices", headers={"Authorization": "OAuth nope"})
+        assert response.status_code == 401
+        assert response.json()["errors"][0]["field"] == "Authorization"
+    assert yandex.requests == before + 1
+    clock.advance(REFUSED_TTL_SECONDS + 1)
+    assert (
+        client.get("/db/mobile-devices", headers={"Authorization": "OAuth nope"}).status_code == 401
+    )
     assert yandex.requests == before + 2
 
 

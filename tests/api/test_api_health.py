@@ -43,3 +43,12 @@ def test_health_degraded_when_postgres_is_down(settings, api_settings, make_clie
         rows = client.get("/db/mobile-devices", headers={"Authorization": "OAuth demo-read-token"})
     assert rows.status_code == 503
     assert "PostgreSQL" in rows.json()["detail"]
+
+
+def test_health_reuses_its_probe_for_a_moment(client, store, clock):
+    assert client.get("/health").status_code == 200
+    store.client.delete_bucket(Bucket=store.bucket)
+    assert client.get("/health").status_code == 200  # the cached probe
+    clock.advance(2)
+    degraded = client.get("/health")
+    assert degraded.status_code == 503 and degraded.json()["s3"]["ok"] is False

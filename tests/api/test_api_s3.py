@@ -95,8 +95,10 @@ def test_list_direct_children_and_folders_past_one_page(client, store):
             )
         )
     many = client.get("/s3/objects", headers=READ, params={"prefix": "many/"}).json()
-    assert many["count"] == 1003
-    assert many["objects"][-1]["key"] == "many/01002"
+    assert many["count"] == 1000 and many["next_continuation"]
+    rest = client.get(many["next"], headers=READ).json()
+    assert [item["key"] for item in rest["objects"]] == ["many/01000", "many/01001", "many/01002"]
+    assert rest["next"] is None and rest["next_continuation"] is None
 
 
 ORIGINAL = b"0123456789"
@@ -223,3 +225,161 @@ def test_bucket_not_configured_is_503(settings, api_settings, make_client):
         response = client.get("/s3/objects", headers=READ)
     assert response.status_code == 503
     assert "S3_BUCKET_NAME" in response.json()["detail"]
+
+
+def test_listing_pages_with_limit_and_continuation(client, store):
+    for number in range(7):
+        store.client.put_object(Bucket=store.bucket, Key=f"p/{number}", Body=b"")
+    store.client.put_object(Bucket=store.bucket, Key="p/sub/x", Body=b"")
+    seen: list[str] = []
+    params: dict[str, object] = {"prefix": "p/", "limit": 3}
+    pages = 0
+    while True:
+        body = client.get("/s3/objects", headers=READ, params=params).json()
+        pages += 1
+        seen += [item["key"] for item in body["objects"]] + body["folders"]
+        if body["next_continuation"] is None:
+            break
+        params = {**params, "continuation": body["next_continuation"]}
+    assert pages == 3
+    assert seen == [f"p/{n}" for n in range(7)] + ["p/sub/"]
+    after = client.get("/s3/objects", headers=READ, params={"prefix": "p/", "continuation": "p/4"})
+    assert [item["key"] for item in after.json()["objects"]] == ["p/5", "p/6"]
+
+
+@pytest.mark.unit
+def test_declared_key_patterns_match_what_is_enforced():
+    import re
+
+    from api.routers.s3 import KEY_PATTERN, PREFIX_PATTERN, _check_path
+
+    samples = [
+        "a",
+        "a/b",
+        "a/",
+        "/a",
+        "a//b",
+        ".",
+        "..",
+        "a/./b",
+        "a/../b",
+        "...",
+        ".a",
+        "..a",
+        "a/.b",
+        "a\x01",
+        "raw/2024/05/x.zip",
+        "",
+        "ж/файл",
+        "a b",
+        "a/...",
+    ]
+    for sample in samples:
+        for pattern, empty in ((KEY_PATTERN, False), (PREFIX_PATTERN, True)):
+            try:
+                _check_path(sample, "key", 1024, allow_empty=empty)
+                enforced = pattern is PREFIX_PATTERN or not sample.endswith("/")
+            except Exception:  # noqa: BLE001
+                enforced = False
+            assert bool(re.fullmatch(pattern, sample)) == enforced, (pattern, sample)
+
+
+def test_download_range_head_and_if_none_match(client, store):
+    store.client.put_object(Bucket=store.bucket, Key="r.bin", Body=ORIGINAL)
+    etag = f'"{store.head("r.bin").etag}"'
+    params = {"key": "r.bin"}
+    cases = {"bytes=2-4": b"234", "bytes=7-": b"789", "bytes=-3": b"789", "bytes=5-99": b"56789"}
+    for header, expected in cases.items():
+        part = client.get("/s3/download", headers={**READ, "Range": header}, params=params)
+        assert part.status_code == 206, header
+        assert part.content == expected
+        assert part.headers["content-range"].endswith("/10")
+    whole = client.get("/s3/download", headers={**READ, "Range": "bytes=0-1,4-5"}, params=params)
+    assert whole.status_code == 200 and whole.content == ORIGINAL
+    past = client.get("/s3/download", headers={**READ, "Range": "bytes=10-"}, params=params)
+    assert past.status_code == 416 and past.headers["content-range"] == "bytes */10"
+    assert past.json()["errors"][0]["field"] == "Range"
+    head = client.head("/s3/download", headers=READ, params=params)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == "10" and head.headers["etag"] == etag
+    same = client.get("/s3/download", headers={**READ, "If-None-Match": etag}, params=params)
+    assert same.status_code == 304 and same.content == b""
+    other = client.get("/s3/download", headers={**READ, "If-None-Match": '"x"'}, params=params)
+    assert other.status_code == 200 and other.content == ORIGINAL
+
+
+def test_if_match_guards_update_and_patch(client, store):
+    store.client.put_object(Bucket=store.bucket, Key="m.txt", Body=ORIGINAL)
+    etag = f'"{store.head("m.txt").etag}"'
+    stale = {**WRITE, "If-Match": '"0000"'}
+    files = {"file": ("x", b"AB")}
+    for method, path, extra in (("PUT", "/s3/update", {}), ("PATCH", "/s3/patch", {"offset": 0})):
+        refused = client.request(
+            method, path, headers=stale, params={"key": "m.txt", **extra}, files=files
+        )
+        assert refused.status_code == 412, refused.text
+        assert refused.json()["errors"][0]["field"] == "If-Match"
+    assert store.open("m.txt").read() == ORIGINAL
+    patched = client.patch(
+        "/s3/patch",
+        headers={**WRITE, "If-Match": etag},
+        params={"key": "m.txt", "offset": 0},
+        files=files,
+    )
+    assert patched.status_code == 200
+    assert patched.headers["etag"] == f'"{patched.json()["etag"]}"' != etag
+    assert store.open("m.txt").read() == b"AB23456789"
+    again = client.patch(
+        "/s3/patch",
+        headers={**WRITE, "If-Match": etag},
+        params={"key": "m.txt", "offset": 0},
+        files=files,
+    )
+    assert again.status_code == 412
+    missing = _upload_with(client, "new.txt", {"If-Match": etag})
+    assert missing.status_code == 412 and store.head("new.txt") is None
+
+
+def _upload_with(client, key: str, headers: dict[str, str]):
+    return client.post(
+        "/s3/upload", headers={**WRITE, **headers}, params={"key": key}, files={"file": ("x", b"1")}
+    )
+
+
+def test_twenty_concurrent_patches_lose_no_acknowledged_write(client, store):
+    store.client.put_object(Bucket=store.bucket, Key="c.bin", Body=b"." * 20)
+
+    def patch(offset: int) -> int:
+        return client.patch(
+            "/s3/patch",
+            headers=WRITE,
+            params={"key": "c.bin", "offset": offset},
+            files={"file": ("x", bytes([65 + offset]))},
+        ).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(patch, range(20)))
+    assert set(statuses) <= {200, 412}
+    content = store.open("c.bin").read()
+    for offset, status in enumerate(statuses):
+        if status == 200:
+            assert content[offset] == 65 + offset, (offset, content)
+    assert statuses.count(200) == 20  # one process: the key lock serialises them all
+
+
+def test_a_patch_refuses_to_overwrite_a_change_made_elsewhere(store):
+    """The final write is conditional: a change by another process after the read is a 412."""
+    import io
+
+    from dwh_helper.storage.patch import EtagMismatch, patch_object
+
+    store.client.put_object(Bucket=store.bucket, Key="o.bin", Body=ORIGINAL)
+
+    class ChangedMeanwhile(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            store.client.put_object(Bucket=store.bucket, Key="o.bin", Body=b"elsewhere")
+            return super().read(size)
+
+    with pytest.raises(EtagMismatch):
+        patch_object(store, "o.bin", 0, ChangedMeanwhile(b"AB"), 2)
+    assert store.open("o.bin").read() == b"elsewhere"

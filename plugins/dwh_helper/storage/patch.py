@@ -5,15 +5,24 @@ multipart upload: the untouched ranges are copied inside S3 (`UploadPartCopy`
 with a byte range), and only the new bytes plus at most one part's worth of
 neighbouring bytes (to satisfy S3's 5 MiB minimum part size) pass through
 this process. Memory stays bounded by about two parts whatever the size.
+
+No write is lost: callers serialise patches of one key with `KeyLocks`, may pass the ETag
+they expect (`EtagMismatch` when the object has another), and the final write is conditional
+on the ETag read at the start (`If-Match`), so a change made meanwhile by another process is
+refused rather than overwritten.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
+
+from botocore.exceptions import ClientError
 
 from dwh_helper.storage.s3 import MB, ObjectInfo, ObjectNotFound, ObjectStore
 
@@ -38,6 +47,58 @@ class OffsetPastEnd(ValueError):
         self.size = size
 
 
+class EtagMismatch(ValueError):
+    """The object's ETag is not the one expected (it changed, or the caller had an old one)."""
+
+    def __init__(self, key: str, expected: str, current: str | None) -> None:
+        now = f"its ETag is now {current!r}" if current else "it changed while being written"
+        super().__init__(
+            f"{key!r} is not the version expected (If-Match {expected!r}); {now}. "
+            "Read it again and retry with the new ETag"
+        )
+        self.key = key
+        self.expected = expected
+        self.current = current
+
+
+def same_etag(expected: str, current: str) -> bool:
+    """Whether an `If-Match` value names this ETag (`*`, quoted or not, weak or not)."""
+    wanted = [item.strip() for item in expected.split(",")]
+    bare = current.strip('"')
+    return any(item == "*" or item.removeprefix("W/").strip('"') == bare for item in wanted)
+
+
+class KeyLocks:
+    """One lock per object key, so read-modify-writes of a key in this process take turns."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Hold the lock of `key` for the block (other keys are not blocked)."""
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users <= 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+def _is_precondition_failed(error: ClientError) -> bool:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "412") or status == 412
+
+
 @dataclass(frozen=True)
 class _Copy:
     start: int
@@ -59,10 +120,12 @@ def patch_object(
     *,
     in_memory_limit: int = 16 * MB,
     part_size: int = 8 * MB,
+    if_match: str | None = None,
 ) -> ObjectInfo:
     """Overwrite `length` bytes of `key` at `offset` with `data`, extending the object if needed.
 
-    Raises `ObjectNotFound` when there is no object, `OffsetPastEnd` when `offset` > its size.
+    Raises `ObjectNotFound` when there is no object, `OffsetPastEnd` when `offset` > its size,
+    `EtagMismatch` when `if_match` does not name its ETag or the object changed meanwhile.
     Content type and metadata are kept.
     """
     if offset < 0:
@@ -70,6 +133,8 @@ def patch_object(
     info = store.head(key)
     if info is None:
         raise ObjectNotFound(f"no object s3://{store.bucket}/{key}")
+    if if_match is not None and not same_etag(if_match, info.etag):
+        raise EtagMismatch(key, if_match, info.etag)
     if offset > info.size:
         raise OffsetPastEnd(key, offset, info.size)
     started = time.monotonic()
@@ -128,7 +193,18 @@ def _rewrite_in_memory(
     body = store.open(info.key).read() if info.size else b""
     patch = _read_exactly(data, length)
     content = body[:offset] + patch + body[offset + length :]
-    store.client.put_object(Bucket=store.bucket, Key=info.key, Body=content, **_extra_args(info))
+    try:
+        store.client.put_object(
+            Bucket=store.bucket,
+            Key=info.key,
+            Body=content,
+            IfMatch=f'"{info.etag}"',
+            **_extra_args(info),
+        )
+    except ClientError as error:
+        if _is_precondition_failed(error):
+            raise EtagMismatch(info.key, info.etag, None) from None
+        raise
     return _after_write(store, info.key)
 
 
@@ -179,6 +255,7 @@ def _rebuild_by_multipart(
             PartNumber=number,
             CopySource={"Bucket": bucket, "Key": key},
             CopySourceRange=f"bytes={start}-{end - 1}",
+            CopySourceIfMatch=f'"{info.etag}"',
         )
         parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
         copied += end - start
@@ -218,8 +295,17 @@ def _rebuild_by_multipart(
         if pending or not parts:
             emit_bytes()
         client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+            IfMatch=f'"{info.etag}"',
         )
+    except ClientError as error:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        if _is_precondition_failed(error):
+            raise EtagMismatch(key, info.etag, None) from None
+        raise
     except BaseException:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise

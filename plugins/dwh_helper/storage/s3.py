@@ -24,6 +24,8 @@ from dwh_helper.config import S3Settings
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+LAST_CHARACTER = "\U0010ffff"
+"""Sorts after every character of a key (S3 orders keys by their UTF-8 bytes)."""
 
 
 class ObjectNotFound(KeyError):
@@ -50,10 +52,12 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class Listing:
-    """Direct children under a prefix: objects and "folders" (common prefixes)."""
+    """Direct children under a prefix: objects and "folders" (common prefixes); `next_token`
+    continues a listing cut at a page's end (None when it is complete)."""
 
     objects: list[ObjectInfo]
     folders: list[str]
+    next_token: str | None = None
 
 
 def build_s3_client(settings: S3Settings) -> Any:
@@ -191,6 +195,28 @@ class ObjectStore:
             objects.extend(_info(item) for item in page.get("Contents", []))
             folders.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
         return Listing(objects, folders)
+
+    def list_page(self, prefix: str = "", limit: int = 1000, start_after: str = "") -> Listing:
+        """At most `limit` direct children of a prefix (objects and folders together), those
+        after `start_after` (keyset); `next_token` is the `start_after` of the next page."""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "Delimiter": "/",
+            "MaxKeys": limit,
+        }
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        page = self.client.list_objects_v2(**kwargs)
+        objects = [_info(item) for item in page.get("Contents", [])]
+        folders = [item["Prefix"] for item in page.get("CommonPrefixes", [])]
+        following = None
+        if page.get("IsTruncated") and (objects or folders):
+            last_key = objects[-1].key if objects else ""
+            last_folder = folders[-1] if folders else ""
+            # after a folder, skip every key inside it: U+10FFFF sorts after any character
+            following = max(last_key, last_folder + LAST_CHARACTER if last_folder else "")
+        return Listing(objects, folders, following)
 
     def delete(self, key: str) -> bool:
         """Delete `key`; returns False when there was nothing there."""
