@@ -16,9 +16,9 @@ from api.deps import ApiSettingsDep, RepoDep
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.models import TABLE_MODELS, InsertResponse, TableModels
 from dwh_helper.config import PostgresSettings
-from dwh_helper.dwh.models import INDEXED_TEXT_MAX_CHARS
 from dwh_helper.dwh.pages import select_page
 from dwh_helper.dwh.tables import TableSpec
+from dwh_helper.transform.values import INDEXED_TEXT_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
