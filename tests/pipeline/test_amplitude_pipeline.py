@@ -155,25 +155,32 @@ def test_bad_records_go_to_rejects_with_entry_line_and_reason(store, repo, dwh_c
     _put(store, "raw/amplitude/web/bad.zip", _archive({entry: lines}))
 
     result = load_amplitude_file(store, "raw/amplitude/web/bad.zip", repo, reject_ratio=0.05)
-    assert result.rows_read == len(lines) and result.rejected == 4
-    assert result.inserted["events_part"] == len(lines) - 4
+    assert result.rows_read == len(lines) and result.rejected == 3
+    assert result.values_nulled == 1
+    assert result.inserted["events_part"] == len(lines) - 3
     rejects = dwh_conn.execute(
-        "SELECT s3_key, entry, line, reason, record_id, raw FROM load_rejects ORDER BY line"
+        "SELECT s3_key, entry, line, reason, record_id, raw, kind, table_name, column_name, "
+        "value FROM load_rejects ORDER BY line"
     ).fetchall()
-    assert [(r[0], r[1], r[2]) for r in rejects] == [
-        ("raw/amplitude/web/bad.zip", entry, 11),
-        ("raw/amplitude/web/bad.zip", entry, 12),
-        ("raw/amplitude/web/bad.zip", entry, len(lines) - 1),
-        ("raw/amplitude/web/bad.zip", entry, len(lines)),
+    assert [(r[0], r[1], r[2], r[6]) for r in rejects] == [
+        ("raw/amplitude/web/bad.zip", entry, 11, "record"),
+        ("raw/amplitude/web/bad.zip", entry, 12, "record"),
+        ("raw/amplitude/web/bad.zip", entry, len(lines) - 1, "record"),
+        ("raw/amplitude/web/bad.zip", entry, len(lines), "value"),
     ]
     reasons = [r[3] for r in rejects]
     assert "not valid JSON" in reasons[0]
     assert "uuid" in reasons[1] and "not a uuid" in reasons[1]
     assert "event_time: missing" in reasons[2]
-    assert "user_id: not an integer" in reasons[3]
+    assert "user_id: not an integer" in reasons[3] and "stored NULL" in reasons[3]
     assert rejects[0][5] == {"unparsed_line": "{not json"}
     assert rejects[3][4] == "00000000-0000-0000-0000-00000000beef"
-    assert rejects[3][5]["user_id"] == "12abc"
+    assert rejects[3][7:] == ("events_part", "user_id", "12abc")
+    # the event itself loaded, user_id NULL
+    assert dwh_conn.execute(
+        "SELECT user_id FROM events_part WHERE uuid = '00000000-0000-0000-0000-00000000beef'"
+    ).fetchall() == [(None,)]
+    assert dwh_conn.execute("SELECT values_nulled FROM load_log").fetchone() == (1,)
 
 
 def test_too_many_rejects_fail_the_file_and_load_nothing(store, repo, dwh_conn):

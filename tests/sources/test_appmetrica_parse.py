@@ -122,12 +122,12 @@ def test_cast_booleans_of_installations():
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
-        ("event_json", '{"screen": "checkout"', "invalid JSON"),
+        ("event_json", '{"screen": "checkout"', "not valid JSON"),
         ("event_timestamp", "2024-03-02", "expected Unix seconds"),
         ("event_datetime", "02.03.2024 03:57", "expected 'YYYY-MM-DD hh:mm:ss'"),
-        ("session_id", "abc", "expected an integer"),
-        ("session_id", str(2**63), "out of range for a signed 64-bit integer"),
-        ("appmetrica_device_id", "-1", "out of range for an unsigned 64-bit integer"),
+        ("session_id", "abc", "not an integer"),
+        ("session_id", str(2**63), "out of range for bigint"),
+        ("appmetrica_device_id", "-1", "out of range for uint64"),
         ("is_reinstallation", "maybe", "expected true/false"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dwh_helper.transform.event_mapping import (
@@ -96,7 +98,7 @@ def test_event_without_device_has_no_device_row(device):
 
 def test_timestamps_with_a_zone_become_utc():
     event = {**EVENT, "event_time": "2024-03-02T03:57:33+03:00"}
-    assert column(event, "events_part", "event_time") == "2024-03-02T00:57:33"
+    assert column(event, "events_part", "event_time") == "2024-03-02 00:57:33"
 
 
 @pytest.mark.parametrize(
@@ -104,16 +106,35 @@ def test_timestamps_with_a_zone_become_utc():
     [
         ({"uuid": None}, "events_part.uuid: missing"),
         ({"uuid": "xyz"}, "events_part.uuid: not a uuid"),
-        ({"event_time": "yesterday"}, "event_time: not an ISO timestamp"),
-        ({"user_id": "12abc"}, "user_id: not an integer"),
-        ({"user_id": str(2**63)}, "user_id: out of range"),
-        ({"ip_address": "999.1.1.1"}, "ip_address: not an IP address"),
-        ({"location_lat": "north"}, "location_lat: not a number"),
+        ({"event_time": "yesterday"}, "events_part.event_time: not a timestamp"),
+        ({"event_time": "2022-W46-1"}, "events_part.event_time: not a timestamp"),
     ],
 )
-def test_bad_values_name_table_column_and_value(change, message):
+def test_bad_key_values_reject_naming_table_column_and_value(change, message):
     with pytest.raises(MappingError, match=message):
         amplitude_mapping().map_event({**EVENT, **change})
+
+
+@pytest.mark.parametrize(
+    ("change", "table", "column", "reason"),
+    [
+        ({"user_id": "12abc"}, "events_part", "user_id", "not an integer"),
+        ({"user_id": "５０９０７１"}, "events_part", "user_id", "not an integer"),
+        ({"user_id": str(2**63)}, "events_part", "user_id", "out of range"),
+        ({"ip_address": "999.1.1.1"}, "user_locations", "ip_address", "not an IP address"),
+        ({"location_lat": "north"}, "user_locations", "location_lat", "not a number"),
+        ({"location_lat": "5_5.75"}, "user_locations", "location_lat", "not a number"),
+    ],
+)
+def test_bad_other_values_are_stored_null_and_reported(change, table, column, reason):
+    checked = amplitude_mapping().map_checked(json.dumps({**EVENT, **change}).encode())
+    ((report),) = checked.reports
+    assert (report.table, report.column) == (table, column)
+    assert reason in report.reason
+    assert report.value == next(iter(change.values()))
+    fields = {t.spec.name: (t, text) for t, text, _ in checked.lines}
+    mapper, text = fields[table]
+    assert text.split("\t")[mapper.columns.index(column)] == "\\N"
 
 
 def _write(tmp_path, text: str):

@@ -10,11 +10,16 @@ from typing import Any
 import psycopg
 
 from dwh_helper.dwh.copy_text import copy_line
+from dwh_helper.transform.values import safe_json, safe_text
+
+REJECT_KINDS = ("record", "value")
+"""load_rejects.kind: 'record' — the record was rejected (not loaded); 'value' — one value was
+stored NULL and the record loaded."""
 
 
 @dataclass(frozen=True)
 class Reject:
-    """A record that could not be loaded: where it was and why."""
+    """A record that could not be loaded, or a value stored NULL: where it was and why."""
 
     source: str
     reason: str
@@ -23,27 +28,58 @@ class Reject:
     entry: str | None = None
     line: int | None = None
     raw: Any = None
+    kind: str = "record"
+    table_name: str | None = None
+    column_name: str | None = None
+    value: str | None = None
 
     def copy_line(self) -> str:
-        """The reject as a COPY text line for load_rejects."""
+        """The reject as a COPY text line for load_rejects (NUL and lone surrogates, which
+        PostgreSQL cannot store, shown as `\\u0000` / `\\udXXX` escapes)."""
+        raw = None
+        if self.raw is not None:
+            raw = json.dumps(safe_json(self.raw), ensure_ascii=False, default=repr)
         return copy_line(
             (
-                self.source,
-                self.s3_key,
-                self.record_id,
-                self.entry,
+                _safe(self.source),
+                _safe(self.s3_key),
+                _safe(self.record_id),
+                _safe(self.entry),
                 self.line,
-                self.reason,
-                json.dumps(self.raw, ensure_ascii=False) if self.raw is not None else None,
+                _safe(self.reason),
+                raw,
+                self.kind,
+                _safe(self.table_name),
+                _safe(self.column_name),
+                _safe(self.value),
             )
         )
 
 
-REJECT_COLUMNS = ("source", "s3_key", "record_id", "entry", "line", "reason", "raw")
+def _safe(text: Any) -> str | None:
+    return None if text is None else safe_text(str(text))
+
+
+REJECT_COLUMNS = (
+    "source",
+    "s3_key",
+    "record_id",
+    "entry",
+    "line",
+    "reason",
+    "raw",
+    "kind",
+    "table_name",
+    "column_name",
+    "value",
+)
 
 
 def write_rejects(conn: psycopg.Connection, rejects: Iterable[Reject]) -> int:
-    """COPY rejects into load_rejects (in the caller's transaction); returns how many."""
+    """COPY rejects into load_rejects (in the caller's transaction); returns how many.
+
+    The one reject writer of every path (Amplitude, AppMetrica, user properties, API).
+    """
     count = 0
     with conn.cursor() as cursor:
         with cursor.copy(f"COPY load_rejects ({', '.join(REJECT_COLUMNS)}) FROM STDIN") as copy:

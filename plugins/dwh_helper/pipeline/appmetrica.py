@@ -273,15 +273,16 @@ CHUNK = 128
 
 
 class AppMetricaTable:
-    """The loader's target table: its spec and the COPY columns (set once the file's fields
-    are known)."""
+    """The loader's target table: its spec, the COPY columns (set once the file's fields
+    are known) and the columns whose invalid values are stored NULL."""
 
     first_per_file = False
     copy_dialect = RowFormatter.copy_dialect
 
-    def __init__(self, spec: TableSpec) -> None:
+    def __init__(self, spec: TableSpec, nullable: frozenset[str] = frozenset()) -> None:
         self.spec = spec
         self.columns: tuple[str, ...] = ()
+        self.null_on_invalid = nullable
 
 
 class AppMetricaFile:
@@ -306,7 +307,10 @@ class AppMetricaFile:
         self.fmt = fmt
         self.record_id = record_id
         self.label = label
-        self.table = AppMetricaTable(resource_mapping.spec)
+        self.table = AppMetricaTable(
+            resource_mapping.spec,
+            frozenset(resource_mapping.field_names) - resource_mapping.rejecting,
+        )
         self.tables = (self.table,)
         self.formatter: RowFormatter | None = None
         self._line = self._unbound
@@ -393,8 +397,20 @@ class AppMetricaFile:
         return raw
 
     def map_record(self, record: Any) -> list[tuple[AppMetricaTable, str, None]]:
-        """[(table, COPY line, None)]; CastError (a ValueError) for a value that does not cast."""
+        """[(table, COPY line, None)] (fast path); raises for a value it does not take."""
         return [(self.table, self._line(record), None)]
+
+    def map_checked(self, record: Any) -> Any:
+        """The checked path for one record (see `RowFormatter.checked`): its line, the values
+        stored NULL and the repairs; CastError (a ValueError) rejects the record."""
+        if self.formatter is None:
+            raise RuntimeError("the file's fields are not known yet")
+        checked = self.formatter.checked(record)
+        checked.lines = [(self.table, line, key) for _, line, key in checked.lines]
+        kept = self.reject_record(record)
+        if isinstance(kept, dict) and kept.get(self.record_id):
+            checked.record_id = str(kept[self.record_id])
+        return checked
 
     def records(self, source: BinaryIO) -> Iterator[tuple[str, int, Any]]:
         """(file name, record number from 1, record) of every record of a binary stream."""

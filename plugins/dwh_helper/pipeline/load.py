@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ from dwh_helper.pipeline.verify import (
 )
 from dwh_helper.storage.s3 import ObjectInfo, ObjectReadError, ObjectStore
 from dwh_helper.transform.event_mapping import parse_json_line
+from dwh_helper.transform.values import RefusedValue, shown
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,26 @@ PROGRESS_EVERY_SECONDS = 30.0
 
 
 class LoadError(RuntimeError):
-    """A raw file could not be loaded; nothing of it was committed. Names the file."""
+    """A raw file could not be loaded; nothing of it was committed. Names the file (and the
+    entry and line when known); `retryable` says whether running it again may succeed
+    (connection loss, deadlock, serialization failure, timeout) or not (data, corrupt file,
+    too many rejects). The message never carries row data."""
 
-    def __init__(self, key: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(f"{key}: {message}")
+    def __init__(
+        self,
+        key: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        entry: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        where = f" ({entry}" + (f", line {line}" if line is not None else "") + ")" if entry else ""
+        super().__init__(f"{key}{where}: {message}")
         self.key = key
         self.retryable = retryable
+        self.entry = entry
+        self.line = line
 
 
 class CorruptFile(Exception):
@@ -132,6 +148,8 @@ class LoadResult:
     rows_read: int = 0
     inserted: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
+    values_nulled: int = 0
+    values_repaired: int = 0
     seconds: float = 0.0
     reject_reasons: list[str] = field(default_factory=list)
     status: str = "loaded"
@@ -149,6 +167,8 @@ class LoadResult:
         self.rows_read = 0
         self.inserted = {}
         self.rejected = 0
+        self.values_nulled = 0
+        self.values_repaired = 0
         self.reject_reasons = []
 
     def as_dict(self) -> dict[str, Any]:
@@ -160,6 +180,8 @@ class LoadResult:
             "rows_read": self.rows_read,
             "inserted": dict(self.inserted),
             "rejected": self.rejected,
+            "values_nulled": self.values_nulled,
+            "values_repaired": self.values_repaired,
             "seconds": round(self.seconds, 3),
         }
 
@@ -169,6 +191,11 @@ class _Batch:
 
     def __init__(self, tables: tuple[Any, ...]) -> None:
         self.lines: dict[Any, list[str]] = {table: [] for table in tables}
+        self.origins: dict[Any, list[tuple[str, int, int]]] = {table: [] for table in tables}
+        """Where a table's lines came from, as runs of (entry, first line, count), for tables
+        that do not take a line from every record (first per file) and for chunked reads."""
+        self.where: list[tuple[str, int, int]] = []
+        """Where each record that gave lines came from (record by record reads)."""
         self.rejects: list[Reject] = []
         self.records = 0
         self.payload: dict[Any, bytes] = {}
@@ -179,16 +206,27 @@ class _Batch:
         for table, lines in self.lines.items():
             if lines:
                 lines.append("")  # the last line's newline
-                self.payload[table] = "\n".join(lines).encode(encoding)
+                text = "\n".join(lines)
+                try:
+                    self.payload[table] = text.encode(encoding)
+                except UnicodeEncodeError:  # a value the layer let through: left to the writer
+                    self.payload[table] = text.encode(encoding, "surrogateescape")
         self.lines = {}
 
 
 class _Writer(threading.Thread):
     """Ships batches to PostgreSQL in the file's transaction, one batch behind the reader."""
 
-    def __init__(self, repo: Repository, conn: psycopg.Connection, result: LoadResult) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        conn: psycopg.Connection,
+        result: LoadResult,
+        record_id: str = "",
+    ) -> None:
         super().__init__(name="dwh-batch-writer", daemon=True)
         self.repo, self.conn, self.result = repo, conn, result
+        self.record_id = record_id
         self.batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.encoding = conn.info.encoding
@@ -208,14 +246,159 @@ class _Writer(threading.Thread):
 
     def _write(self, batch: _Batch) -> None:
         for table, data in batch.payload.items():
-            inserted = self.repo.copy_text(
-                table.spec, table.columns, [data], dialect=table.copy_dialect
-            )
+            try:
+                inserted = self._copy(table, data)
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                if isinstance(exc, psycopg.errors.UniqueViolation):
+                    raise
+                inserted = self._recover(table, data, exc, batch)
             name = table.spec.name
             self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
         batch.payload = {}  # free the batch's text as soon as it is in the database
         if batch.rejects:
             write_rejects(self.conn, batch.rejects)
+
+    def _copy(self, table: Any, data: bytes) -> int:
+        """COPY one table's lines (in a savepoint of the file's transaction)."""
+        return self.repo.copy_text(table.spec, table.columns, [data], dialect=table.copy_dialect)
+
+    def _recover(
+        self,
+        table: Any,
+        data: bytes,
+        error: psycopg.Error,
+        batch: _Batch,
+    ) -> int:
+        """The last line of defence: PostgreSQL refused a batch the value layer let through.
+        Find the refused row(s) — the COPY line named in the error, else by halving — reject
+        them with PostgreSQL's reason, and load the rest (each try in its own savepoint)."""
+        lines = data.split(b"\n")[:-1]
+        origins = _expand(batch.origins.get(table, []))
+        if len(origins) != len(lines):
+            origins = _expand(batch.where)
+        if len(origins) != len(lines):  # a table that skipped some records: origins unknown
+            origins = [(None, None)] * len(lines)
+        log.warning(
+            "%s: PostgreSQL refused a batch of %d row(s) for %s (%s); finding the row(s)",
+            self.result.key,
+            len(lines),
+            table.spec.name,
+            describe_error(error),
+        )
+        return self._split(table, lines, origins, error, batch)
+
+    def _split(
+        self,
+        table: Any,
+        lines: list[bytes],
+        origins: list[tuple[str | None, int | None]],
+        error: psycopg.Error,
+        batch: _Batch,
+    ) -> int:
+        if len(lines) == 1:
+            self._reject_row(table, lines[0], origins[0], error, batch)
+            return 0
+        bad = _copy_line_number(error)
+        column = _copy_column(error)
+        if bad is not None and 1 <= bad <= len(lines):
+            fixed = None
+            if column in getattr(table, "null_on_invalid", ()):
+                fixed = self._null_value(
+                    table, lines[bad - 1], column, origins[bad - 1], error, batch
+                )
+            if fixed is not None:  # the value stored NULL and reported; the row goes on
+                rest = [fixed, *lines[bad:]]
+                parts = [(lines[: bad - 1], origins[: bad - 1]), (rest, origins[bad - 1 :])]
+            else:
+                self._reject_row(table, lines[bad - 1], origins[bad - 1], error, batch)
+                parts = [(lines[: bad - 1], origins[: bad - 1]), (lines[bad:], origins[bad:])]
+        else:
+            middle = len(lines) // 2
+            parts = [(lines[:middle], origins[:middle]), (lines[middle:], origins[middle:])]
+        inserted = 0
+        for part, where in parts:
+            if not part:
+                continue
+            try:
+                inserted += self._copy(table, b"\n".join(part) + b"\n")
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                if isinstance(exc, psycopg.errors.UniqueViolation):
+                    raise
+                inserted += self._split(table, part, where, exc, batch)
+        return inserted
+
+    def _null_value(
+        self,
+        table: Any,
+        line: bytes,
+        column: str,
+        origin: tuple[str | None, int | None],
+        error: psycopg.Error,
+        batch: _Batch,
+    ) -> bytes | None:
+        """The line with `column` set NULL (and the value reported), or None if not found."""
+        dialect = table.copy_dialect
+        delimiter = dialect.delimiter.encode()
+        fields = line.split(delimiter)
+        try:
+            position = list(table.columns).index(column)
+        except ValueError:
+            return None
+        if position >= len(fields):
+            return None
+        value = fields[position].decode(self.encoding, "surrogateescape")
+        fields[position] = dialect.null.encode()
+        entry, number = origin
+        row = dict(zip(table.columns, line.split(delimiter), strict=False))
+        record_key = row.get(self.record_id) or next(iter(row.values()), b"")
+        self.result.values_nulled += 1
+        batch.rejects.append(
+            Reject(
+                source=self.result.source,
+                reason=f"{table.spec.name}.{column}: PostgreSQL refused the value "
+                f"({describe_error(error)}); stored NULL",
+                s3_key=self.result.key,
+                record_id=record_key.decode(self.encoding, "surrogateescape") or None,
+                entry=entry,
+                line=number,
+                kind="value",
+                table_name=table.spec.name,
+                column_name=column,
+                value=shown(value),
+            )
+        )
+        return delimiter.join(fields)
+
+    def _reject_row(
+        self,
+        table: Any,
+        line: bytes,
+        origin: tuple[str | None, int | None],
+        error: psycopg.Error,
+        batch: _Batch,
+    ) -> None:
+        """Keep a row PostgreSQL refused in load_rejects, with its reason (no row data)."""
+        entry, number = origin
+        text = line.decode(self.encoding, "surrogateescape")
+        delimiter = table.copy_dialect.delimiter
+        row = dict(zip(table.columns, text.split(delimiter), strict=False))
+        reason = f"PostgreSQL refused the {table.spec.name} row: {describe_error(error)}"
+        self.result.rejected += 1
+        if len(self.result.reject_reasons) < 10:
+            self.result.reject_reasons.append(f"{entry}:{number}: {reason}")
+        batch.rejects.append(
+            Reject(
+                source=self.result.source,
+                reason=reason,
+                s3_key=self.result.key,
+                record_id=row.get(self.record_id) or next(iter(row.values()), None),
+                entry=entry,
+                line=number,
+                raw=row,
+                table_name=table.spec.name,
+                column_name=error.diag.column_name or _copy_column(error),
+            )
+        )
 
     def submit(self, batch: _Batch) -> None:
         """Queue a batch (blocks while the previous one is still being written)."""
@@ -305,6 +488,9 @@ def load_raw_file(
     Records that cannot be mapped go to load_rejects with file, entry, line and reason;
     the load fails (and commits nothing) when they exceed `reject_ratio` of the records.
     Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
+    An invalid value of an `on_invalid: null` column is stored NULL and reported (kind
+    'value'); PostgreSQL refusing a row the value layer let through rejects that row only.
+    Every failure is a LoadError naming the file (see `as_load_error`).
     """
     started = time.perf_counter()
     result = LoadResult(key=key, source=raw_format.source)
@@ -468,7 +654,7 @@ def _load_once(
         else:
             source = path
         with repo.transaction() as tx, _responsive_writer():
-            writer = _Writer(repo, tx, result)
+            writer = _Writer(repo, tx, result, mapping.record_id)
             writer.start()
             try:
                 _read_into(writer, source, key, mapping, raw_format, batch_size, result, known)
@@ -484,11 +670,13 @@ def _load_once(
             result.seconds = time.perf_counter() - started
             complete_attempt(tx, attempt, _completion(result, expected))
     log.info(
-        "loaded %s: %d records, %d rejected, inserted %s in %.1fs (%.0f records/s; "
-        "database busy %.1fs, reader waited %.1fs for it)",
+        "loaded %s: %d records, %d rejected, %d value(s) stored NULL, %d repaired, inserted %s "
+        "in %.1fs (%.0f records/s; database busy %.1fs, reader waited %.1fs for it)",
         key,
         result.rows_read,
         result.rejected,
+        result.values_nulled,
+        result.values_repaired,
         result.inserted,
         result.seconds,
         result.rows_read / result.seconds if result.seconds else 0.0,
@@ -566,18 +754,11 @@ def _unlock(conn: psycopg.Connection, key: str) -> None:
 
 
 def _as_load_error(key: str, exc: BaseException) -> BaseException:
-    """The exception a failed load raises: a LoadError naming the file where we can tell."""
-    if isinstance(exc, LoadError):
+    """The exception a failed load raises: a LoadError naming the file (see `as_load_error`);
+    an interrupt (not an Exception) goes on as it is."""
+    if not isinstance(exc, Exception):
         return exc
-    if isinstance(exc, CorruptFile):
-        return LoadError(key, f"corrupt file, nothing loaded: {exc}")
-    if isinstance(exc, PartitionUnavailable):
-        return LoadError(key, f"nothing loaded: {exc}", retryable=True)
-    if isinstance(exc, psycopg.OperationalError):
-        return LoadError(key, f"database unavailable: {exc}", retryable=True)
-    if isinstance(exc, ObjectReadError):
-        return LoadError(key, f"nothing loaded: {exc}", retryable=True)
-    return exc
+    return as_load_error(key, exc)
 
 
 AFTER_COMMIT_ATTEMPTS = 3
@@ -672,9 +853,10 @@ class _Batches:
         result, mapping = self.result, self.mapping
         result.rejected += 1
         if len(result.reject_reasons) < 10:
-            result.reject_reasons.append(f"{entry}:{line}: {exc}")
+            result.reject_reasons.append(f"{entry}:{line}: {_without_value(exc)}")
         describe = getattr(mapping, "reject_record", None)
         kept = describe(raw) if describe is not None else _raw_for_reject(raw)
+        refused = exc if isinstance(exc, RefusedValue) else None
         self.batch.rejects.append(
             Reject(
                 source=mapping.source,
@@ -684,8 +866,33 @@ class _Batches:
                 entry=entry,
                 line=line,
                 raw=kept,
+                table_name=refused.table if refused else None,
+                column_name=refused.column if refused else None,
+                value=shown(refused.value) if refused else None,
             )
         )
+
+    def report(self, where: tuple[str, int], checked: Any) -> None:
+        """Count what the checked path did to a record that loads: values stored NULL (each
+        kept in load_rejects with kind 'value') and values repaired (NUL removed)."""
+        entry, line = where
+        self.result.values_repaired += checked.repairs
+        for report in checked.reports:
+            self.result.values_nulled += 1
+            self.batch.rejects.append(
+                Reject(
+                    source=self.mapping.source,
+                    reason=f"{report.table}.{report.column}: {report.reason}; stored NULL",
+                    s3_key=self.key,
+                    record_id=checked.record_id,
+                    entry=entry,
+                    line=line,
+                    kind="value",
+                    table_name=report.table,
+                    column_name=report.column,
+                    value=shown(report.value),
+                )
+            )
 
 
 def _read_into(
@@ -725,28 +932,46 @@ def _read_records(
     mapping = batches.mapping
     seen: dict[Any, set[str]] = {table: set() for table in mapping.tables}
     decode, map_record, month_of = mapping.decode, mapping.map_record, raw_format.month_of
+    map_checked = getattr(mapping, "map_checked", None)
     for entry, line, raw in raw_format.records(source_file):
         if not batches.batch.records & HAND_OVER_MASK:
             hand_over()
         try:
             record = decode(raw)
             mapped = map_record(record)
-        except (ValueError, TypeError) as exc:
-            batches.reject((entry, line), raw, exc)
-        else:
-            if month_of is not None and known_months is not None:
-                month = month_of(record)
-                if month and month not in known_months:
-                    raise _MissingPartition({month})
-            lines_of = batches.batch.lines
-            for table, text, dedup_key in mapped:
-                if text is not None:
-                    if dedup_key is not None:  # first row per key within the file wins
-                        known = seen[table]
-                        if dedup_key in known:
-                            continue
-                        known.add(dedup_key)
-                    lines_of[table].append(text)
+        except Exception as exc:  # the fast path declined: the checked path decides
+            if map_checked is None:
+                if not isinstance(exc, ValueError | TypeError):
+                    raise
+                batches.reject((entry, line), raw, exc)
+                batches.add(1)
+                continue
+            try:
+                checked = map_checked(raw)
+            except (ValueError, TypeError, RecursionError) as refused:
+                batches.reject((entry, line), raw, refused)
+                batches.add(1)
+                continue
+            record, mapped = checked.record, checked.lines
+            if checked.reports or checked.repairs:
+                batches.report((entry, line), checked)
+        if month_of is not None and known_months is not None:
+            month = month_of(record)
+            if month and month not in known_months:
+                raise _MissingPartition({month})
+        batch = batches.batch
+        lines_of = batch.lines
+        where = (entry, line, 1)
+        batch.where.append(where)  # a table with a line per record takes its origins from here
+        for table, text, dedup_key in mapped:
+            if text is not None:
+                if dedup_key is not None:  # first row per key within the file wins
+                    known = seen[table]
+                    if dedup_key in known:
+                        continue
+                    known.add(dedup_key)
+                    batch.origins[table].append(where)
+                lines_of[table].append(text)
         batches.add(1)
 
 
@@ -756,26 +981,43 @@ def _read_chunks(batches: _Batches, source_file: Any, raw_format: RawFormat) -> 
     mapping: Any = batches.mapping
     (table,) = mapping.tables
     assert raw_format.chunks is not None
+    map_checked = getattr(mapping, "map_checked", None)
     for entry, first, raws in raw_format.chunks(source_file):
         line = mapping.line  # bound once the file's header is read
         lines = batches.batch.lines[table]
+        origins = batches.batch.origins[table]
         before = len(lines)
         try:
             lines.extend(map(line, raws))
-        except (ValueError, TypeError):
+            origins.append((entry, first, len(raws)))
+        except Exception:  # noqa: BLE001 - the chunk is redone record by record below
             del lines[before:]
             for offset, raw in enumerate(raws):
+                where = (entry, first + offset)
                 try:
                     lines.append(line(raw))
-                except (ValueError, TypeError) as exc:
-                    batches.reject((entry, first + offset), raw, exc)
+                except Exception as exc:  # the fast path declined: the checked path decides
+                    if map_checked is None:
+                        if not isinstance(exc, ValueError | TypeError):
+                            raise
+                        batches.reject(where, raw, exc)
+                        continue
+                    try:
+                        checked = map_checked(raw)
+                    except (ValueError, TypeError, RecursionError) as refused:
+                        batches.reject(where, raw, refused)
+                        continue
+                    lines.append(checked.lines[0][1])
+                    if checked.reports or checked.repairs:
+                        batches.report(where, checked)
+                origins.append((entry, first + offset, 1))
         hand_over()
         batches.add(len(raws))
 
 
 def _check_rejects(key: str, result: LoadResult, reject_ratio: float) -> None:
     if result.rows_read and result.rejected / result.rows_read > reject_ratio:
-        sample = "; ".join(result.reject_reasons[:3])
+        sample = "; ".join(result.reject_reasons[:3])  # reasons without values
         raise LoadError(
             key,
             f"{result.rejected} of {result.rows_read} records rejected "
@@ -825,3 +1067,118 @@ def _raw_for_reject(raw: Any) -> Any:
         except ValueError:
             return {"unparsed_line": bytes(raw).decode("utf-8", errors="replace")[:10000]}
     return raw
+
+
+def _expand(runs: list[tuple[str, int, int]]) -> list[tuple[str | None, int | None]]:
+    """Runs of (entry, first line, count) as one (entry, line) per COPY line."""
+    return [(entry, first + offset) for entry, first, count in runs for offset in range(count)]
+
+
+_COPY_CONTEXT = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?")
+
+
+def _copy_line_number(error: psycopg.Error) -> int | None:
+    """The COPY line PostgreSQL names in the error's context (1 = first line sent), if any."""
+    match = _COPY_CONTEXT.search(error.diag.context or "")
+    return int(match.group(1)) if match else None
+
+
+def _copy_column(error: psycopg.Error) -> str | None:
+    match = _COPY_CONTEXT.search(error.diag.context or "")
+    return match.group(2) if match else None
+
+
+def describe_error(error: BaseException) -> str:
+    """An error as one line without row data: PostgreSQL's primary message with quoted values
+    masked, the SQLSTATE, the table and column it names (never DETAIL or CONTEXT, which quote
+    the row); other errors as their type and message, cut short."""
+    if isinstance(error, psycopg.Error):
+        diag = error.diag
+        message = _mask_values(diag.message_primary or type(error).__name__)
+        parts = [message]
+        if diag.sqlstate:
+            parts.append(f"SQLSTATE {diag.sqlstate}")
+        column = diag.column_name or _copy_column(error)
+        if diag.table_name:
+            parts.append(f"table {diag.table_name}")
+        if column:
+            parts.append(f"column {column}")
+        line = _copy_line_number(error)
+        if line is not None:
+            parts.append(f"batch line {line}")
+        return f"{type(error).__name__}: " + "; ".join(parts)
+    if isinstance(error, RefusedValue):
+        return error.without_value()
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+_QUOTED = re.compile(r'(\w+ )?"(?:[^"]|"")*"')
+_IDENTIFIER_WORDS = frozenset(
+    {"table ", "constraint ", "column ", "relation ", "encoding ", "index ", "schema ", "type "}
+)
+
+
+def _mask_values(message: str) -> str:
+    """PostgreSQL's primary message with double-quoted values masked (`invalid input syntax
+    for type bigint: "EHR-4711"`), quoted identifiers kept (`table "events_part"`)."""
+
+    def mask(match: re.Match[str]) -> str:
+        word = match.group(1) or ""
+        return match.group(0) if word in _IDENTIFIER_WORDS else f'{word}"…"'
+
+    return _QUOTED.sub(mask, message)
+
+
+_RETRYABLE_STATES = ("08", "40", "53", "55P03", "57P", "57014", "58")
+"""SQLSTATE prefixes worth a retry: connection, transaction rollback (deadlock, serialization),
+insufficient resources, lock not available, operator intervention/shutdown, query canceled
+(statement timeout), system error."""
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether running the load again may succeed: the database or the object store was
+    unreachable, a deadlock, a serialization failure, a timeout — not bad data."""
+    if isinstance(error, LoadError):
+        return error.retryable
+    if isinstance(error, psycopg.Error):
+        state = error.sqlstate or ""
+        if state:
+            return state.startswith(_RETRYABLE_STATES)
+        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+    return isinstance(error, ObjectReadError | ConnectionError | TimeoutError)
+
+
+def as_load_error(key: str, error: BaseException) -> LoadError:
+    """Any exception of a load as a LoadError naming the file, honest about `retryable`, with
+    no row data in its message."""
+    if isinstance(error, LoadError):
+        return error
+    if isinstance(error, CorruptFile):
+        return LoadError(key, f"corrupt file, nothing loaded: {_first_line(error)}")
+    if isinstance(error, PartitionUnavailable):
+        return LoadError(key, f"nothing loaded: {_first_line(error)}", retryable=True)
+    retryable = is_retryable(error)
+    if isinstance(error, ObjectReadError):
+        return LoadError(key, f"nothing loaded: {_first_line(error)}", retryable=True)
+    if isinstance(error, psycopg.Error):
+        what = "database unavailable" if retryable else "the database refused the load"
+        return LoadError(
+            key, f"{what}, nothing loaded: {describe_error(error)}", retryable=retryable
+        )
+    return LoadError(key, f"nothing loaded: {describe_error(error)}", retryable=retryable)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0][:500] if text else type(error).__name__
+
+
+def _without_value(error: BaseException) -> str:
+    """A reject's reason for logs and load_log.error: the column and why, not the value."""
+    if isinstance(error, RefusedValue):
+        return error.without_value()
+    cast_field, reason = getattr(error, "field", None), getattr(error, "reason", None)
+    if cast_field is not None and reason is not None:
+        return f"field {cast_field}: {reason}"
+    return _first_line(error)[:200]

@@ -22,11 +22,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import ijson
+
+from dwh_helper.transform import values
 
 FORMATS: tuple[str, ...] = ("csv", "json")
 
@@ -187,60 +188,25 @@ def field_kind(name: str) -> str:
     return "text"
 
 
-def _to_timestamp(value: str) -> datetime:
-    try:
-        seconds = int(value)
-    except ValueError:
-        raise ValueError("expected Unix seconds (an integer)") from None
-    try:
-        return datetime.fromtimestamp(seconds, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        raise ValueError("Unix seconds out of range") from None
+# The casts are the value layer's (`transform.values`): one definition of a valid value.
 
 
-def _to_datetime(value: str) -> datetime:
-    if len(value) == 19 and value[10] == " ":
+def _checked(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+    def check(value: str) -> Any:
         try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ValueError("expected 'YYYY-MM-DD hh:mm:ss'")
+            return cast(value)
+        except values.InvalidValue as exc:
+            raise ValueError(exc.reason) from None
+
+    return check
 
 
-def _to_bigint(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected an integer") from None
-    if not _INT64_MIN <= number <= _INT64_MAX:
-        raise ValueError("out of range for a signed 64-bit integer (bigint)")
-    return number
-
-
-def _to_uint64(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected an integer") from None
-    if not 0 <= number <= _UINT64_MAX:
-        raise ValueError("out of range for an unsigned 64-bit integer")
-    return number
-
-
-def _to_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError("expected true/false or 1/0")
-
-
-def _to_json(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON ({exc.msg} at char {exc.pos})") from None
+_to_timestamp = _checked(values.unix_seconds_value)
+_to_datetime = _checked(values.plain_datetime_value)
+_to_bigint = _checked(lambda value: values.integer_number(value, "bigint"))
+_to_uint64 = _checked(lambda value: values.integer_number(value, "uint64"))
+_to_bool = _checked(values.loose_boolean_value)
+_to_json = _checked(lambda value: values.clean_json(values.parse_json(value)))
 
 
 _CASTERS: dict[str, Callable[[str], Any] | None] = {

@@ -24,7 +24,8 @@ from msgspec.structs import astuple
 
 from dwh_helper.dwh.appmetrica_schema import FALLBACK_MARK, ROW_UUID_NAMESPACE, fallback_identity
 from dwh_helper.dwh.copy_text import CopyDialect, escape
-from dwh_helper.sources.appmetrica_parse import CastError, field_text, kind_caster
+from dwh_helper.sources.appmetrica_parse import CastError, field_text
+from dwh_helper.transform import values
 
 if TYPE_CHECKING:
     from dwh_helper.transform.appmetrica_mapping import ResourceMapping
@@ -38,27 +39,23 @@ whatever the kind, so no value is ever an empty string), tabs between fields."""
 COPY_NULL = COPY_DIALECT.null
 
 # -- casts: a non-empty raw string -> COPY text (ValueError with the reason) --------------------
-# The checks are `sources.appmetrica_parse`'s (one definition of what a valid value is); the
-# generated code inlines fast paths for the common values and falls back to these.
+# The checks are the value layer's (`transform.values`: one definition of what a valid value
+# is); the generated code inlines fast paths for the common values and falls back to these.
 
 _EPOCH = date(1970, 1, 1)
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 23:59:59
 
 
-_AS_COPY_TEXT: dict[str, Callable[[Any, str], str]] = {
-    "timestamp": lambda value, raw: value.isoformat(sep=" "),
-    "datetime": lambda value, raw: raw,  # as checked
-    "bigint": lambda value, raw: str(value),
-    "uint64": lambda value, raw: str(value),
-    "bool": lambda value, raw: "t" if value else "f",
-}
+def _layer(cast: Callable[[str], str]) -> Callable[[str], str]:
+    """A value-layer cast raising a plain ValueError with the reason."""
 
+    def check(raw: str) -> str:
+        try:
+            return cast(raw)
+        except values.InvalidValue as exc:
+            raise ValueError(exc.reason) from None
 
-def _checked_text(kind: str) -> Callable[[str], str]:
-    """The COPY text of a raw value of `kind`, checked by the parser's caster of that kind."""
-    check, as_text = kind_caster(kind), _AS_COPY_TEXT[kind]
-    assert check is not None
-    return lambda raw: as_text(check(raw), raw)
+    return check
 
 
 class _Float:
@@ -76,7 +73,11 @@ class _Float:
 def _json_float(text: str) -> float | _Float:
     value = float(text)
     # In this range msgspec writes a float exactly as json.dumps does (checked on 10^6 values).
-    if value == 0.0 or 1e-4 <= abs(value) < 1e16:
+    if 1e-4 <= abs(value) < 1e16:
+        return value
+    if value == 0.0 and text.lstrip("-0.").strip("eE+-0"):
+        raise ValueError("a number too small for a double (it would be stored as 0)")
+    if value == 0.0:
         return value
     return _Float(text)
 
@@ -85,13 +86,25 @@ _decode_json = msgspec.json.Decoder(float_hook=_json_float).decode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
+class NeedsCheck(ValueError):
+    """The fast path declines a value (a NUL to remove): the checked path must map the record."""
+
+
 def canonical_json(raw: str) -> str:
     """A JSON text with sorted keys, no spaces and UTF-8 kept (as `json.dumps(sort_keys=True,
-    separators=(",", ":"), ensure_ascii=False)` writes it); ValueError when it is not JSON."""
+    separators=(",", ":"), ensure_ascii=False)` writes it); ValueError when it is not JSON or
+    beyond the value layer's limits (depth, numbers), NeedsCheck when it holds a NUL escape."""
+    if "\\u0000" in raw:
+        raise NeedsCheck("a NUL in JSON")
+    if len(raw) > 2 * values.MAX_JSON_DEPTH and raw.count("[") + raw.count("{") > (
+        values.MAX_JSON_DEPTH
+    ):
+        if values.json_depth(raw) > values.MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {values.MAX_JSON_DEPTH} levels")
     try:
         value = _decode_json(raw)
     except msgspec.DecodeError as exc:
-        raise ValueError(f"invalid JSON ({exc})") from None
+        raise ValueError(f"not valid JSON ({exc})") from None
     try:
         return _encode_sorted(value).decode()
     except TypeError:  # a float msgspec would write differently: json.dumps it
@@ -110,7 +123,11 @@ def canonical_json(raw: str) -> str:
 
 
 CASTS: dict[str, Callable[[str], str]] = {
-    **{kind: _checked_text(kind) for kind in _AS_COPY_TEXT},
+    "timestamp": _layer(values.unix_seconds),
+    "datetime": _layer(values.plain_datetime),
+    "bigint": _layer(values.bigint),
+    "uint64": _layer(values.uint64),
+    "bool": _layer(values.loose_boolean),
     "json": canonical_json,
 }
 """Per kind: a non-empty raw string → its COPY text, or ValueError saying what was expected."""
@@ -223,6 +240,7 @@ class RowFormatter:
             self._mode = "struct" if structs else "position"
             self._access = tuple(position[name] for name in order)
         self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
+        self._by_name: RowFormatter | None = None
         self.line: Callable[[Any], str] = self._compile()
         """The COPY text line (no newline) for one raw record; CastError for a bad value."""
 
@@ -233,6 +251,59 @@ class RowFormatter:
             size = len(record) if isinstance(record, list | tuple) else "?"
             raise ValueError(f"a record of {size} values does not match the file's header")
         return self.line({name: field_text(record.get(name)) for name in self._names})
+
+    def raw_values(self, record: Any) -> dict[str, str]:
+        """The record's raw values of the mapped fields by name ("" for a missing or null one)."""
+        if self._mode == "key":
+            if not isinstance(record, Mapping):
+                raise ValueError("a record that is not an object")
+            return {name: field_text(record.get(name)) for name in self._names}
+        if isinstance(record, msgspec.Struct):
+            record = astuple(record)
+        try:
+            return {
+                name: field_text(record[access])
+                for name, access in zip(self._names, self._access, strict=True)
+            }
+        except IndexError:
+            raise ValueError(
+                f"a record of {len(record)} values does not match the file's header"
+            ) from None
+
+    def checked(self, record: Any) -> values.CheckedRecord:
+        """The checked path: value by value through the value layer — NUL removed (counted),
+        an invalid value of a rejecting field (identity fields by default) a CastError, of
+        any other field stored NULL and reported — then the line of the repaired record."""
+        raw = self.raw_values(record)
+        repairs = values.Repairs()
+        reports: list[values.ValueReport] = []
+        fixed: dict[str, str] = {}
+        for name, kind in zip(self._names, self._kinds, strict=True):
+            value = raw[name]
+            if value:
+                try:
+                    if kind == "text":
+                        value = values.clean_text(value, repairs)
+                    elif kind == "json":
+                        value = values.clean_json_text(value, repairs)
+                        canonical_json(value)
+                    else:
+                        CASTS[kind](value)
+                except ValueError as exc:
+                    reason = getattr(exc, "reason", None) or str(exc)
+                    if name in self.mapping.rejecting:
+                        raise CastError(name, value, reason) from None
+                    reports.append(values.ValueReport(self.mapping.spec.name, name, value, reason))
+                    value = ""
+            fixed[name] = value
+        if self._by_name is None:
+            self._by_name = RowFormatter(self.mapping, self.application_id, self._names)
+        return values.CheckedRecord(
+            record,
+            [(None, self._by_name.line(fixed), None)],
+            reports,
+            repairs.count,
+        )
 
     def _raise_cast_error(self, record: Any) -> None:
         """Find the value that does not cast and raise CastError naming its field."""
@@ -274,6 +345,7 @@ class RowFormatter:
             "fromisoformat": datetime.fromisoformat,
             "bools_get": {"": COPY_NULL, "true": "t", "false": "f", "1": "t", "0": "f"}.get,
             "slow_line": self._slow_line,
+            "needs_check": NeedsCheck,
         }
         reads, casts, fields, escapes = [], [], [], []
         for i, (kind, access) in enumerate(zip(self._kinds, self._access, strict=True)):
@@ -288,6 +360,8 @@ class RowFormatter:
             if kind == "timestamp":  # Unix seconds: day text (remembered) + time of day
                 casts += [
                     f"if v{i}:",
+                    f"    if not v{i}.isdigit() or not v{i}.isascii():",
+                    f"        cast{i}(v{i})  # a sign is fine; anything else raises",
                     f"    s{i} = int(v{i})",
                     f"    c{i} = (day_get(s{i} // 86400) or day_text(s{i} // 86400)) "
                     f"+ times[s{i} % 86400]",
@@ -296,9 +370,10 @@ class RowFormatter:
                     f'    c{i} = k{i} = ""',
                 ]
             elif kind == "datetime":  # checked as is: 'YYYY-MM-DD hh:mm:ss'
-                casts.append(
-                    f'c{i} = v{i} if len(v{i}) == 19 and v{i}[10] == " " and fromisoformat(v{i}) '
-                    f"else cast{i}(v{i})"
+                casts.append(  # the separators fixed, digits and ranges checked in C
+                    f'c{i} = v{i} if len(v{i}) == 19 and v{i}[10] == " " and v{i}[4] == "-" '
+                    f'and v{i}[7] == "-" and v{i}[13] == ":" and v{i}[16] == ":" '
+                    f"and v{i}.isascii() and fromisoformat(v{i}) else cast{i}(v{i})"
                 )
             elif kind == "bool":
                 casts += [
@@ -359,8 +434,10 @@ class RowFormatter:
         ]
         if text_names:  # a tab inside a value shows as one tab too many
             body += [
-                '    if "\\\\" in t or "\\n" in t or "\\r" in t '
+                '    if "\\\\" in t or "\\n" in t or "\\r" in t or "\\x00" in t '
                 f'or t.count("\\t") != {len(text_names) - 1}:',
+                '        if "\\x00" in t:',
+                "            raise needs_check('a NUL in a text field')",
                 "        t = join_fields(map(escape, texts))",
             ]
         body += [f"    {statement}" for statement in escapes]

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +23,7 @@ from dwh_helper.dwh.tables import TableSpec
 from dwh_helper.sources.appmetrica_parse import field_text
 from dwh_helper.transform.appmetrica_formatter import LOADER_COLUMNS, RowFormatter, canonical_json
 from dwh_helper.transform.mapping_file import read_mapping_file
+from dwh_helper.transform.values import OnInvalid, yaml_null_policy
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,25 @@ class AppMetricaMappingError(ValueError):
     """The AppMetrica mapping file is invalid; the message names the file and the entry."""
 
 
+class FieldRule(BaseModel):
+    """A field given in full: its kind and what an invalid value costs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FieldKind | None = None
+    on_invalid: OnInvalid | None = Field(
+        None,
+        description="reject the record, or store NULL and report the value (default: reject "
+        "for identity fields, null for the others)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_null(cls, data: Any) -> Any:
+        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
+        return yaml_null_policy(data)
+
+
 class ResourceRule(BaseModel):
     """One Logs API resource: its table in schema appmetrica, identity fields, fields and kinds."""
 
@@ -72,7 +92,21 @@ class ResourceRule(BaseModel):
 
     table: str
     identity: list[str] = Field(min_length=1, description="fields that identify a row")
-    fields: dict[str, FieldKind | None] = Field(min_length=1, description="field -> kind")
+    fields: dict[str, FieldKind | FieldRule | None] = Field(
+        min_length=1, description="field -> kind, or {kind, on_invalid}"
+    )
+
+    def kind_of(self, name: str) -> str | None:
+        """The kind given for a field (None: its column's)."""
+        rule = self.fields[name]
+        return rule.kind if isinstance(rule, FieldRule) else rule
+
+    def on_invalid_of(self, name: str) -> OnInvalid:
+        """What an invalid value of a field costs: as given, else reject for identity fields."""
+        rule = self.fields[name]
+        if isinstance(rule, FieldRule) and rule.on_invalid:
+            return rule.on_invalid
+        return "reject" if name in self.identity else "null"
 
 
 class AppMetricaMappingFile(BaseModel):
@@ -96,7 +130,8 @@ class AppMetricaMappingFile(BaseModel):
                     f"{where}.table: no table appmetrica.{rule.table}; migration 2 creates "
                     f"{', '.join(APPMETRICA_TABLES)}"
                 )
-            for name, kind in rule.fields.items():
+            for name in rule.fields:
+                kind = rule.kind_of(name)
                 if name in LOADER_COLUMNS:
                     raise ValueError(
                         f"{where}.fields.{name}: filled by the loader; remove it from the mapping"
@@ -131,6 +166,8 @@ class ResourceMapping:
     spec: TableSpec
     fields: tuple[tuple[str, str], ...]
     identity: tuple[str, ...]
+    rejecting: frozenset[str] = frozenset()
+    """Fields whose invalid value rejects the record (the others are stored NULL, reported)."""
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -186,11 +223,14 @@ def compile_appmetrica_mapping(
     for resource, rule in model.resources.items():
         spec = APPMETRICA_TABLES[rule.table]
         fields = tuple(
-            (column.name, rule.fields[column.name] or KIND_OF_COLUMN[column.type])
+            (column.name, rule.kind_of(column.name) or KIND_OF_COLUMN[column.type])
             for column in spec.columns
             if column.name in rule.fields
         )
-        resources[resource] = ResourceMapping(resource, spec, fields, tuple(rule.identity))
+        rejecting = frozenset(n for n in rule.fields if rule.on_invalid_of(n) == "reject")
+        resources[resource] = ResourceMapping(
+            resource, spec, fields, tuple(rule.identity), rejecting
+        )
     return AppMetricaMapping(model.source, model.record_id, resources, path)
 
 

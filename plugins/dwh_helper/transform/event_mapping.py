@@ -8,12 +8,11 @@ line (see `dwh.copy_text`), so the hot path does no lookups in the rules.
 
 from __future__ import annotations
 
-import math
+import json
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +20,19 @@ from typing import Any, Literal
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dwh_helper.dwh.copy_text import NULL, TEXT, CopyDialect, escape, json_text
+from dwh_helper.dwh.copy_text import NULL, TEXT, CopyDialect, escape
 from dwh_helper.dwh.tables import TableSpec, get_table
+from dwh_helper.transform import values
 from dwh_helper.transform.mapping_file import read_mapping_file
+from dwh_helper.transform.values import (
+    CheckedRecord,
+    InvalidValue,
+    OnInvalid,
+    RefusedValue,
+    Repairs,
+    ValueReport,
+    yaml_null_policy,
+)
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
@@ -54,14 +63,11 @@ _ALLOWED: dict[str, set[str]] = {
 }
 
 
-class MappingError(ValueError):
+class MappingError(RefusedValue):
     """An event cannot be mapped: which column, which value, why."""
 
     def __init__(self, table: str, column: str, value: Any, reason: str) -> None:
-        shown = repr(value)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        super().__init__(f"{table}.{column}: {reason} (value {shown})")
-        self.table, self.column, self.value, self.reason = table, column, value, reason
+        super().__init__(column, value, reason, table)
 
 
 class MappingFileError(ValueError):
@@ -77,6 +83,17 @@ class ColumnRule(BaseModel):
     type: ValueType | None = None
     null_values: list[str | int | float | bool] = Field(default_factory=list)
     required: bool = False
+    on_invalid: OnInvalid | None = Field(
+        None,
+        description="what an invalid value costs: reject the record, or store NULL and report "
+        "it (default: reject for required and key columns, null for the others)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_null(cls, data: Any) -> Any:
+        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
+        return yaml_null_policy(data)
 
 
 class TableRule(BaseModel):
@@ -126,122 +143,63 @@ class EventMappingFile(BaseModel):
         return self
 
 
-# -- casters: raw JSON value -> COPY text field (or MappingError) --------------------------
+# -- casters: raw JSON value -> COPY text field (or InvalidValue), from the value layer ------
 
 Caster = Callable[[Any], str]
 
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-)
-_INT = re.compile(r"[+-]?\d+")
-_BOUNDS = {"bigint": 2**63, "integer": 2**31}
-
-
-class _CastFailure(ValueError):
-    pass
-
 
 def _text(value: Any) -> str:
+    """Fast path text: NeedsCheck for a NUL (the checked path removes and counts it)."""
     if value.__class__ is str:
+        if "\x00" in value:
+            raise NeedsCheck("a NUL in a text value")
         if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
             return escape(value)
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json_text(value)
-
-
-def _uuid(value: Any) -> str:
-    if isinstance(value, str) and _UUID.fullmatch(value):
-        return value
-    raise _CastFailure("not a uuid")
-
-
-def _integer(bound: int) -> Caster:
-    def cast(value: Any) -> str:
-        if isinstance(value, bool):
-            raise _CastFailure("a boolean is not an integer")
-        if isinstance(value, int):
-            number = value
-        elif isinstance(value, str) and _INT.fullmatch(value.strip()):
-            number = int(value)
-        elif isinstance(value, float) and value.is_integer():
-            number = int(value)
-        else:
-            raise _CastFailure("not an integer")
-        if not -bound <= number < bound:
-            raise _CastFailure(f"out of range for a {bound.bit_length()}-bit integer")
-        return str(number)
-
-    return cast
-
-
-def _double(value: Any) -> str:
-    if isinstance(value, bool):
-        raise _CastFailure("a boolean is not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _CastFailure("not a number") from None
-    if not math.isfinite(number):
-        raise _CastFailure("not a finite number")
-    return repr(number)
-
-
-def _boolean(value: Any) -> str:
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if value in ("true", "false", "True", "False"):
-        return "t" if value in ("true", "True") else "f"
-    raise _CastFailure("not a boolean")
-
-
-def _timestamp(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _CastFailure("not a timestamp string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _CastFailure("not an ISO timestamp") from None
-    if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return value
+    return _unrepaired(values.text, value)
 
 
 def _json(value: Any) -> str:
-    return json_text(value)
+    return _unrepaired(values.json_value, value)
 
 
-_IPV4 = re.compile(
-    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-)
+def _unrepaired(cast: Callable[..., str], value: Any) -> str:
+    """`cast(value)`, or NeedsCheck when it had to repair the value (to be counted)."""
+    repairs = Repairs()
+    text = cast(value, repairs)
+    if repairs.count:
+        raise NeedsCheck("a value to repair")
+    return text
 
 
-def _inet(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _CastFailure("not an IP address")
-    if _IPV4.fullmatch(value):
-        return value
-    try:
-        socket.inet_pton(socket.AF_INET6, value)  # C parser, as strict as PostgreSQL's inet
-    except (OSError, ValueError):
-        raise _CastFailure("not an IP address") from None
-    return value
+def _raw_json_checked(value: Any, repairs: Repairs | None = None) -> str:
+    """A JSON field of the checked path: undecoded text checked as is, or a decoded value."""
+    if isinstance(value, msgspec.Raw):
+        try:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidValue("not valid UTF-8") from None
+        if text == "null":
+            return NULL
+        return values.json_text(text, repairs)
+    return values.json_value(value, repairs)
 
 
 _CASTERS: dict[str, Caster] = {
     "text": _text,
-    "uuid": _uuid,
-    "bigint": _integer(_BOUNDS["bigint"]),
-    "integer": _integer(_BOUNDS["integer"]),
-    "double": _double,
-    "boolean": _boolean,
-    "timestamp": _timestamp,
+    "uuid": values.uuid,
+    "bigint": values.bigint,
+    "integer": values.int4,
+    "double": values.double,
+    "boolean": values.boolean,
+    "timestamp": values.timestamp,
     "json": _json,
-    "inet": _inet,
+    "inet": values.inet,
 }
+_BOUNDS = {"bigint": 2**63, "integer": 2**31}
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
 
 
 @dataclass(frozen=True)
@@ -251,6 +209,7 @@ class _CompiledColumn:
     cast: Caster
     nulls: frozenset[Any]
     required: bool
+    on_invalid: OnInvalid = "null"
 
 
 _SCALARS = frozenset({str, int, float, bool})
@@ -293,6 +252,11 @@ class TableMapper:
             for column in self.compiled
         )
         object.__setattr__(self, "_plan", plan)
+        object.__setattr__(
+            self,
+            "null_on_invalid",
+            frozenset(c.name for c in self.compiled if c.on_invalid == "null"),
+        )
         object.__setattr__(self, "_values", attrgetter(*self.attributes))
         object.__setattr__(self, "_fast", _generate_line_function(self, plan))
 
@@ -303,50 +267,95 @@ class TableMapper:
         except Exception:  # noqa: BLE001 - the checked path below says precisely what is wrong
             return self.checked_line(record)
 
-    def checked_line(self, record: Any) -> tuple[str | None, str | None]:
-        """`line`, column by column, raising MappingError that names the column and value."""
-        values = self._values(record)  # type: ignore[attr-defined]
+    def checked_line(
+        self,
+        record: Any,
+        reports: list[ValueReport] | None = None,
+        repairs: Repairs | None = None,
+    ) -> tuple[str | None, str | None]:
+        """`line`, column by column through the value layer: NUL removed (counted in
+        `repairs`); an invalid value of an `on_invalid: null` column stored NULL and added to
+        `reports`; MappingError (naming the column and value) for a record to reject."""
+        record_values = self._values(record)  # type: ignore[attr-defined]
         if len(self.attributes) == 1:
-            values = (values,)
+            record_values = (record_values,)
         fields: list[str] = []
         append = fields.append
         key: str | None = None
-        name = ""
-        value = None
-        try:
-            for value, (cast, nulls, skip, required, is_key, name) in zip(
-                values,
-                self._plan,
-                strict=True,  # type: ignore[attr-defined]
-            ):
-                if value is None or (nulls and value.__class__ in _SCALARS and value in nulls):
-                    if skip:
-                        return None, None
-                    if required:
-                        raise MappingError(self.spec.name, name, value, "missing")
-                    append(NULL)
-                    continue
-                text = cast(value)
-                if is_key:
-                    key = text
-                append(text)
-        except _CastFailure as failure:
-            raise MappingError(self.spec.name, name, value, str(failure)) from None
+        for value, column, (_cast, nulls, skip, required, is_key, name) in zip(
+            record_values,
+            self.compiled,
+            self._plan,  # type: ignore[attr-defined]
+            strict=True,
+        ):
+            if value is None or (nulls and value.__class__ in _SCALARS and value in nulls):
+                if skip:
+                    return None, None
+                if required:
+                    raise MappingError(self.spec.name, name, value, "missing")
+                append(NULL)
+                continue
+            try:
+                if isinstance(value, _Unreadable):
+                    raise InvalidValue(value.reason)
+                if column.cast is _text:
+                    text = values.text(value, repairs)
+                elif column.cast is _json or column.cast is _json_value:
+                    text = _raw_json_checked(value, repairs)
+                else:
+                    text = column.cast(value)
+            except InvalidValue as invalid:
+                if column.on_invalid == "reject":
+                    raise MappingError(self.spec.name, name, value, invalid.reason) from None
+                if reports is not None:
+                    reports.append(ValueReport(self.spec.name, name, value, invalid.reason))
+                if skip:
+                    return None, None
+                if required:
+                    raise MappingError(self.spec.name, name, value, invalid.reason) from None
+                append(NULL)
+                continue
+            if is_key:
+                key = text
+            append(text)
         return "\t".join(fields), key
 
 
-class _Invalid(Exception):
-    """Raised by a generated line function; the checked path then names the problem."""
+def _raw_json(value: Any) -> str:
+    """A JSON value kept undecoded (`msgspec.Raw`) as an escaped COPY field (fast path);
+    NeedsCheck for a NUL escape, which only the checked path may remove and count."""
+    text = bytes(value).decode()
+    if text == "null":
+        return NULL
+    if "\\" in text:
+        if "\\u0000" in text:
+            raise NeedsCheck("a NUL in JSON")
+        return text.translate(_ESCAPES)
+    return text
 
 
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
+class _Unreadable:
+    """A field the checked decoder could not read (nested too deep): refused per value."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<{self.reason}>"
+
+
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]").search
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], Any]:
     """Compile one straight-line function for a table: no loop, no per-column dispatch.
 
-    It gives the same result as `checked_line` for every valid record and raises on any
-    problem, so that `line` falls back to `checked_line` to report it precisely.
+    It gives the same result as `checked_line` for every record that `EventMapping.decode`
+    let through and raises on any problem, so that the checked path reports it precisely
+    (tests/transform/test_fast_path.py compares the two).
     """
     namespace: dict[str, Any] = {
         "NULL": NULL,
@@ -355,6 +364,7 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         "TEXT": _text,
         "NEEDS_ESCAPE": _NEEDS_ESCAPE,
         "IS_UUID": _UUID.fullmatch,
+        "FROMISO": datetime.fromisoformat,
     }
     body = ["def line(r):"]
     fields = []
@@ -373,8 +383,14 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         elif cast is _CASTERS["bigint"] or cast is _CASTERS["integer"]:
             bound = _BOUNDS["bigint" if cast is _CASTERS["bigint"] else "integer"]
             convert = f"(str(v) if v.__class__ is int and {-bound} <= v < {bound} else C{index}(v))"
-        elif cast is _uuid:
+        elif cast is values.uuid:
             convert = f"(v if v.__class__ is str and IS_UUID(v) else C{index}(v))"
+        elif cast is values.timestamp:  # Amplitude's own form, checked in C, passed as is
+            convert = (
+                f"(v if v.__class__ is str and len(v) == 26 and v[10] == ' ' and v[19] == '.' "
+                f"and v[4] == '-' and v[7] == '-' and v[13] == ':' and v[16] == ':' "
+                f"and v.isascii() and FROMISO(v) else C{index}(v))"
+            )
         else:
             convert = f"C{index}(v)"
         if skip or required:
@@ -391,6 +407,14 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
     return namespace["line"]
 
 
+class _Invalid(Exception):
+    """Raised by a generated line function; the checked path then names the problem."""
+
+
+class NeedsCheck(ValueError):
+    """The fast path declines a record: the checked path must map it (never a reject itself)."""
+
+
 _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder().encode
 
@@ -401,7 +425,9 @@ class EventMapping:
 
     `decode` turns one NDJSON line into a record holding just the mapped fields
     (JSON-typed fields stay undecoded bytes); `map_record` turns a record into
-    each table's COPY line.
+    each table's COPY line. Both are the fast path and raise on anything unusual;
+    `map_checked` is the checked path (the value layer, value by value, with the
+    column policy) that the loader falls back to.
     """
 
     source: str
@@ -412,26 +438,111 @@ class EventMapping:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_decode", msgspec.json.Decoder(self.record_type).decode)
+        fields = msgspec.structs.fields(self.record_type)
+        object.__setattr__(self, "_fields", tuple((f.encode_name, f.name) for f in fields))
+        object.__setattr__(self, "_id_attribute", record_attribute(self.record_id))
 
     def decode(self, data: bytes) -> Any:
-        """One NDJSON line as a record (ValueError when it is not a JSON object)."""
+        """One NDJSON line as a record; ValueError when it is not a JSON object."""
         try:
             return self._decode(data)  # type: ignore[attr-defined]
         except msgspec.ValidationError as exc:
             raise ValueError(f"not an event object: {exc}") from None
         except msgspec.DecodeError as exc:
             raise ValueError(f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("JSON nested too deep for the fast decoder") from None
 
     def map_record(self, record: Any) -> list[tuple[TableMapper, str | None, str | None]]:
-        """Each table's (mapper, COPY line or None, dedup key) for a record; MappingError if bad."""
+        """Each table's (mapper, COPY line or None, dedup key) for a record (fast path: raises
+        on any problem, the checked path then says what it is)."""
+        return [(table, *table._fast(record)) for table in self.tables]  # type: ignore[attr-defined]
+
+    def map_checked(self, data: bytes) -> CheckedRecord:
+        """The checked path for one raw line: decode (also lines msgspec refuses: lone
+        surrogates, bytes that are not UTF-8, deep nesting, huge numbers), then map value by
+        value with the column policy. ValueError (MappingError naming the column) rejects."""
+        record = self.checked_decode(data)
+        reports: list[ValueReport] = []
+        repairs = Repairs()
+        lines = [(table, *table.checked_line(record, reports, repairs)) for table in self.tables]
+        record_id = getattr(record, self._id_attribute, None)  # type: ignore[attr-defined]
+        return CheckedRecord(
+            record,
+            lines,
+            reports,
+            repairs.count,
+            None if record_id is None else values.shown(record_id),
+        )
+
+    def checked_decode(self, data: bytes) -> Any:
+        """A raw line as a record, reading what the fast decoder refuses; ValueError if the
+        line is not a JSON object at all."""
         try:
-            return [(table, *table._fast(record)) for table in self.tables]  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - the checked path says precisely what is wrong
-            return [(table, *table.checked_line(record)) for table in self.tables]
+            return self._decode(data)  # type: ignore[attr-defined]
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            pass
+        except msgspec.ValidationError as exc:
+            if b"out of range" not in str(exc).encode():
+                raise ValueError(f"not an event object: {exc}") from None
+        text = bytes(data).decode("utf-8", "surrogateescape")
+        text, unreadable = _drop_deep_fields(text)
+        try:
+            event = values.parse_json(text)
+        except values.InvalidValue as exc:
+            raise ValueError(exc.reason) from None
+        if event.__class__ is not dict:
+            raise ValueError(f"a line holds {type(event).__name__}, not an event object")
+        kwargs = {}
+        for source, attribute in self._fields:  # type: ignore[attr-defined]
+            if source in unreadable:
+                kwargs[attribute] = _Unreadable(unreadable[source])
+            elif source in event:
+                kwargs[attribute] = event[source]
+        return self.record_type(**kwargs)
 
     def map_event(self, event: dict[str, Any]) -> list[tuple[TableMapper, str | None, str | None]]:
-        """`map_record` for an event given as a dict."""
-        return self.map_record(self.decode(_encode_json(event)))
+        """Each table's lines for an event given as a dict (fast path, else the checked one)."""
+        data = _encode_json(event)
+        try:
+            return self.map_record(self.decode(data))
+        except Exception:  # noqa: BLE001 - the checked path says precisely what is wrong
+            return self.map_checked(data).lines
+
+
+def _drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
+    """Top-level fields nested deeper than the JSON limit replaced by null (and named), so
+    the rest of the event can still be read; other lines unchanged."""
+    if text.count("[") + text.count("{") <= values.MAX_JSON_DEPTH:
+        return text, {}
+    if values.json_depth(text) <= values.MAX_JSON_DEPTH:
+        return text, {}
+    unreadable: dict[str, str] = {}
+    parts: list[str] = []
+    depth, deepest, last_key, value_start, copied = 0, 0, None, 0, 0
+    for token in _TOKENS.finditer(text):
+        piece = token.group()
+        if piece[0] == '"':
+            if depth == 1 and text[token.end() :].lstrip().startswith(":"):
+                last_key = json.loads(piece)
+                value_start = text.index(":", token.end()) + 1
+                deepest = 1
+            continue
+        if piece in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif piece in "]}":
+            depth -= 1
+            if depth == 1 and deepest - 1 > values.MAX_JSON_DEPTH and last_key is not None:
+                parts += [text[copied:value_start], "null"]
+                copied = token.end()
+                unreadable[last_key] = f"JSON nested deeper than {values.MAX_JSON_DEPTH} levels"
+                deepest = 1
+    parts.append(text[copied:])
+    return "".join(parts), unreadable
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventMapping:
@@ -454,13 +565,16 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
                 attributes.get(source, (record_attribute(source), None))[0],
                 decoded,
             )
+            required = column_rule.required or (column.not_null and column.default is None)
             compiled.append(
                 _CompiledColumn(
                     name=column.name,
                     source=source,
                     cast=_CASTERS[value_type],
                     nulls=frozenset(v for v in column_rule.null_values if _hashable_null(v)),
-                    required=column_rule.required or (column.not_null and column.default is None),
+                    required=required,
+                    on_invalid=column_rule.on_invalid
+                    or default_on_invalid(spec, column.name, required),
                 )
             )
         tables.append((spec, rule, compiled))
@@ -478,7 +592,12 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
             column
             if column.source in raw_fields or column.cast is not _json
             else _CompiledColumn(
-                column.name, column.source, _json_value, column.nulls, column.required
+                column.name,
+                column.source,
+                _json_value,
+                column.nulls,
+                column.required,
+                column.on_invalid,
             )
             for column in compiled
         ]
@@ -502,7 +621,13 @@ def record_attribute(source: str) -> str:
 
 def _json_value(value: Any) -> str:
     """A decoded JSON value as an escaped COPY field (for fields decoded for another column)."""
-    return json_text(value)
+    return _unrepaired(values.json_value, value)
+
+
+def default_on_invalid(spec: TableSpec, column: str, required: bool) -> OnInvalid:
+    """What an invalid value costs when the mapping does not say: the record for a required or
+    key column (`uuid`, `event_time`, ...), a NULL (reported) for any other."""
+    return "reject" if required or column in spec.key else "null"
 
 
 def load_event_mapping(path: Path | str) -> EventMapping:
