@@ -186,6 +186,8 @@ class EtlSettings(BaseSettings):
     """Where loads keep their temporary files (one directory per load); None: the system's."""
     temp_max_age: int = Field(3600, ge=60)
     """Seconds after which a load's leftover temporary directory counts as abandoned."""
+    retry_delay: float = Field(120.0, gt=0)
+    """Seconds before a failed task's first retry (doubling per retry, at most 30 minutes)."""
 
 
 class LoggingSettings(BaseSettings):
@@ -248,6 +250,11 @@ def _read_block(cls: type[BaseSettings]) -> BaseSettings:
         raise SettingsError(
             "invalid settings; fix these variables: " + "; ".join(problems)
         ) from None
+
+
+def etl_settings() -> EtlSettings:
+    """The `ETL_*` settings, read now (SettingsError names a bad variable)."""
+    return _read_block(EtlSettings)
 
 
 @lru_cache(maxsize=1)

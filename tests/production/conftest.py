@@ -105,13 +105,17 @@ def stack(pg_server, s3_server, sandboxes) -> Iterator[AirflowStack]:
         ),
         "S3_BUCKET_NAME": BUCKET,
         "ETL_REJECT_RATIO": REJECT_RATIO,
+        # The killed load's retry starts seconds after the kill, not the production 2 minutes.
+        "ETL_RETRY_DELAY": "2",
         **source_connections(amplitude, appmetrica),
     }
     home = Path(tempfile.mkdtemp(prefix="dwh-production-airflow-"))
     airflow = AirflowStack(home, metadata_dsn, env)
     try:
         airflow.start()
-        airflow.wait_until_parsed({"amplitude_events", "appmetrica_events", "user_properties"})
+        dag_ids = {"amplitude_events", "appmetrica_events", "user_properties"}
+        airflow.wait_until_parsed(dag_ids)
+        airflow.unpause_without_schedule(dag_ids)
         yield airflow
     finally:
         airflow.stop()

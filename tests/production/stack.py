@@ -77,7 +77,9 @@ class AirflowStack:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # Paused until `unpause_without_schedule`: no scheduled run of "yesterday" before
+            # the test's own runs.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
                 f"http://127.0.0.1:{self.api_port}/execution/"
             ),
@@ -97,6 +99,8 @@ class AirflowStack:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            # Parse each file once: re-parsing costs CPU and would re-plan the schedule.
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "86400",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__API__WORKERS": "1",
             # The api-server answers slowly while 6 processes start on 2 cores.
@@ -109,6 +113,28 @@ class AirflowStack:
         }
 
     # -- processes -------------------------------------------------------------------------
+
+    def airflow_all(self, *commands: tuple[str, ...], timeout: float = 300) -> None:
+        """Run several `airflow` CLI commands at once (each imports Airflow for seconds)."""
+        running = [
+            subprocess.Popen(
+                [str(BIN / "airflow"), *args],
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for args in commands
+        ]
+        failures = []
+        for args, process in zip(commands, running, strict=True):
+            output, _ = process.communicate(timeout=timeout)
+            if process.returncode != 0:
+                failures.append(
+                    f"airflow {' '.join(args)} exited {process.returncode}:\n{output[-3000:]}"
+                )
+        if failures:
+            raise RuntimeError("\n".join(failures))
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
         """Run one `airflow` CLI command in the stack's environment; its output, or an error."""
@@ -152,9 +178,9 @@ class AirflowStack:
         )
         wait_for_port(self.broker_port, 30, broker)
         self.airflow("db", "migrate", timeout=600)
+        # Every process at once: each spends most of its start importing Airflow.
         airflow = str(BIN / "airflow")
         api = self.spawn("api-server", airflow, "api-server", "--port", str(self.api_port))
-        wait_for_port(self.api_port, 240, api)
         self.spawn("scheduler", airflow, "scheduler")
         self.spawn("dag-processor", airflow, "dag-processor")
         self.spawn("triggerer", airflow, "triggerer")
@@ -222,7 +248,28 @@ class AirflowStack:
             f"DAGs not parsed after {timeout:.0f}s:\n{self.log_tail('dag-processor')}"
         )
 
-    def wait_until_idle(self, timeout: float, settle: float = 8) -> None:
+    def unpause_without_schedule(self, dag_ids: set[str]) -> None:
+        """Unpause `dag_ids` with no next scheduled run: only triggered and asset runs start.
+
+        Unpausing a DAG with a cron timetable makes the scheduler run its latest interval
+        at once; the test's runs are the only ones wanted, so the next run is cleared first
+        (the dag-processor does not re-parse, see MIN_FILE_PROCESS_INTERVAL).
+        """
+        deadline = time.monotonic() + 60
+        while True:
+            updated = self.query(
+                "UPDATE dag SET is_paused = false, next_dagrun = NULL, "
+                "next_dagrun_create_after = NULL, next_dagrun_data_interval_start = NULL, "
+                "next_dagrun_data_interval_end = NULL WHERE dag_id = ANY(%s) RETURNING dag_id",
+                list(dag_ids),
+            )
+            if {row[0] for row in updated} >= dag_ids:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {updated} of {sorted(dag_ids)} are in the dag table")
+            time.sleep(1)
+
+    def wait_until_idle(self, timeout: float, settle: float = 3) -> None:
         """Wait until no DAG run is queued or running and no asset event waits for a run."""
         deadline = time.monotonic() + timeout
         idle_since: float | None = None

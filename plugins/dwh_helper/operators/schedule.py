@@ -10,6 +10,8 @@ from typing import Any
 from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from dwh_helper.config import etl_settings
+
 MAX_DAYS_PER_RUN = 366
 AMPLITUDE_PARALLEL_EXPORTS = 2
 """Amplitude exports running at once (all runs of the DAG): a cap that needs no pool to exist."""
@@ -19,11 +21,12 @@ APPMETRICA_PARALLEL_EXPORTS = 3
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-engineering",
     "retries": 3,
-    "retry_delay": timedelta(minutes=2),
+    "retry_delay": timedelta(seconds=etl_settings().retry_delay),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=30),
 }
-"""Task defaults of every DAG: 3 retries, exponential backoff from 2 to 30 minutes."""
+"""Task defaults of every DAG: 3 retries, exponential backoff from ETL_RETRY_DELAY (default
+2 minutes) to 30 minutes."""
 
 log = logging.getLogger(__name__)
 
