@@ -211,7 +211,7 @@ def _check_query_names(scope: Scope, known: frozenset[str]) -> None:
         FieldError(field=name, message=f"unknown query parameter; valid: {valid}")
         for name in unknown[:20]
     ]
-    hint = " (pages are followed with `after`, from the `next` link)" if "offset" in names else ""
+    hint = " (pages are followed with `after`, from the `next` link)" if "offset" in unknown else ""
     raise ApiError(
         422,
         f"unknown query parameter(s) {', '.join(repr(n[:40]) for n in unknown[:20])}; "

@@ -248,7 +248,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not dash or not all(
+        part == "" or (part.isascii() and part.isdigit()) for part in (first, last)
+    ):
         return None
     if first == "":
         if last == "":

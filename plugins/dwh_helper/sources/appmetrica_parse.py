@@ -153,10 +153,6 @@ UINT64_FIELDS = frozenset({"appmetrica_device_id"})
 BOOL_FIELDS = frozenset({"is_reattribution", "is_reinstallation"})
 JSON_FIELDS = frozenset({"event_json"})
 
-_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
-
 
 class CastError(ValueError):
     """A value that cannot be converted: names the field, the value, why, and the row if known."""
@@ -219,12 +215,6 @@ _CASTERS: dict[str, Callable[[str], Any] | None] = {
     "text": None,
 }
 _CASTER_BY_FIELD: dict[str, Callable[[str], Any] | None] = {}
-
-
-def kind_caster(kind: str) -> Callable[[str], Any] | None:
-    """The function turning a non-empty raw value of this kind into its type (None for text);
-    it raises ValueError with the reason on a bad value."""
-    return _CASTERS[kind]
 
 
 def field_caster(name: str) -> Callable[[str], Any] | None:

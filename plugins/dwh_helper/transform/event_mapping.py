@@ -219,14 +219,6 @@ def _hashable_null(value: Any) -> bool:
     return value is None or value.__class__ in _SCALARS
 
 
-def _raw_json(value: Any) -> str:
-    """A JSON value kept undecoded (`msgspec.Raw`) as an escaped COPY field."""
-    text = bytes(value).decode()
-    if text == "null":
-        return NULL
-    return escape(text)
-
-
 @dataclass(frozen=True, eq=False)  # hashed by identity: a dict key on the hot path
 class TableMapper:
     """One target table: the columns it fills and how a decoded event becomes its COPY line."""
