@@ -9,6 +9,7 @@ from ipaddress import ip_address
 import psycopg
 import pytest
 
+from dwh_helper.dwh.pages import select_page
 from dwh_helper.dwh.repository import InvalidQuery, Repository, rows_per_statement
 from dwh_helper.dwh.tables import DWH_TABLES
 
@@ -124,7 +125,7 @@ def test_samples_cover_every_table_and_column():
 def test_every_column_round_trips_through_insert_batch(repo: Repository, table: str):
     result = repo.insert_batch(table, [SAMPLES[table]])
     assert result.count == 1 and result.batches == 1
-    (row,) = repo.select(table)
+    (row,) = select_page(repo, table).rows
     assert _normalise(table, row) == _normalise(table, SAMPLES[table])
 
 
@@ -134,15 +135,15 @@ def test_every_column_round_trips_through_copy_rows(repo: Repository, table: str
     values = tuple(SAMPLES[table][name] for name in spec.column_names)
     assert repo.copy_rows(table, [values]) == 1
     assert repo.copy_rows(table, [values]) == 0, "a second load of the same key inserts nothing"
-    (row,) = repo.select(table)
+    (row,) = select_page(repo, table).rows
     assert _normalise(table, row) == _normalise(table, SAMPLES[table])
 
 
 def test_ipv4_and_bigint_beyond_int4(repo: Repository):
     repo.insert_batch("user_locations", [{"uuid": U2, "ip_address": "95.24.1.10"}])
     repo.insert_batch("events_part", [{"uuid": U2, "event_time": T0, "user_id": 2**31 + 7}])
-    assert str(repo.select("user_locations", pk=U2)[0]["ip_address"]) == "95.24.1.10"
-    assert repo.select("events_part", pk=U2)[0]["user_id"] == 2**31 + 7
+    assert str(select_page(repo, "user_locations", pk=U2).rows[0]["ip_address"]) == "95.24.1.10"
+    assert select_page(repo, "events_part", pk=U2).rows[0]["user_id"] == 2**31 + 7
 
 
 def test_rows_per_statement_formula():
@@ -164,7 +165,7 @@ def test_chunk_boundaries(dwh_conn, rows: int, batches: int):
     repo = Repository(dwh_conn, max_params=20, safety_factor=1.0)
     result = repo.insert_batch("mobile_devices", _devices(rows))
     assert (result.count, result.batches) == (rows, batches)
-    assert len(repo.select("mobile_devices", limit=1000)) == rows
+    assert len(select_page(repo, "mobile_devices", limit=1000).rows) == rows
 
 
 def test_chunks_stay_under_postgres_parameter_limit(repo: Repository):
@@ -187,7 +188,7 @@ def test_permanent_first_value_wins(repo: Repository):
     first = {"ehr_id": 7, "first_login_at": T0, "gender": "female"}
     later = {"ehr_id": 7, "first_login_at": datetime(2025, 1, 1), "gender": "male"}
     repo.insert_batch("permanent_user_properties", [first, later])
-    (row,) = repo.select("permanent_user_properties", pk=7)
+    (row,) = select_page(repo, "permanent_user_properties", pk=7).rows
     assert (row["gender"], row["first_login_at"]) == ("female", T0)
 
 
@@ -197,12 +198,12 @@ def test_failure_in_a_later_chunk_leaves_nothing(dwh_conn):
     rows[22]["first_login_at"] = None  # NOT NULL violation in the third chunk
     with pytest.raises(psycopg.errors.NotNullViolation):
         repo.insert_batch("permanent_user_properties", rows)
-    assert repo.select("permanent_user_properties") == []
+    assert select_page(repo, "permanent_user_properties").rows == []
 
 
 def test_missing_columns_take_defaults(repo: Repository):
     repo.insert_batch("tmp_user_properties", [{"uuid": U3, "event_time": T0}])
-    assert repo.select("tmp_user_properties", pk=U3)[0]["migrated"] is False
+    assert select_page(repo, "tmp_user_properties", pk=U3).rows[0]["migrated"] is False
 
 
 def test_unknown_column_in_insert_is_refused(repo: Repository):
@@ -216,33 +217,35 @@ def test_select_filters_sorts_and_bounds(dwh_conn):
         "mobile_devices",
         [{"device_id": f"d{i}", "device_brand": brand} for i, brand in enumerate("cabed")],
     )
-    assert [r["device_id"] for r in repo.select("mobile_devices")] == ["d0", "d1", "d2"]
+    assert [r["device_id"] for r in select_page(repo, "mobile_devices").rows] == ["d0", "d1", "d2"]
     assert [
         r["device_brand"]
-        for r in repo.select("mobile_devices", sort_by="device_brand", sort_dir="desc", limit=5)
+        for r in select_page(
+            repo, "mobile_devices", sort_by="device_brand", sort_dir="desc", limit=5
+        ).rows
     ] == list("edcba")
-    assert repo.select("mobile_devices", pk="d3")[0]["device_brand"] == "e"
-    assert repo.select("mobile_devices", pk="nope") == []
+    assert select_page(repo, "mobile_devices", pk="d3").rows[0]["device_brand"] == "e"
+    assert select_page(repo, "mobile_devices", pk="nope").rows == []
     with pytest.raises(InvalidQuery) as error:
-        repo.select("mobile_devices", limit=6)
+        select_page(repo, "mobile_devices", limit=6)
     assert error.value.field == "limit"
     with pytest.raises(InvalidQuery):
-        repo.select("mobile_devices", limit=0)
+        select_page(repo, "mobile_devices", limit=0)
 
 
 @pytest.mark.parametrize("bad", ["colour", "device_id; DROP TABLE mobile_devices", '"device_id"'])
 def test_select_unknown_sort_column_lists_valid_ones(repo: Repository, bad: str):
     with pytest.raises(InvalidQuery) as error:
-        repo.select("mobile_devices", sort_by=bad)
+        select_page(repo, "mobile_devices", sort_by=bad)
     assert error.value.field == "sort_by"
     assert "valid: device_id, device_brand" in str(error.value)
 
 
 def test_select_pk_of_the_wrong_type(repo: Repository):
     with pytest.raises(InvalidQuery, match="pk: 'x' OR 1=1' is not a uuid|pk: .* is not a uuid"):
-        repo.select("events_part", pk="x' OR 1=1")
+        select_page(repo, "events_part", pk="x' OR 1=1")
     with pytest.raises(InvalidQuery, match="not an integer"):
-        repo.select("permanent_user_properties", pk="12abc")
+        select_page(repo, "permanent_user_properties", pk="12abc")
 
 
 def test_migrated_filter_only_on_tmp_user_properties(repo: Repository):
@@ -250,10 +253,10 @@ def test_migrated_filter_only_on_tmp_user_properties(repo: Repository):
         "tmp_user_properties",
         [{"uuid": U1, "event_time": T0, "migrated": True}, {"uuid": U2, "event_time": T0}],
     )
-    pending = repo.select("tmp_user_properties", migrated=False)
+    pending = select_page(repo, "tmp_user_properties", migrated=False).rows
     assert [str(r["uuid"]) for r in pending] == [U2]
     with pytest.raises(InvalidQuery, match="migrated"):
-        repo.select("mobile_devices", migrated=True)
+        select_page(repo, "mobile_devices", migrated=True)
 
 
 def test_changeable_history_newest_first_and_latest_state(repo: Repository):
@@ -269,7 +272,7 @@ def test_changeable_history_newest_first_and_latest_state(repo: Repository):
     ]
     rows.append({**base, "uuid": str(uuid.UUID(int=99)), "ehr_id": None, "age": 50})
     repo.insert_batch("changeable_user_properties", rows)
-    history = repo.select("changeable_user_properties", pk=155683)
+    history = select_page(repo, "changeable_user_properties", pk=155683).rows
     assert [r["age"] for r in history] == [32, 31, 30]
     latest = repo.latest_changeable([155683, None, 42])
     assert latest[155683]["age"] == 32
@@ -281,7 +284,9 @@ def test_mark_migrated_counts_only_changes(repo: Repository):
     repo.insert_batch("tmp_user_properties", [{"uuid": u, "event_time": T0} for u in (U1, U2, U3)])
     assert repo.mark_migrated([U1, U2]) == 2
     assert repo.mark_migrated([U1]) == 0
-    assert {str(r["uuid"]) for r in repo.select("tmp_user_properties", migrated=False)} == {U3}
+    assert {
+        str(r["uuid"]) for r in select_page(repo, "tmp_user_properties", migrated=False).rows
+    } == {U3}
 
 
 def test_copy_rows_in_one_transaction_with_other_writes(repo: Repository):
@@ -290,4 +295,4 @@ def test_copy_rows_in_one_transaction_with_other_writes(repo: Repository):
         with repo.transaction():
             repo.copy_rows(spec, [("a", None, None, None, None, None, None)])
             raise RuntimeError("boom")
-    assert repo.select("mobile_devices") == []
+    assert select_page(repo, "mobile_devices").rows == []

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
+from dwh_helper.dwh.pages import select_page
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import MIGRATIONS, ensure_month_partitions, migrate
 
@@ -150,7 +151,7 @@ def test_original_tables_are_brought_to_the_schema_without_losing_a_row(empty_ds
                 }
             ],
         )
-        assert repo.select("events_part", pk=U.format(9))[0]["user_id"] == 2**40
+        assert select_page(repo, "events_part", pk=U.format(9)).rows[0]["user_id"] == 2**40
         assert migrate(conn) == []
 
 
@@ -175,7 +176,7 @@ def test_events_need_their_device_first(dwh_conn):
             }
         ],
     )
-    assert repo.select("events_part")[0]["user_id"] == 2**40
+    assert select_page(repo, "events_part").rows[0]["user_id"] == 2**40
 
 
 def test_partitions_created_on_demand_take_rows_from_the_default(dwh_conn):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from dwh_helper.dwh.repository import InvalidQuery, Repository, _cast_pk
+from dwh_helper.dwh.repository import InvalidQuery, Repository, cast_pk
 from dwh_helper.dwh.tables import CHANGEABLE_USER_PROPERTIES, TMP_USER_PROPERTIES, get_table
 
 
@@ -109,7 +109,7 @@ def select_page(
     params: list[Any] = []
     if pk is not None:
         where.append(sql.SQL("{} = %s").format(sql.Identifier(spec.pk)))
-        params.append(_cast_pk(spec, pk))
+        params.append(cast_pk(spec, pk))
     if migrated is not None:
         where.append(sql.SQL("migrated = %s"))
         params.append(migrated)

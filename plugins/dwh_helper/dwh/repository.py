@@ -12,7 +12,7 @@ import uuid as uuid_module
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -22,8 +22,6 @@ from psycopg.types.json import Jsonb
 
 from dwh_helper.dwh.copy_text import TEXT, CopyDialect
 from dwh_helper.dwh.tables import (
-    CHANGEABLE_USER_PROPERTIES,
-    TMP_USER_PROPERTIES,
     TableSpec,
     get_table,
 )
@@ -70,7 +68,8 @@ def rows_per_statement(
     return min(rows, max_rows) if max_rows else rows
 
 
-def _cast_pk(spec: TableSpec, value: Any) -> Any:
+def cast_pk(spec: TableSpec, value: Any) -> Any:
+    """`value` as the type of the table's `pk` column; InvalidQuery (`pk`) when it is not one."""
     if spec.pk_type == "uuid":
         try:
             return uuid_module.UUID(str(value))
@@ -136,57 +135,6 @@ class Repository:
                 self._tx = None
 
     # -- reads -------------------------------------------------------------
-
-    def select(
-        self,
-        table: str,
-        pk: Any = None,
-        limit: int | None = None,
-        sort_by: str | None = None,
-        sort_dir: Literal["asc", "desc"] = "asc",
-        migrated: bool | None = None,
-    ) -> list[dict[str, Any]]:
-        """Rows of a table, optionally filtered on its key, sorted on a checked column, bounded."""
-        spec = get_table(table)
-        if limit is None:
-            limit = self.default_limit
-        if not 1 <= limit <= self.max_limit:
-            raise InvalidQuery("limit", f"must be between 1 and {self.max_limit}, got {limit}")
-        if sort_dir not in ("asc", "desc"):
-            raise InvalidQuery("sort_dir", f"must be 'asc' or 'desc', got {sort_dir!r}")
-        if sort_by is not None and sort_by not in spec.column_names:
-            raise InvalidQuery(
-                "sort_by",
-                f"unknown column {sort_by!r} of {spec.name}; valid: {', '.join(spec.column_names)}",
-            )
-        if migrated is not None and spec is not TMP_USER_PROPERTIES:
-            raise InvalidQuery("migrated", f"only applies to {TMP_USER_PROPERTIES.name}")
-        where: list[sql.Composable] = []
-        params: list[Any] = []
-        if pk is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(spec.pk)))
-            params.append(_cast_pk(spec, pk))
-        if migrated is not None:
-            where.append(sql.SQL("migrated = %s"))
-            params.append(migrated)
-        if sort_by is not None:
-            order = [(sort_by, sort_dir)]
-        elif spec is CHANGEABLE_USER_PROPERTIES:
-            order = [("event_time", "desc")]
-        else:
-            order = [(column, "asc") for column in spec.key]
-        order += [(column, "asc") for column in spec.key if column not in dict(order)]
-        query = sql.SQL("SELECT * FROM {}{} ORDER BY {} LIMIT %s").format(
-            sql.Identifier(spec.schema, spec.name),
-            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(direction.upper()))
-                for column, direction in order
-            ),
-        )
-        params.append(limit)
-        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-            return cursor.execute(query, params).fetchall()
 
     def latest_changeable(self, ehr_ids: Iterable[int | None]) -> dict[int | None, dict[str, Any]]:
         """Each person's newest changeable_user_properties row; key None is the null-ehr slot."""
