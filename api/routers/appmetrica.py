@@ -22,6 +22,7 @@ from api.deps import ApiSettingsDep, SettingsDep
 from api.downloads import WorkDirFileResponse, remove_dir, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.settings import ApiSettings
+from dwh_helper.catalogue.appmetrica import RESOURCE_NAMES
 from dwh_helper.config import Settings
 from dwh_helper.sources.appmetrica import (
     DEFAULT_FIELDS,
@@ -283,7 +284,7 @@ def export(
     use_utf8_bom: bool = True,
     skip_unavailable_shards: bool = False,
     resource: Annotated[
-        Literal["events", "installations", "sessions_starts"],
+        Literal[RESOURCE_NAMES],  # the field catalogue's resources
         Query(description="Logs API resource"),
     ] = "events",
 ) -> WorkDirFileResponse | JSONResponse:

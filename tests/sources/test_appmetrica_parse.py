@@ -9,13 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from dwh_helper.sandbox.appmetrica import write_events_file
-from dwh_helper.sources.appmetrica_parse import (
-    DEFAULT_FIELDS,
-    CastError,
-    cast_record,
-    field_kind,
-    iter_records,
-)
+from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
+from dwh_helper.transform.appmetrica_formatter import CastError
+from tests.support.appmetrica_oracle import cast_record, field_kind, iter_records
 
 pytestmark = pytest.mark.unit
 
@@ -151,8 +147,8 @@ def test_unknown_resource_is_refused():
 
 def test_field_kinds_cover_every_default_field():
     kinds = {name: field_kind(name) for fields in DEFAULT_FIELDS.values() for name in fields}
-    assert kinds["install_receive_timestamp"] == "timestamp"
-    assert kinds["session_start_datetime"] == "datetime"
+    assert kinds["install_receive_timestamp"] == "unix_seconds"
+    assert kinds["session_start_datetime"] == "timestamp"
     assert kinds["tracking_id"] == "bigint"
     assert kinds["installation_id"] == "text"  # a hex string, not a number
     assert kinds["profile_id"] == "text"  # set by the app, any string

@@ -11,9 +11,11 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from dwh_helper.catalogue.appmetrica import RESOURCE_NAMES
+
 log = logging.getLogger(__name__)
 
-RESOURCES = ("events", "installations", "sessions_starts")
+RESOURCES = RESOURCE_NAMES  # the field catalogue's resources
 
 
 def _as_list(value: Any) -> list[str]:

@@ -1,0 +1,1 @@
+"""Test helpers: reference implementations (oracles) the production code is checked against."""
