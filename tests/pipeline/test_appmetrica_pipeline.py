@@ -256,7 +256,9 @@ def test_lines_decode_to_exactly_what_cast_record_gives(resource, positional):
         for name in chance.sample([name for name in header if name in kinds], 6):
             record[name] = chance.choice([*_ODD_VALUES[kinds[name]], ""])
     formatter = (
-        RowFormatter(mapping, APP, header=header) if positional else RowFormatter(mapping, APP, header)
+        RowFormatter(mapping, APP, header=header)
+        if positional
+        else RowFormatter(mapping, APP, header)
     )
     for number, record in enumerate(rows, start=1):
         raw = [record[name] for name in header] if positional else record

@@ -61,7 +61,11 @@ def table_spec(resource: Resource, schema: str = SCHEMA) -> TableSpec:
         Column(row_uuid, "uuid", not_null=True),
         Column(application_id, "bigint", not_null=True),
     ]
-    columns += [Column(item.name, item.sql_type) for item in resource.fields if item.name not in LOADER_COLUMNS]
+    columns += [
+        Column(item.name, item.sql_type)
+        for item in resource.fields
+        if item.name not in LOADER_COLUMNS
+    ]
     return TableSpec(
         resource.name,
         tuple(columns),

@@ -260,7 +260,9 @@ def compile_appmetrica_mapping(
         identity = rule.identity_of(spec)
         rejecting = frozenset(n for n in given if rule.on_invalid_of(n, identity) == "reject")
         resources[resource] = ResourceMapping(resource, spec, fields, identity, rejecting)
-    ordered = {name: resources[name] for name in [*RESOURCES, *model.resources] if name in resources}
+    ordered = {
+        name: resources[name] for name in [*RESOURCES, *model.resources] if name in resources
+    }
     return AppMetricaMapping(model.source, model.record_id, ordered, path)
 
 
