@@ -1,7 +1,7 @@
 """The AppMetrica field catalogue: each Logs API resource's fields, kinds, SQL types and identity.
 
 The one declaration every AppMetrica part reads: the DWH schema (`dwh.appmetrica_schema`:
-tables and migration 2), the parser (`sources.appmetrica_parse`: casts), the mapping and the
+tables and migration 2), the reader (`sources.appmetrica_parse`), the mapping and the
 formatter (`transform.appmetrica_mapping`: kinds and identity by default), the client's and the
 export's default fields, the operator's resource choices and the API's resource enum.
 

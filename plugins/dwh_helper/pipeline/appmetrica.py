@@ -344,8 +344,9 @@ class AppMetricaFile:
         unmapped = [name for name in fields if name not in known]
         if unmapped:
             log.warning(
-                "%s: field(s) not in the AppMetrica mapping, not loaded: %s (add them to "
-                "transform/mappings/appmetrica.yaml to load them)",
+                "%s: field(s) not in the AppMetrica mapping, not loaded: %s (to load them, "
+                "declare them in dwh_helper/catalogue/appmetrica.py with a migration: "
+                "docs/appmetrica.md, 'Adding a field or a resource')",
                 self.label,
                 ", ".join(unmapped),
             )

@@ -4,7 +4,8 @@
 code: for the fields one file holds it compiles a `line(record)` function with the
 field positions baked in, each value checked and cast (with per-file caches for the
 timestamps and datetimes that repeat within a day), `row_uuid` computed exactly as
-`dwh.appmetrica_schema.row_uuid` computes it, and the line assembled in one f-string.
+the reference `row_uuid` of the tests computes it (`tests/support/appmetrica_oracle.py`), and
+the line assembled in one f-string.
 Only a line that needs COPY escaping (a backslash, tab or line break in a value)
 takes a second, escaping variant of the same generated code.
 """
