@@ -1,4 +1,4 @@
-"""The reference reads and casts of tests/support/appmetrica_oracle.py (what the loader is checked against)."""
+"""The reference reads and casts (tests/support/appmetrica_oracle.py) the loader is checked by."""
 
 from __future__ import annotations
 
