@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime
 import psycopg
 import pytest
 
+from devtools.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.appmetrica import day_window, raw_key
-from dwh_helper.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.sources.appmetrica import ExportRequest
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]

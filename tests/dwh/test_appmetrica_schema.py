@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from psycopg import sql
 
+from devtools.sandbox.appmetrica import AppMetricaSandbox, write_events_file
 from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
 from dwh_helper.dwh.appmetrica_schema import (
     APPMETRICA_TABLES,
@@ -17,7 +18,6 @@ from dwh_helper.dwh.appmetrica_schema import (
 )
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import migrate
-from dwh_helper.sandbox.appmetrica import AppMetricaSandbox, write_events_file
 from dwh_helper.transform.appmetrica_formatter import CastError
 from tests.support.appmetrica_oracle import (
     RowConverter,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from devtools.sandbox.appmetrica import write_events_file
 from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
-from dwh_helper.sandbox.appmetrica import write_events_file
 from dwh_helper.transform.appmetrica_formatter import CastError
 from tests.support.appmetrica_oracle import cast_record, field_kind, iter_records
 
