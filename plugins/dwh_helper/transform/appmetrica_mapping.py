@@ -17,15 +17,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dwh_helper.catalogue.appmetrica import LOADER_COLUMNS, RESOURCES, SQL_TYPES, Resource
 from dwh_helper.dwh.appmetrica_schema import APPMETRICA_TABLES, IDENTITY_FIELDS, table_spec
 from dwh_helper.dwh.tables import TableSpec
-from dwh_helper.transform.mapping_file import read_mapping_file
-from dwh_helper.transform.values import OnInvalid, yaml_null_policy
+from dwh_helper.transform.mapping_file import PolicyRule, read_mapping_file
+from dwh_helper.transform.values import OnInvalid
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class AppMetricaMappingError(ValueError):
     """The AppMetrica mapping file is invalid; the message names the file and the entry."""
 
 
-class FieldRule(BaseModel):
+class FieldRule(PolicyRule):
     """A field given in full: its kind and what an invalid value costs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -66,12 +66,6 @@ class FieldRule(BaseModel):
         description="reject the record, or store NULL and report the value (default: reject "
         "for identity fields, null for the others)",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_null(cls, data: Any) -> Any:
-        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
-        return yaml_null_policy(data)
 
 
 class ResourceRule(BaseModel):

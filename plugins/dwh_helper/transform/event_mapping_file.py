@@ -8,12 +8,13 @@ it is required and what an invalid value costs; validated against the DWH table 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dwh_helper.dwh.tables import get_table
-from dwh_helper.transform.values import OnInvalid, yaml_null_policy
+from dwh_helper.transform.mapping_file import PolicyRule
+from dwh_helper.transform.values import OnInvalid
 
 ValueType = Literal[
     "text", "uuid", "bigint", "integer", "double", "boolean", "timestamp", "json", "inet"
@@ -51,7 +52,7 @@ class MappingFileError(ValueError):
     """A mapping file is invalid; the message names the file and the entry."""
 
 
-class ColumnRule(BaseModel):
+class ColumnRule(PolicyRule):
     """How one column is filled: the event field, its type, the raw values meaning NULL."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -65,12 +66,6 @@ class ColumnRule(BaseModel):
         description="what an invalid value costs: reject the record, or store NULL and report "
         "it (default: reject for required and key columns, null for the others)",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_null(cls, data: Any) -> Any:
-        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
-        return yaml_null_policy(data)
 
 
 class TableRule(BaseModel):
