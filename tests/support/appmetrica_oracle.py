@@ -140,19 +140,13 @@ def _canonical_json(value: Any) -> str:
 
 def _canonical(value: Any) -> str:
     """One value as text for the identity: the same for a value read from CSV or from JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             return str(int(value.timestamp()))
         return value.isoformat(sep=" ")
-    return _canonical_json(value)
+    if isinstance(value, dict | list):
+        return _canonical_json(value)
+    return field_text(value)  # "" for NULL, strings as they are, true/false, integers
 
 
 def _application_id(value: str | int) -> int:

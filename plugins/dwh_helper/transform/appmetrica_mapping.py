@@ -61,11 +61,6 @@ class FieldRule(PolicyRule):
     model_config = ConfigDict(extra="forbid")
 
     kind: FieldKind | None = None
-    on_invalid: OnInvalid | None = Field(
-        None,
-        description="reject the record, or store NULL and report the value (default: reject "
-        "for identity fields, null for the others)",
-    )
 
 
 class ResourceRule(BaseModel):

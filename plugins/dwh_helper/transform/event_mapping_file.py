@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dwh_helper.dwh.tables import get_table
 from dwh_helper.transform.mapping_file import PolicyRule
-from dwh_helper.transform.values import OnInvalid
 
 ValueType = Literal[
     "text", "uuid", "bigint", "integer", "double", "boolean", "timestamp", "json", "inet"
@@ -61,11 +60,6 @@ class ColumnRule(PolicyRule):
     type: ValueType | None = None
     null_values: list[str | int | float | bool] = Field(default_factory=list)
     required: bool = False
-    on_invalid: OnInvalid | None = Field(
-        None,
-        description="what an invalid value costs: reject the record, or store NULL and report "
-        "it (default: reject for required and key columns, null for the others)",
-    )
 
 
 class TableRule(BaseModel):

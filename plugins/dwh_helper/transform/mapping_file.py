@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from dwh_helper.transform.values import OnInvalid, yaml_null_policy
 
@@ -16,7 +16,11 @@ Model = TypeVar("Model", bound=BaseModel)
 class PolicyRule(BaseModel):
     """A mapping entry that may say what an invalid value costs (`on_invalid`)."""
 
-    on_invalid: OnInvalid | None = None
+    on_invalid: OnInvalid | None = Field(
+        None,
+        description="what an invalid value costs: reject the record, or store NULL and report "
+        "it (default: reject for required, key and identity fields, null for the others)",
+    )
 
     @model_validator(mode="before")
     @classmethod
