@@ -32,7 +32,8 @@ from dwh_helper.sandbox.amplitude_events import (
     iter_window_hours,
     write_day_archive,
 )
-from dwh_helper.sources.amplitude import ExportWindow, archive_entries, iter_events
+from dwh_helper.sources.amplitude import ExportWindow, archive_entries
+from tests.support.amplitude_events import iter_events
 
 pytestmark = pytest.mark.unit
 

@@ -28,9 +28,9 @@ from dwh_helper.sources.amplitude import (
     ArchiveError,
     ExportWindow,
     archive_entries,
-    iter_events,
     iter_lines,
 )
+from tests.support.amplitude_events import iter_events
 
 pytestmark = pytest.mark.unit
 
@@ -549,7 +549,7 @@ def test_iter_lines_does_not_hold_the_entry_in_memory(tmp_path):
 
 
 def test_zip_check_accepts_only_complete_archives(tmp_path):
-    from dwh_helper.sources.amplitude import _zip_problem
+    from dwh_helper.sources.amplitude_archive import zip_problem as _zip_problem
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
