@@ -1,4 +1,4 @@
-"""The Amplitude source's errors: each carries `status`, `retry_after`, `retryable` (no text parsing)."""
+"""The Amplitude source's errors, with `status`, `retry_after`, `retryable` to act on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Amplitude export windows: ranges of whole UTC hours, as the Export API's `start`/`end` mean them."""
+"""Amplitude export windows: ranges of whole UTC hours, as `start`/`end` of /export mean them."""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ class AppMetricaClient:
         max_queued: int = 1,
         wait_seconds: float | None = None,
     ) -> bool:
-        """Poll every missing part round by round: True when all are saved, False past `wait_seconds`.
+        """Poll missing parts round by round: True when all are saved, False past `wait_seconds`.
 
         A round asks once for each missing part, in order, and stops when
         `max_queued` of them are being prepared (AppMetrica queues at most 3

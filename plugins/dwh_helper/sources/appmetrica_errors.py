@@ -1,4 +1,4 @@
-"""The AppMetrica source's errors: each carries `status`, `retry_after`, `retryable` (no text parsing)."""
+"""The AppMetrica source's errors, with `status`, `retry_after`, `retryable` to act on."""
 
 from __future__ import annotations
 
