@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 import zipfile
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +24,7 @@ from dwh_helper.sources.amplitude_errors import (
     AmplitudeError,
 )
 from dwh_helper.sources.amplitude_window import ExportWindow
+from dwh_helper.sources.date_params import DAY, DateParamError, parse_moment
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,12 @@ DayParam = Annotated[
 def parse_day(value: str, name: str) -> date:
     """A `YYYYMMDD` query value as a date, or a 422 naming the parameter."""
     try:
-        if not re.fullmatch(r"[0-9]{8}", value):
-            raise ValueError
-        day = datetime.strptime(value, "%Y%m%d").date()
-    except ValueError:
-        raise ApiError(
-            422, f"{name}={value[:20]!r} is not a day: use YYYYMMDD, e.g. 20240501", field=name
-        ) from None
-    if not EARLIEST <= day <= datetime.now(UTC).date():
-        raise ApiError(422, f"{name}={value} is outside {EARLIEST:%Y%m%d}..today (UTC)", field=name)
-    return day
+        moment = parse_moment(
+            value, name, formats=DAY, earliest=EARLIEST, latest=datetime.now(UTC).date()
+        )
+    except DateParamError as exc:
+        raise ApiError(422, str(exc), field=exc.name) from None
+    return moment.date()
 
 
 def _upstream_error(exc: AmplitudeError, source: str) -> ApiError:

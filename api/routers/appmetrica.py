@@ -9,7 +9,7 @@ import math
 import re
 import time
 import zipfile
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Annotated, Literal
 
@@ -24,6 +24,7 @@ from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.settings import ApiSettings
 from dwh_helper.config import Settings
 from dwh_helper.pipeline.appmetrica_days import DaysDownload, day_windows, download_days
+from dwh_helper.sources import date_params
 from dwh_helper.sources.appmetrica import (
     DEFAULT_FIELDS,
     AppMetricaAuthError,
@@ -125,25 +126,17 @@ def ping(settings: SettingsDep, api: ApiSettingsDep) -> PingResult:
 
 def parse_moment(value: str, name: str, end_of_day: bool) -> datetime:
     """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (a date `date_until` means its last second)."""
-    text = value.strip()
-    moment: datetime | None = None
     try:
-        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-            moment = datetime.combine(date.fromisoformat(text), datetime.min.time())
-            if end_of_day:
-                moment += timedelta(days=1, seconds=-1)
-        elif re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}", text):
-            moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is not None and EARLIEST <= moment.date() <= LATEST:
-        return moment
-    raise ApiError(
-        422,
-        f"{name}={value[:40]!r}: use YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS' between "
-        f"{EARLIEST} and {LATEST}, e.g. 2024-05-01",
-        field=name,
-    )
+        return date_params.parse_moment(
+            value,
+            name,
+            formats=date_params.DAY_OR_SECOND,
+            end_of_day=end_of_day,
+            earliest=EARLIEST,
+            latest=LATEST,
+        )
+    except date_params.DateParamError as exc:
+        raise ApiError(422, str(exc), field=exc.name) from None
 
 
 def _open_without_bom(path: Path) -> IO[bytes]:

@@ -126,10 +126,14 @@ def test_amplitude_429_waits_what_retry_after_says(header, expected, tmp_path, c
         assert result.files[0].path.read_bytes() == sandbox.archive_bytes("web", WINDOW)
     assert clock.sleeps == [expected, expected]
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
-    assert retries == [
-        f"amplitude export project=web window={WINDOW.label()}: retrying in {expected:.1f}s "
-        "(HTTP 429: 'Too many requests')"
-    ] * 2
+    assert (
+        retries
+        == [
+            f"amplitude export project=web window={WINDOW.label()}: retrying in {expected:.1f}s "
+            "(HTTP 429: 'Too many requests')"
+        ]
+        * 2
+    )
 
 
 def test_amplitude_5xx_then_success_backs_off_with_jitter(tmp_path):

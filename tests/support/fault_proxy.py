@@ -15,7 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-_HOP_BY_HOP = {"connection", "transfer-encoding", "content-encoding", "content-length", "keep-alive"}
+_HOP_BY_HOP = {
+    "connection",
+    "transfer-encoding",
+    "content-encoding",
+    "content-length",
+    "keep-alive",
+}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from dwh_helper.sources.date_params import HOUR as HOUR_PARAM
+from dwh_helper.sources.date_params import parse_moment
+
 HOUR = timedelta(hours=1)
 #: Amplitude makes an hour exportable about this long after it ends.
 DATA_DELAY = timedelta(hours=2)
@@ -51,13 +54,8 @@ class ExportWindow:
     @classmethod
     def from_params(cls, start: str, end: str) -> ExportWindow:
         """Parse the API's `start`/`end` query values (`YYYYMMDDTHH`)."""
-        try:
-            first = datetime.strptime(start, PARAM_FORMAT).replace(tzinfo=UTC)
-            last = datetime.strptime(end, PARAM_FORMAT).replace(tzinfo=UTC)
-        except ValueError:
-            raise ValueError(
-                f"start={start!r} end={end!r}: expected YYYYMMDDTHH, e.g. 20240302T00"
-            ) from None
+        first = parse_moment(start, "start", formats=HOUR_PARAM).replace(tzinfo=UTC)
+        last = parse_moment(end, "end", formats=HOUR_PARAM).replace(tzinfo=UTC)
         return cls(first, last)
 
     def hours(self) -> int:
