@@ -1,21 +1,15 @@
 """AppMetrica Logs API client: the preparation protocol (202 → 200), parts, retries; no Airflow.
 
-`AppMetricaClient.export(...)` repeats the identical request while AppMetrica
-answers 202 ("Wait for result", "Progress is N%"), every `poll_interval`
-seconds, giving up when a part made no progress for `poll_timeout`, then
-streams the 200 body to a file. A 429 ("already 3 enqueued queries") waits
-`rate_limit_wait` (or the server's `Retry-After`, if longer) and asks again; a
-400 saying "Try to use more parts" doubles `parts_count` and fetches every
-part. 5xx answers and network errors are retried with the sources' one retry
-policy (`http_retry`: exponential backoff with jitter, honouring
-`Retry-After`). Bad credentials and bad parameters raise fatal errors whose
-message says what to fix. Every wait goes through the injectable
-`sleep`/`monotonic`. `download` runs that protocol for several requests at
-once (the API's export of many days) without ever queueing more than
-`max_queued` files at AppMetrica.
-
-Requests and parts live in `appmetrica_request`, errors in `appmetrica_errors`;
-their names are re-exported here.
+`export(...)` repeats the identical request while AppMetrica answers 202
+("Progress is N%") every `poll_interval` seconds, giving up when a part made
+no progress for `poll_timeout`, then streams the 200 body to a file. A 429
+("already 3 enqueued queries") waits `rate_limit_wait` (or a longer
+`Retry-After`); a 400 "Try to use more parts" doubles `parts_count`. 5xx and
+network errors are retried under the sources' one policy (`http_retry`).
+`download` runs the protocol for several requests at once (the API's export
+of many days), never queueing more than `max_queued` files at AppMetrica.
+Every wait goes through the injectable `sleep`/`monotonic`. Requests and parts
+live in `appmetrica_request`, errors in `appmetrica_errors` (re-exported here).
 """
 
 from __future__ import annotations
