@@ -15,8 +15,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from dwh_helper.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
-from dwh_helper.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
+from devtools.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
+from devtools.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.sources.amplitude import (
     AmplitudeClient,
     AmplitudeError,
