@@ -307,10 +307,12 @@ def test_connection_refused_is_retried_then_reported(sleeps, tmp_path):
 
 
 def test_a_read_timeout_is_retried(sleeps, tmp_path):
-    faults = AmplitudeFaults(stall_first=1, stall_seconds=1.0)
+    # the stall is well past the timeout, and the timeout well past a normal answer (which
+    # takes up to ~0.5 s when the 2 cores are busy with other work)
+    faults = AmplitudeFaults(stall_first=1, stall_seconds=4.0)
     with (
-        AmplitudeSandbox(faults=faults) as sandbox,
-        make_client(sandbox, sleeps, timeout=0.3) as client,
+        AmplitudeSandbox(faults=faults, events_per_hour=2) as sandbox,
+        make_client(sandbox, sleeps, timeout=2.0) as client,
     ):
         result = client.export(WINDOW, tmp_path)
         assert result.files[0].path.read_bytes() == sandbox.archive_bytes("web", WINDOW)
