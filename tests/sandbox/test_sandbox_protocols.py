@@ -8,6 +8,7 @@ import io
 import json
 import zipfile
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -21,12 +22,13 @@ from devtools.sandbox.appmetrica.protocol import Reject, authorize, iter_body, p
 
 pytestmark = pytest.mark.unit
 
-PARAMS = {
-    "application_id": "1111",
-    "date_since": "2024-03-01 00:00:00",
-    "date_until": "2024-03-01 23:59:59",
-    "fields": "event_name,city",
-}
+#: The parameters of a valid export request, as the server's handler receives them.
+PARAMS = dict(
+    parse_qsl(
+        "application_id=1111&date_since=2024-03-01+00:00:00"
+        "&date_until=2024-03-01+23:59:59&fields=event_name,city"
+    )
+)
 
 
 def basic(key: str, secret: str) -> str:
