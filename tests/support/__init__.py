@@ -1,1 +1,1 @@
-"""Test helpers: reference implementations (oracles) the production code is checked against."""
+"""Test oracles and helpers shared by the tests (never imported by production code)."""
