@@ -1,8 +1,8 @@
 """The `appmetrica` DWH schema: one typed table per Logs API resource, keyed by a UUIDv5.
 
 Migration 2 creates schema `appmetrica` with the tables `events`,
-`installations` and `sessions_starts` (importing this module registers it;
-`dwh.schema.migrate` imports it). Each table has every field of its resource
+`installations` and `sessions_starts` (`create_appmetrica_schema`, listed in
+`dwh.schema.MIGRATIONS`). Each table has every field of its resource
 as a typed column (see `dwh_helper.sources.appmetrica_parse` for the kinds),
 plus `application_id bigint` and `row_uuid uuid` as the primary key.
 
@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dwh_helper.dwh.schema import Migration, conform_table, register
+from dwh_helper.dwh.ddl import conform_table
 from dwh_helper.dwh.tables import Column, TableSpec
 from dwh_helper.sources.appmetrica_parse import (
     DEFAULT_FIELDS,
@@ -309,6 +309,3 @@ def create_appmetrica_schema(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
     for spec in APPMETRICA_TABLES.values():
         conform_table(conn, spec)
-
-
-register(Migration(2, "appmetrica schema", create_appmetrica_schema))
