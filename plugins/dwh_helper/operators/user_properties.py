@@ -89,6 +89,9 @@ class MigrateUserPropertiesOperator(BaseOperator):
         until = optional_moment(self.until, "until")
         if self.source not in ("tmp_table", "s3"):
             raise bad_param("source", self.source, "tmp_table or s3")
+        limit = self.max_reject_ratio
+        if limit is not None and not 0 <= limit <= 1:
+            raise bad_param("max_reject_ratio", limit, "a share between 0 and 1")
         try:
             mapping = load_field_mappings(optional_text(self.mapping_path))
         except MappingError as exc:
@@ -116,7 +119,6 @@ class MigrateUserPropertiesOperator(BaseOperator):
             except ValueError as exc:
                 raise AirflowFailException(f"invalid arguments: {exc}") from exc
         self.log.info("%s", result.summary())
-        limit = self.max_reject_ratio
         if limit is None:
             from dwh_helper.config import EtlSettings
 
