@@ -105,9 +105,13 @@ def test_the_import_check_sees_every_form_of_import(tmp_path, source):
 
 
 def test_devtools_is_not_in_the_shipped_package():
-    """`pip install .` packs plugins/ only; no sandbox or demo module is left inside it."""
+    """`pip install .` packs dwh_helper and api only; no sandbox or demo module is left inside.
+
+    tests/deploy/test_package_install.py installs it and checks `devtools` is not there.
+    """
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["setuptools"]["packages"]["find"]["where"] == ["plugins"]
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["dwh_helper", "dwh_helper.*", "api", "api.*"]
     assert (ROOT / "devtools" / "__init__.py").is_file()
     package = ROOT / "plugins" / "dwh_helper"
     assert not (package / "sandbox").exists()

@@ -17,8 +17,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.auth import require_read
-from api.deps import ApiSettingsDep, SettingsDep
+from api.deps import ApiSettingsDep, SettingsDep, require_read
 from api.downloads import WorkDirFileResponse, remove_dir, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.settings import ApiSettings

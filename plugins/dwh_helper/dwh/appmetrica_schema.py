@@ -1,8 +1,8 @@
 """The `appmetrica` DWH schema: one typed table per Logs API resource, keyed by a UUIDv5.
 
 Migration 2 creates schema `appmetrica` with one table per resource of the field catalogue
-(`dwh_helper.catalogue.appmetrica`: `events`, `installations`, `sessions_starts`; importing
-this module registers it; `dwh.schema.migrate` imports it). Each table has every field of its
+(`dwh_helper.catalogue.appmetrica`: `events`, `installations`, `sessions_starts`), by
+`create_appmetrica_schema`, listed in `dwh.schema.MIGRATIONS`. Each table has every field of its
 resource as a typed column (the catalogue's kinds and SQL types), plus `application_id bigint`
 and `row_uuid uuid` as the primary key.
 
@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from dwh_helper.catalogue.appmetrica import LOADER_COLUMNS, RESOURCES, SQL_TYPES, Resource
-from dwh_helper.dwh.schema import Migration, conform_table, register
+from dwh_helper.dwh.ddl import conform_table
 from dwh_helper.dwh.tables import Column, TableSpec
 
 SCHEMA = "appmetrica"
@@ -114,6 +114,3 @@ def create_appmetrica_schema(
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     for spec in tables.values():
         conform_table(conn, spec)
-
-
-register(Migration(2, "appmetrica schema", create_appmetrica_schema))
