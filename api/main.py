@@ -39,6 +39,15 @@ def _token_link(settings: Settings | None) -> str:
     return f"\n\n[Get a token for this service]({url})"
 
 
+def _select_max_limit(settings: Settings | None) -> int:
+    """`DB_SELECT_MAX_LIMIT` of these settings (None: the environment's; its default when the
+    environment's settings do not load, so the app and its docs still build)."""
+    try:
+        return (settings or get_settings()).db.select_max_limit
+    except Exception:  # noqa: BLE001 - the docs must build even with broken settings
+        return db.DEFAULT_MAX_LIMIT
+
+
 def operation_id(route: APIRoute) -> str:
     """The OpenAPI `operationId` of a route: its name (stable, e.g. `read_events_part`)."""
     return route.name
@@ -91,7 +100,12 @@ def create_app(
     configure(app, settings, api_settings, clock=clock)
     install_error_handlers(app)
     app.add_middleware(RequestGuard)
-    for module in (health, db, s3, amplitude, appmetrica, transform, loads):
+    app.include_router(health.router)
+    # The `limit` bound in OpenAPI is fixed when the app is built: it follows the settings given
+    # here (re-pointing the app with `configure` keeps it; the repository still enforces the new
+    # setting with 422).
+    app.include_router(db.build_router(_select_max_limit(settings)))
+    for module in (s3, amplitude, appmetrica, transform, loads):
         app.include_router(module.router)
     document_common_errors(app)
     return app

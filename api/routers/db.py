@@ -21,11 +21,8 @@ from dwh_helper.transform.values import INDEXED_TEXT_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
-MAX_LIMIT: int = PostgresSettings.model_fields["select_max_limit"].default
-"""The largest `limit` declared in OpenAPI (`DB_SELECT_MAX_LIMIT`'s default; a smaller setting
-is enforced with 422)."""
-
-router = APIRouter(prefix="/db", tags=["db"], dependencies=[Depends(require_read)])
+DEFAULT_MAX_LIMIT: int = PostgresSettings.model_fields["select_max_limit"].default
+"""`DB_SELECT_MAX_LIMIT`'s default: the `limit` bound of an app built without settings."""
 
 
 def pk_param_type(spec: TableSpec) -> Any:
@@ -41,7 +38,15 @@ def pk_param_type(spec: TableSpec) -> Any:
     ]
 
 
-def _add_table(url_name: str, models: TableModels) -> None:
+def build_router(max_limit: int = DEFAULT_MAX_LIMIT) -> APIRouter:
+    """The `/db` routes, their `limit` bounded by `max_limit` (`DB_SELECT_MAX_LIMIT`)."""
+    router = APIRouter(prefix="/db", tags=["db"], dependencies=[Depends(require_read)])
+    for url_name, models in TABLE_MODELS.items():
+        _add_table(router, url_name, models, max_limit)
+    return router
+
+
+def _add_table(router: APIRouter, url_name: str, models: TableModels, max_limit: int) -> None:
     spec = models.spec
     columns = spec.column_names
     SortColumn = Literal[columns]  # type: ignore[valid-type]  # noqa: N806
@@ -58,7 +63,7 @@ def _add_table(url_name: str, models: TableModels) -> None:
         limit: Annotated[
             int | None,
             Query(
-                ge=1, le=MAX_LIMIT, description="Rows per page (default DB_SELECT_DEFAULT_LIMIT)"
+                ge=1, le=max_limit, description="Rows per page (default DB_SELECT_DEFAULT_LIMIT)"
             ),
         ] = None,
         after: Annotated[
@@ -150,7 +155,3 @@ def _add_table(url_name: str, models: TableModels) -> None:
         dependencies=[Depends(require_write)],
         responses=error_responses(*AUTH_ERRORS, 409, 413, 422),
     )
-
-
-for _url_name, _models in TABLE_MODELS.items():
-    _add_table(_url_name, _models)

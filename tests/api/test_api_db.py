@@ -5,6 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from dwh_helper.config import Settings
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "OAuth demo-write-token"}
@@ -241,3 +245,23 @@ def test_unknown_device_is_a_409_conflict(client):
     assert response.status_code == 409, response.text
     assert "events_part_device_id_fkey" in response.json()["detail"]
     assert client.get("/db/events-part", headers=READ).json()["count"] == 0
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("max_limit", [3, 20000])
+def test_limit_bound_follows_db_select_max_limit(settings, api_settings, clock, max_limit):
+    """An app built with `DB_SELECT_MAX_LIMIT` declares that bound in OpenAPI and serves it."""
+    db = settings.db.model_copy(update={"select_max_limit": max_limit})
+    app = create_app(Settings(**(vars(settings) | {"db": db})), api_settings, clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        operation = client.get("/openapi.json").json()["paths"]["/db/mobile-devices"]["get"]
+        (limit,) = [param for param in operation["parameters"] if param["name"] == "limit"]
+        assert [kind.get("maximum") for kind in limit["schema"]["anyOf"]] == [max_limit, None]
+        data = [{"device_id": f"dev-{i}", "device_model": "m"} for i in range(5)]
+        assert client.post("/db/mobile-devices", headers=WRITE, json={"data": data}).is_success
+        full = client.get("/db/mobile-devices", headers=READ, params={"limit": max_limit})
+        assert full.status_code == 200, full.text
+        assert full.json()["count"] == min(max_limit, 5)
+        over = client.get("/db/mobile-devices", headers=READ, params={"limit": max_limit + 1})
+        assert over.status_code == 422, over.text
+        assert [error["field"] for error in over.json()["errors"]] == ["limit"]
