@@ -8,7 +8,7 @@ import logging
 import socket
 import zipfile
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -94,6 +94,9 @@ def test_window_rejects_what_the_api_cannot_express():
         ExportWindow(datetime(2024, 3, 2), datetime(2024, 3, 2, 1))
     with pytest.raises(ValueError, match="not a whole hour"):
         ExportWindow(WINDOW.start.replace(minute=30), WINDOW.end)
+    moscow = timezone(timedelta(hours=3))
+    with pytest.raises(ValueError, match="not UTC"):
+        ExportWindow(WINDOW.start.astimezone(moscow), WINDOW.end)
     with pytest.raises(ValueError, match="before start"):
         ExportWindow(WINDOW.end, WINDOW.start)
     with pytest.raises(ValueError, match="single hour"):

@@ -335,6 +335,10 @@ def test_identical_requests_from_threads_are_not_fired_in_parallel(tmp_path):
 def test_export_request_validation():
     with pytest.raises(ValueError, match="application_id 'abc' must be a numeric id"):
         ExportRequest("events", "abc", *DAY, ("event_name",))
+    with pytest.raises(ValueError, match="application_id 1111 must be a numeric id as text"):
+        ExportRequest("events", 1111, *DAY, ("event_name",))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fields must be a tuple"):
+        ExportRequest("events", "1111", *DAY, ["event_name"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="date_dimension 'server'"):
         ExportRequest("events", "1111", *DAY, ("event_name",), date_dimension="server")
     with pytest.raises(ValueError, match="is before since"):

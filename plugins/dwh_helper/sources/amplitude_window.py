@@ -34,12 +34,16 @@ class ExportWindow:
                     f"ExportWindow.{name}={value.isoformat()} is naive: "
                     "pass a tz-aware UTC datetime (tzinfo=datetime.UTC)"
                 )
+            if value.utcoffset() != timedelta(0):
+                raise ValueError(
+                    f"ExportWindow.{name}={value.isoformat()} is not UTC: "
+                    "convert it first (value.astimezone(datetime.UTC))"
+                )
             if (value.minute, value.second, value.microsecond) != (0, 0, 0):
                 raise ValueError(
                     f"ExportWindow.{name}={value.isoformat()} is not a whole hour: "
                     "Amplitude exports whole UTC hours (minute=second=0)"
                 )
-            object.__setattr__(self, name, value.astimezone(UTC))
         if self.end < self.start:
             raise ValueError(
                 f"ExportWindow end {self.end:%Y-%m-%dT%H} is before start {self.start:%Y-%m-%dT%H}"

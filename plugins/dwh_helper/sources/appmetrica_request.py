@@ -35,18 +35,20 @@ class ExportRequest:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z_0-9]+", self.resource or ""):
             raise ValueError(f"resource {self.resource!r} is not a Logs API resource name")
-        if not str(self.application_id).isdigit():
-            raise ValueError(f"application_id {self.application_id!r} must be a numeric id")
+        if not isinstance(self.application_id, str) or not self.application_id.isdigit():
+            raise ValueError(
+                f"application_id {self.application_id!r} must be a numeric id as text"
+            )
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt {self.fmt!r}: use 'csv' or 'json'")
         if self.date_dimension not in DATE_DIMENSIONS:
             raise ValueError(f"date_dimension {self.date_dimension!r}: use 'default' or 'receive'")
+        if not isinstance(self.fields, tuple):
+            raise TypeError(f"fields must be a tuple of Logs API field names, got {self.fields!r}")
         if not self.fields:
             raise ValueError("fields is empty: name at least one Logs API field")
         if self.until < self.since:
             raise ValueError(f"until ({self.until}) is before since ({self.since})")
-        object.__setattr__(self, "application_id", str(self.application_id))
-        object.__setattr__(self, "fields", tuple(self.fields))
 
     @property
     def path(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
@@ -97,7 +97,9 @@ def _hashable_null(value: Any) -> bool:
     return value is None or value.__class__ in _SCALARS
 
 
-@dataclass(frozen=True, eq=False)  # hashed by identity: a dict key on the hot path
+# Not frozen: `__post_init__` compiles the derived fields below from the declared ones, and
+# nothing assigns them afterwards. Hashed by identity: a dict key on the hot path.
+@dataclass(eq=False, slots=True)
 class TableMapper:
     """One target table: the columns it fills and how a decoded event becomes its COPY line."""
 
@@ -108,6 +110,10 @@ class TableMapper:
     first_per_file: bool
     attributes: tuple[str, ...] = ()
     copy_dialect: CopyDialect = TEXT
+    null_on_invalid: frozenset[str] = field(init=False)
+    _plan: tuple[tuple[Any, ...], ...] = field(init=False, repr=False)
+    _values: Callable[[Any], Any] = field(init=False, repr=False)
+    _fast: Callable[[Any], tuple[str | None, str | None]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         plan = tuple(
@@ -121,19 +127,15 @@ class TableMapper:
             )
             for column in self.compiled
         )
-        object.__setattr__(self, "_plan", plan)
-        object.__setattr__(
-            self,
-            "null_on_invalid",
-            frozenset(c.name for c in self.compiled if c.on_invalid == "null"),
-        )
-        object.__setattr__(self, "_values", attrgetter(*self.attributes))
-        object.__setattr__(self, "_fast", _generate_line_function(self, plan))
+        self._plan = plan
+        self.null_on_invalid = frozenset(c.name for c in self.compiled if c.on_invalid == "null")
+        self._values = attrgetter(*self.attributes)
+        self._fast = _generate_line_function(self, plan)
 
     def line(self, record: Any) -> tuple[str | None, str | None]:
         """(COPY line or None when the event gives no row, key for first-per-file dedup)."""
         try:
-            return self._fast(record)  # type: ignore[attr-defined]
+            return self._fast(record)
         except Exception:  # noqa: BLE001 - the checked path below says precisely what is wrong
             return self.checked_line(record)
 
@@ -146,7 +148,7 @@ class TableMapper:
         """`line`, column by column through the value layer: NUL removed (counted in
         `repairs`); an invalid value of an `on_invalid: null` column stored NULL and added to
         `reports`; MappingError (naming the column and value) for a record to reject."""
-        record_values = self._values(record)  # type: ignore[attr-defined]
+        record_values = self._values(record)
         if len(self.attributes) == 1:
             record_values = (record_values,)
         fields: list[str] = []
@@ -155,7 +157,7 @@ class TableMapper:
         for value, column, (_cast, nulls, skip, required, is_key, name) in zip(
             record_values,
             self.compiled,
-            self._plan,  # type: ignore[attr-defined]
+            self._plan,
             strict=True,
         ):
             if value is None or (nulls and value.__class__ in _SCALARS and value in nulls):
@@ -256,7 +258,9 @@ _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True)
+# Not frozen: `__post_init__` compiles the decoder and lookups below from the declared fields,
+# and nothing assigns them afterwards. Compared and hashed by identity, like its mappers.
+@dataclass(eq=False, slots=True)
 class EventMapping:
     """A loaded, validated mapping: its source, record id field and table mappers in load order.
 
@@ -272,17 +276,20 @@ class EventMapping:
     tables: tuple[TableMapper, ...]
     record_type: type
     path: Path | None = None
+    _decode: Callable[[bytes], Any] = field(init=False, repr=False)
+    _fields: tuple[tuple[str, str], ...] = field(init=False, repr=False)
+    _id_attribute: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_decode", msgspec.json.Decoder(self.record_type).decode)
+        self._decode = msgspec.json.Decoder(self.record_type).decode
         fields = msgspec.structs.fields(self.record_type)
-        object.__setattr__(self, "_fields", tuple((f.encode_name, f.name) for f in fields))
-        object.__setattr__(self, "_id_attribute", record_attribute(self.record_id))
+        self._fields = tuple((f.encode_name, f.name) for f in fields)
+        self._id_attribute = record_attribute(self.record_id)
 
     def decode(self, data: bytes) -> Any:
         """One NDJSON line as a record; ValueError when it is not a JSON object."""
         try:
-            return self._decode(data)  # type: ignore[attr-defined]
+            return self._decode(data)
         except msgspec.ValidationError as exc:
             raise ValueError(f"not an event object: {exc}") from None
         except msgspec.DecodeError as exc:
@@ -293,7 +300,7 @@ class EventMapping:
     def map_record(self, record: Any) -> list[tuple[TableMapper, str | None, str | None]]:
         """Each table's (mapper, COPY line or None, dedup key) for a record (fast path: raises
         on any problem, the checked path then says what it is)."""
-        return [(table, *table._fast(record)) for table in self.tables]  # type: ignore[attr-defined]
+        return [(table, *table._fast(record)) for table in self.tables]
 
     def map_checked(self, data: bytes) -> CheckedRecord:
         """The checked path for one raw line: decode (also lines msgspec refuses: lone
@@ -303,7 +310,7 @@ class EventMapping:
         reports: list[ValueReport] = []
         repairs = Repairs()
         lines = [(table, *table.checked_line(record, reports, repairs)) for table in self.tables]
-        record_id = getattr(record, self._id_attribute, None)  # type: ignore[attr-defined]
+        record_id = getattr(record, self._id_attribute, None)
         return CheckedRecord(
             record,
             lines,
@@ -316,7 +323,7 @@ class EventMapping:
         """A raw line as a record, reading what the fast decoder refuses; ValueError if the
         line is not a JSON object at all."""
         try:
-            return self._decode(data)  # type: ignore[attr-defined]
+            return self._decode(data)
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             pass
         except msgspec.ValidationError as exc:
@@ -331,7 +338,7 @@ class EventMapping:
         if event.__class__ is not dict:
             raise ValueError(f"a line holds {type(event).__name__}, not an event object")
         kwargs = {}
-        for source, attribute in self._fields:  # type: ignore[attr-defined]
+        for source, attribute in self._fields:
             if source in unreadable:
                 kwargs[attribute] = Unreadable(unreadable[source])
             elif source in event:
