@@ -36,9 +36,7 @@ class ExportRequest:
         if not re.fullmatch(r"[a-z_0-9]+", self.resource or ""):
             raise ValueError(f"resource {self.resource!r} is not a Logs API resource name")
         if not isinstance(self.application_id, str) or not self.application_id.isdigit():
-            raise ValueError(
-                f"application_id {self.application_id!r} must be a numeric id as text"
-            )
+            raise ValueError(f"application_id {self.application_id!r} must be a numeric id as text")
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt {self.fmt!r}: use 'csv' or 'json'")
         if self.date_dimension not in DATE_DIMENSIONS:
