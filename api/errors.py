@@ -149,6 +149,13 @@ def _json(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -
     return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
+def _refused(status: int, detail: str, field: str, message: str) -> JSONResponse:
+    """A 4xx answer naming the one field at fault."""
+    return _json(
+        status, ErrorBody(detail=detail, errors=[FieldError(field=field, message=message)])
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every known failure to a JSON answer with a 4xx/5xx that says what to do."""
     import botocore.exceptions
@@ -195,13 +202,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidQuery)
     async def _invalid_query(request: Request, exc: InvalidQuery) -> JSONResponse:
-        return _json(
-            422,
-            ErrorBody(
-                detail=f"{exc.field}: {exc.message}",
-                errors=[FieldError(field=exc.field, message=exc.message)],
-            ),
-        )
+        return _refused(422, f"{exc.field}: {exc.message}", exc.field, exc.message)
 
     @app.exception_handler(ObjectNotFound)
     async def _not_found(request: Request, exc: ObjectNotFound) -> JSONResponse:
@@ -235,13 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _data_error(request: Request, exc: Exception) -> JSONResponse:
         field, text = refused_value(exc)
         log.info("%s %s: PostgreSQL refused a value of %s", request.method, request.url.path, field)
-        return _json(
-            422,
-            ErrorBody(
-                detail=f"{field}: PostgreSQL refused the value: {text}",
-                errors=[FieldError(field=field, message=text)],
-            ),
-        )
+        return _refused(422, f"{field}: PostgreSQL refused the value: {text}", field, text)
 
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def _integrity(request: Request, exc: Exception) -> JSONResponse:
@@ -250,13 +245,7 @@ def install_error_handlers(app: FastAPI) -> None:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         where = f" (constraint {constraint})" if constraint else ""
         field = getattr(diag, "column_name", None) or "data"
-        return _json(
-            409,
-            ErrorBody(
-                detail=f"the rows break a table constraint{where}: {text}",
-                errors=[FieldError(field=field, message=text)],
-            ),
-        )
+        return _refused(409, f"the rows break a table constraint{where}: {text}", field, text)
 
     @app.exception_handler(botocore.exceptions.EndpointConnectionError)
     @app.exception_handler(botocore.exceptions.ConnectTimeoutError)

@@ -113,7 +113,6 @@ def _add_table(router: APIRouter, url_name: str, models: TableModels, max_limit:
         methods=["GET"],
         response_model=RowsModel,
         name=f"read_{spec.name}",
-        operation_id=f"read_{spec.name}",
         summary=f"Read rows of {spec.name}",
         responses=error_responses(*AUTH_ERRORS, 422),
     )
@@ -150,7 +149,6 @@ def _add_table(router: APIRouter, url_name: str, models: TableModels, max_limit:
         methods=["POST"],
         response_model=InsertResponse,
         name=f"insert_{spec.name}",
-        operation_id=f"insert_{spec.name}",
         summary=f"Insert rows into {spec.name}",
         dependencies=[Depends(require_write)],
         responses=error_responses(*AUTH_ERRORS, 409, 413, 422),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Annotated, Any
@@ -16,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import ApiSettingsDep, LocksDep, StoreDep, require_read, require_write
 from api.errors import AUTH_ERRORS, ApiError, error_responses
-from dwh_helper.storage.patch import EtagMismatch, patch_object, same_etag
-from dwh_helper.storage.s3 import MB
+from dwh_helper.storage.patch import EtagMismatch, OffsetPastEnd, patch_object, same_etag
+from dwh_helper.storage.s3 import MB, ObjectNotFound
 from dwh_helper.storage.s3 import ObjectInfo as StoredInfo
 
 log = logging.getLogger(__name__)
@@ -218,15 +219,7 @@ def list_objects(
 def object_info(store: StoreDep, key: KeyDep) -> ObjectInfo:
     """What S3 knows about `key`; 404 when there is no such object."""
     info = _require(store, key)
-    return ObjectInfo(
-        key=info.key,
-        size=info.size,
-        content_type=info.content_type,
-        etag=info.etag,
-        last_modified=info.last_modified,
-        version_id=info.version_id,
-        metadata=info.metadata or {},
-    )
+    return ObjectInfo(**(asdict(info) | {"metadata": info.metadata or {}}))
 
 
 def content_disposition(filename: str) -> str:
@@ -301,20 +294,24 @@ IfMatch = Annotated[
     ),
 ]
 
-_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The object's bytes, with its content type and a download filename",
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-    },
-    206: {
-        "description": "The requested byte range (`Content-Range`)",
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-    },
-    304: {"description": "Not modified: the object still has an ETag of `If-None-Match`"},
-    **error_responses(
-        *AUTH_ERRORS, 404, 416, 422, 502, e416="`Range` starts past the end of the object"
-    ),
-}
+
+def _download_responses(ok: str, partial: str, not_modified: str) -> dict[int | str, Any]:
+    """The answers of a download (GET) or of its headers (HEAD): same statuses, own wording."""
+
+    def binary(description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+
+    return {
+        200: binary(ok),
+        206: binary(partial),
+        304: {"description": not_modified},
+        **error_responses(
+            *AUTH_ERRORS, 404, 416, 422, 502, e416="`Range` starts past the end of the object"
+        ),
+    }
 
 
 def _download(
@@ -361,7 +358,11 @@ def _download(
     name="download_s3_object",
     summary="Download an object's bytes (whole, or one `Range`)",
     response_class=StreamingResponse,
-    responses=_DOWNLOAD_RESPONSES,
+    responses=_download_responses(
+        "The object's bytes, with its content type and a download filename",
+        "The requested byte range (`Content-Range`)",
+        "Not modified: the object still has an ETag of `If-None-Match`",
+    ),
 )
 def download(
     store: StoreDep,
@@ -378,18 +379,11 @@ def download(
     "/download",
     name="head_s3_object",
     summary="The headers of a download, without the bytes",
-    responses={
-        200: {
-            "description": "Headers only: Content-Length, ETag, Content-Type, Accept-Ranges",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-        },
-        206: {
-            "description": "Headers only, for the requested range",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-        },
-        304: {"description": "Not modified"},
-        **error_responses(*AUTH_ERRORS, 404, 416, 422, 502),
-    },
+    responses=_download_responses(
+        "Headers only: Content-Length, ETag, Content-Type, Accept-Ranges",
+        "Headers only, for the requested range",
+        "Not modified",
+    ),
 )
 def download_head(
     store: StoreDep,
@@ -507,16 +501,6 @@ def patch(
     length = file.file.tell()
     file.file.seek(0)
     with locks.hold(key):
-        info = _require(store, key)
-        _check_if_match(if_match, key, info)
-        if offset > info.size:
-            raise ApiError(
-                416,
-                f"offset {offset} is past the end of {key!r} ({info.size} bytes); "
-                f"use 0..{info.size}",
-                field="offset",
-                headers={"Content-Range": f"bytes */{info.size}"},
-            )
         try:
             result = patch_object(
                 store,
@@ -525,10 +509,18 @@ def patch(
                 file.file,
                 length,
                 in_memory_limit=api.patch_copy_threshold_mb * MB,
-                if_match=info.etag,
+                if_match=if_match,
             )
+        except ObjectNotFound:
+            raise ApiError(
+                404, f"no object {key!r} in bucket {store.bucket!r}", field="key"
+            ) from None
         except EtagMismatch as exc:
             raise ApiError(412, str(exc), field="If-Match") from None
+        except OffsetPastEnd as exc:
+            raise ApiError(
+                416, str(exc), field="offset", headers={"Content-Range": f"bytes */{exc.size}"}
+            ) from None
     return _answer(result, response)
 
 
