@@ -10,8 +10,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dwh_helper.config import AMPLITUDE_SOURCES
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
-from dwh_helper.operators.assets import AMPLITUDE_EVENTS, publish_loaded
-from dwh_helper.operators.load import S3ToDwhOperator
+from dwh_helper.operators.assets import AMPLITUDE_EVENTS, load_then_publish
 from dwh_helper.operators.schedule import (
     AMPLITUDE_PARALLEL_EXPORTS,
     DEFAULT_ARGS,
@@ -91,14 +90,8 @@ def amplitude_events() -> None:
         map_index_template="{{ task.source }} {{ task.day }}",
         execution_timeout=timedelta(hours=3),
     ).expand_kwargs(plan)
-    load = S3ToDwhOperator.partial(
-        task_id="load",
-        source="amplitude",
-        map_index_template="{{ task.keys | join(', ') or 'no archive' }}",
-        execution_timeout=timedelta(hours=3),
-    ).expand(keys=extract.output)
-    publish = publish_loaded(AMPLITUDE_EVENTS)(load.output)
-    migrate >> plan >> extract >> load >> publish
+    migrate >> plan >> extract
+    load_then_publish("amplitude", extract.output, AMPLITUDE_EVENTS, nothing="no archive")
 
 
 amplitude_events()

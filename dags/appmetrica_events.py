@@ -13,8 +13,7 @@ from dwh_helper.operators.appmetrica import (
     AppMetricaToS3Operator,
     appmetrica_dimensions,
 )
-from dwh_helper.operators.assets import APPMETRICA_EVENTS, publish_loaded
-from dwh_helper.operators.load import S3ToDwhOperator
+from dwh_helper.operators.assets import APPMETRICA_EVENTS, load_then_publish
 from dwh_helper.operators.schedule import (
     APPMETRICA_PARALLEL_EXPORTS,
     DEFAULT_ARGS,
@@ -119,14 +118,8 @@ def appmetrica_events() -> None:
         map_index_template="{{ task.application_id }} {{ task.resource }} {{ task.day }}",
         execution_timeout=timedelta(hours=3),
     ).expand_kwargs(plan)
-    load = S3ToDwhOperator.partial(
-        task_id="load",
-        source="appmetrica",
-        map_index_template="{{ task.keys | join(', ') or 'no file' }}",
-        execution_timeout=timedelta(hours=3),
-    ).expand(keys=extract.output)
-    publish = publish_loaded(APPMETRICA_EVENTS)(load.output)
-    migrate >> plan >> extract >> load >> publish
+    migrate >> plan >> extract
+    load_then_publish("appmetrica", extract.output, APPMETRICA_EVENTS, nothing="no file")
 
 
 appmetrica_events()

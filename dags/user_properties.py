@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.sdk import Param, dag
 
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS
-from dwh_helper.operators.schedule import DEFAULT_ARGS, run_migrations
+from dwh_helper.operators.schedule import DEFAULT_ARGS, date_param, run_migrations
 from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
 
 DOC = """
@@ -50,19 +50,11 @@ Connection: `dwh_postgres`.
     render_template_as_native_obj=True,
     default_args=DEFAULT_ARGS,
     params={
-        "since": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Since",
-            description="First day (UTC) of event_time to migrate; empty = no lower bound.",
+        "since": date_param(
+            "First day (UTC) of event_time to migrate; empty = no lower bound.", title="Since"
         ),
-        "until": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Until",
-            description="Last day (UTC, inclusive) of event_time to migrate; empty = no bound.",
+        "until": date_param(
+            "Last day (UTC, inclusive) of event_time to migrate; empty = no bound.", title="Until"
         ),
         "batch_size": Param(
             5000, type="integer", minimum=1, maximum=100000, description="Rows per transaction."

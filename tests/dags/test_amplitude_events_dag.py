@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 from ipaddress import ip_address
 
@@ -13,6 +12,7 @@ from devtools.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.amplitude import archive_key
 from dwh_helper.sources.amplitude import ExportWindow
+from tests.support.airflow_connections import use_amplitude_sandbox
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]
 
@@ -34,19 +34,7 @@ def sandbox():
 
 @pytest.fixture
 def amplitude_env(sandbox: AmplitudeSandbox, airflow_env: str, monkeypatch) -> str:
-    for project in sandbox.projects:
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_AMPLITUDE_{project.name.upper()}",
-            json.dumps(
-                {
-                    "conn_type": "amplitude",
-                    "host": sandbox.url,
-                    "login": project.api_key,
-                    "password": project.secret_key,
-                    "extra": {"project_id": project.project_id},
-                }
-            ),
-        )
+    use_amplitude_sandbox(monkeypatch, sandbox)
     return airflow_env
 
 

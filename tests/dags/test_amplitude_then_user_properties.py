@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -11,6 +10,7 @@ from devtools.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.sources.amplitude import ExportWindow
 from dwh_helper.transform.user_properties import transform_record
+from tests.support.airflow_connections import use_amplitude_sandbox
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]
 
@@ -22,18 +22,7 @@ def test_chain_on_sandbox_data(airflow_env, monkeypatch):
 
     monkeypatch.setenv("ETL_REJECT_RATIO", "0.2")  # the sandbox makes ~1% bad values on purpose
     with AmplitudeSandbox(seed=21, events_per_hour=10) as sandbox:
-        for project in sandbox.projects:
-            monkeypatch.setenv(
-                f"AIRFLOW_CONN_AMPLITUDE_{project.name.upper()}",
-                json.dumps(
-                    {
-                        "conn_type": "amplitude",
-                        "host": sandbox.url,
-                        "login": project.api_key,
-                        "password": project.secret_key,
-                    }
-                ),
-            )
+        use_amplitude_sandbox(monkeypatch, sandbox)
         bag = DagBag()
         logical = datetime(2024, 3, 3, 3, tzinfo=UTC)
         run = bag.get_dag("amplitude_events").test(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -13,6 +12,7 @@ from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.amplitude import archive_key
 from dwh_helper.sources.amplitude import ExportWindow
 from tests.dirty_cases import GOOD, amplitude_dirty_file, check_amplitude_dirty_load
+from tests.support.airflow_connections import use_amplitude_sandbox
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]
 
@@ -22,19 +22,7 @@ DAY = date(2024, 3, 2)
 @pytest.fixture
 def amplitude_env(airflow_env: str, monkeypatch) -> str:
     with AmplitudeSandbox(seed=11, events_per_hour=1) as sandbox:
-        for project in sandbox.projects:
-            monkeypatch.setenv(
-                f"AIRFLOW_CONN_AMPLITUDE_{project.name.upper()}",
-                json.dumps(
-                    {
-                        "conn_type": "amplitude",
-                        "host": sandbox.url,
-                        "login": project.api_key,
-                        "password": project.secret_key,
-                        "extra": {"project_id": project.project_id},
-                    }
-                ),
-            )
+        use_amplitude_sandbox(monkeypatch, sandbox)
         yield airflow_env
 
 

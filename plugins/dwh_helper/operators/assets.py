@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from airflow.sdk import Asset, task
+
+from dwh_helper.operators.load import S3ToDwhOperator
 
 AMPLITUDE_EVENTS = Asset("dwh://public/amplitude_events")
 """Updated by `amplitude_events` when Amplitude events land in the DWH; feeds `user_properties`."""
@@ -25,3 +30,16 @@ def publish_loaded(asset: Asset, task_id: str = "publish"):  # noqa: ANN201 - th
         return {"files": files, "rows_read": rows}
 
     return publish
+
+
+def load_then_publish(source: str, keys: Any, asset: Asset, nothing: str) -> Any:
+    """The `load` tasks of a loading DAG (one per extracted key list of `keys`, an XComArg)
+    and the `publish` of `asset` after all of them; `nothing` labels a map index with no key.
+    Returns the `publish` task's XComArg."""
+    load = S3ToDwhOperator.partial(
+        task_id="load",
+        source=source,
+        map_index_template="{{ task.keys | join(', ') or '" + nothing + "' }}",
+        execution_timeout=timedelta(hours=3),
+    ).expand(keys=keys)
+    return publish_loaded(asset)(load.output)

@@ -40,21 +40,17 @@ DEFAULT_DAY = (
 """How a run without `start` picks its day (shown in the Params' descriptions)."""
 
 
+def date_param(description: str, title: str | None = None) -> Param:
+    """An optional date Param of a manual run (a date picker; empty = None)."""
+    labels = {"title": title} if title else {}
+    return Param(None, type=["null", "string"], format="date", description=description, **labels)
+
+
 def day_range_params(unit: str = "UTC day") -> dict[str, Param]:
     """The `start` / `end` Params of a manual run (date pickers; empty = see DEFAULT_DAY)."""
     return {
-        "start": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description=f"First {unit} to load; {DEFAULT_DAY}",
-        ),
-        "end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description=f"Last {unit}, inclusive (default: `start`)",
-        ),
+        "start": date_param(f"First {unit} to load; {DEFAULT_DAY}"),
+        "end": date_param(f"Last {unit}, inclusive (default: `start`)"),
     }
 
 
