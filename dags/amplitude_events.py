@@ -13,7 +13,7 @@ from dwh_helper.operators.amplitude import AmplitudeToS3Operator
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS, load_then_publish
 from dwh_helper.operators.schedule import (
     AMPLITUDE_PARALLEL_EXPORTS,
-    DEFAULT_ARGS,
+    DAG_DEFAULTS,
     Dimension,
     day_range_params,
     plan_days,
@@ -58,12 +58,9 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
     dag_id="amplitude_events",
     schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     tags=["amplitude", "dwh", "raw"],
     doc_md=DOC,
-    render_template_as_native_obj=True,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     params={
         **day_range_params("UTC day"),
         "sources": Param(

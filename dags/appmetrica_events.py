@@ -16,7 +16,7 @@ from dwh_helper.operators.appmetrica import (
 from dwh_helper.operators.assets import APPMETRICA_EVENTS, load_then_publish
 from dwh_helper.operators.schedule import (
     APPMETRICA_PARALLEL_EXPORTS,
-    DEFAULT_ARGS,
+    DAG_DEFAULTS,
     day_range_params,
     plan_days,
     run_migrations,
@@ -66,12 +66,9 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
     dag_id="appmetrica_events",
     schedule=CronDataIntervalTimetable("0 4 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     tags=["appmetrica", "dwh", "raw"],
     doc_md=DOC,
-    render_template_as_native_obj=True,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     params={
         **day_range_params("day"),
         "application_ids": Param(

@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.sdk import Param, dag
 
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS
-from dwh_helper.operators.schedule import DEFAULT_ARGS, date_param, run_migrations
+from dwh_helper.operators.schedule import DAG_DEFAULTS, date_param, run_migrations
 from dwh_helper.operators.user_properties import MigrateUserPropertiesOperator
 
 DOC = """
@@ -43,12 +43,9 @@ Connection: `dwh_postgres`.
     dag_id="user_properties",
     schedule=[AMPLITUDE_EVENTS],
     start_date=datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
     tags=["dwh", "user-properties", "amplitude"],
     doc_md=DOC,
-    render_template_as_native_obj=True,
-    default_args=DEFAULT_ARGS,
+    **DAG_DEFAULTS,
     params={
         "since": date_param(
             "First day (UTC) of event_time to migrate; empty = no lower bound.", title="Since"

@@ -129,30 +129,30 @@ def test_a_timeout_maps_to_504_and_a_rate_limit_passes_its_retry_after(
     assert "HTTP 429" in limited.json()["detail"]
 
 
+def _export_one_day(make_client, settings, api_settings, source: str):  # noqa: ANN202
+    """GET /amplitude/export of 2024-05-01 for `source` on an app with these settings."""
+    with make_client(settings, api_settings) as client:
+        return client.get(
+            "/amplitude/export",
+            headers=READ,
+            params={"start": "20240501", "end": "20240501", "source": source},
+        )
+
+
 def test_wrong_keys_are_502_naming_the_settings(
     settings, amplitude_settings, api_settings, make_client
 ):
     settings.amplitude = amplitude_settings.model_copy(
         update={"web_secret_key": SecretStr("wrong")}
     )
-    with make_client(settings, api_settings) as client:
-        response = client.get(
-            "/amplitude/export",
-            headers=READ,
-            params={"start": "20240501", "end": "20240501", "source": "web"},
-        )
+    response = _export_one_day(make_client, settings, api_settings, "web")
     assert response.status_code == 502
     assert "AMPLITUDE_WEB_CLIENT_ID" in response.json()["detail"]
     assert "wrong" not in response.json()["detail"]
 
 
 def test_unconfigured_project_is_503(settings, api_settings, make_client):
-    with make_client(settings, api_settings) as client:
-        response = client.get(
-            "/amplitude/export",
-            headers=READ,
-            params={"start": "20240501", "end": "20240501", "source": "mobile"},
-        )
+    response = _export_one_day(make_client, settings, api_settings, "mobile")
     assert response.status_code == 503
     assert "AMPLITUDE_MOBILE_CLIENT_ID" in response.json()["detail"]
 

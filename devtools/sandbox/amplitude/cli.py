@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from datetime import UTC, date, datetime
 
 from devtools.sandbox.amplitude.protocol import DEFAULT_EVENTS_PER_PART, SandboxProject
 from devtools.sandbox.amplitude.server import AmplitudeFaults, AmplitudeSandbox
+from devtools.sandbox.serve import serve_until_stopped
 from dwh_helper.sources.amplitude import EXPORT_PATH
 
 
@@ -156,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with sandbox:
+
+    def announce() -> None:
         print(f"Amplitude sandbox listening on {sandbox.url}", flush=True)
         print(f"  export: {sandbox.url}{EXPORT_PATH}?start=YYYYMMDDTHH&end=YYYYMMDDTHH")
         for project in sandbox.projects:
@@ -167,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"secret_key={project.secret_key} project_id={project.project_id}"
             )
         print("Press Ctrl-C to stop.", flush=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
+
+    serve_until_stopped(sandbox, announce)
     print("Amplitude sandbox stopped.", file=sys.stderr)
     return 0

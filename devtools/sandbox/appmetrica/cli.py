@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from datetime import date
 
 from devtools.sandbox.appmetrica.generator import write_events_file
 from devtools.sandbox.appmetrica.server import DEMO_TOKEN, AppMetricaFaults, AppMetricaSandbox
+from devtools.sandbox.serve import serve_until_stopped
 from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
 
 
@@ -81,16 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with sandbox:
+
+    def announce() -> None:
         print(
             f"AppMetrica Logs API sandbox on {sandbox.url} — applications "
             f"{', '.join(application_ids)}; Ctrl-C to stop",
             flush=True,
         )
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+
+    serve_until_stopped(sandbox, announce)
     return 0

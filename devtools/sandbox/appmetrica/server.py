@@ -148,15 +148,7 @@ class AppMetricaSandbox:
     ) -> list[dict[str, str]]:
         """The rows a window holds, as the API sends them (strings), only the given fields."""
         chosen = tuple(fields or DEFAULT_FIELDS[resource])
-        generated = generate_rows(
-            resource,
-            str(application_id),
-            since,
-            until,
-            seed=self.seed,
-            events_per_day=self.events_per_day,
-            date_dimension=date_dimension,
-        )
+        generated = self._generate(resource, application_id, since, until, date_dimension)
         return list(select_fields(generated, chosen))
 
     def count_rows(
@@ -168,17 +160,25 @@ class AppMetricaSandbox:
         date_dimension: str = "default",
     ) -> int:
         """How many rows a window holds."""
-        return sum(
-            1
-            for _ in generate_rows(
-                resource,
-                str(application_id),
-                since,
-                until,
-                seed=self.seed,
-                events_per_day=self.events_per_day,
-                date_dimension=date_dimension,
-            )
+        rows = self._generate(resource, application_id, since, until, date_dimension)
+        return sum(1 for _ in rows)
+
+    def _generate(
+        self,
+        resource: str,
+        application_id: str,
+        since: datetime,
+        until: datetime,
+        date_dimension: str,
+    ) -> Iterator[dict[str, str]]:
+        return generate_rows(
+            resource,
+            str(application_id),
+            since,
+            until,
+            seed=self.seed,
+            events_per_day=self.events_per_day,
+            date_dimension=date_dimension,
         )
 
     def body_bytes(

@@ -30,6 +30,15 @@ DEFAULT_ARGS: dict[str, Any] = {
 """Task defaults of every DAG: 3 retries, exponential backoff from ETL_RETRY_DELAY (default
 2 minutes) to 30 minutes."""
 
+DAG_DEFAULTS: dict[str, Any] = {
+    "catchup": False,
+    "max_active_runs": 1,
+    "render_template_as_native_obj": True,
+    "default_args": DEFAULT_ARGS,
+}
+"""`@dag` arguments of every DAG: no catch-up, one run at a time, templated params rendered as
+native Python values (a `false` param stays False), DEFAULT_ARGS for the tasks."""
+
 log = logging.getLogger(__name__)
 
 
