@@ -163,8 +163,8 @@ def _integer_converter(rule: FieldRule, sql_type: str) -> Callable[[Any, values.
 
 def _boolean_converter(rule: FieldRule) -> Callable[[Any, values.Repairs], Any]:
     table: dict[type, dict[Any, bool]] = {}
-    for values, meaning in ((rule.false_values, False), (rule.true_values, True)):
-        for value in values:
+    for listed_values, meaning in ((rule.false_values, False), (rule.true_values, True)):
+        for value in listed_values:
             if value is not None:
                 table.setdefault(type(value), {})[value] = meaning
     listed = f"true: {rule.true_values}, false: {rule.false_values}"
