@@ -8,7 +8,6 @@ line (see `dwh.copy_text`), so the hot path does no lookups in the rules.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -478,7 +477,7 @@ class EventMapping:
             if b"out of range" not in str(exc).encode():
                 raise ValueError(f"not an event object: {exc}") from None
         text = bytes(data).decode("utf-8", "surrogateescape")
-        text, unreadable = _drop_deep_fields(text)
+        text, unreadable = values.drop_deep_fields(text)
         try:
             event = values.parse_json(text)
         except values.InvalidValue as exc:
@@ -500,41 +499,6 @@ class EventMapping:
             return self.map_record(self.decode(data))
         except Exception:  # noqa: BLE001 - the checked path says precisely what is wrong
             return self.map_checked(data).lines
-
-
-def _drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
-    """Top-level fields nested deeper than the JSON limit replaced by null (and named), so
-    the rest of the event can still be read; other lines unchanged."""
-    if text.count("[") + text.count("{") <= values.MAX_JSON_DEPTH:
-        return text, {}
-    if values.json_depth(text) <= values.MAX_JSON_DEPTH:
-        return text, {}
-    unreadable: dict[str, str] = {}
-    parts: list[str] = []
-    depth, deepest, last_key, value_start, copied = 0, 0, None, 0, 0
-    for token in _TOKENS.finditer(text):
-        piece = token.group()
-        if piece[0] == '"':
-            if depth == 1 and text[token.end() :].lstrip().startswith(":"):
-                last_key = json.loads(piece)
-                value_start = text.index(":", token.end()) + 1
-                deepest = 1
-            continue
-        if piece in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif piece in "]}":
-            depth -= 1
-            if depth == 1 and deepest - 1 > values.MAX_JSON_DEPTH and last_key is not None:
-                parts += [text[copied:value_start], "null"]
-                copied = token.end()
-                unreadable[last_key] = f"JSON nested deeper than {values.MAX_JSON_DEPTH} levels"
-                deepest = 1
-    parts.append(text[copied:])
-    return "".join(parts), unreadable
-
-
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventMapping:
