@@ -1,6 +1,6 @@
 """Dirty user-property records of issue 12, shared by the pipeline and DAG tests.
 
-Good raw events (one person in five, every event changing the person's age) and one event per
+Good raw events (50 people, every event changing the person's age) and one event per
 dirty case, each with what it must cost as docs/mappings.md documents for user properties: a
 repair (NUL removed, counted), a NULL and a value report, or the record.
 """
@@ -60,7 +60,11 @@ def dirty_cases() -> list[tuple[str, bytes, dict]]:
     event["language"] = "Rus\x00sian"
     add("NUL in a text field", event, {"repaired": ("language", "Russian")})
     n += 1
-    add("NUL in a JSON property", _person(n, Gender="Fe\x00male"), {"repaired": ("gender", "female")})
+    add(
+        "NUL in a JSON property",
+        _person(n, Gender="Fe\x00male"),
+        {"repaired": ("gender", "female")},
+    )
     n += 1
     event = _person(n, source="a\x00b", EHR_ID="x")
     event["uuid"] = "not-a-uuid"

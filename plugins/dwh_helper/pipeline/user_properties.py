@@ -69,7 +69,12 @@ from dwh_helper.sources.event_lines import EventLine, LinesUnreadable, iter_even
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform import values
 from dwh_helper.transform.field_mapping import FieldMappings, load_field_mappings
-from dwh_helper.transform.user_properties import FieldError, default_mapping, transform_record
+from dwh_helper.transform.user_properties import (
+    FieldError,
+    TransformResult,
+    default_mapping,
+    transform_record,
+)
 
 __all__ = [
     "REJECT_SOURCE",
@@ -283,14 +288,23 @@ def _run_tmp_table(
 # --------------------------------------------------------------------------- source: s3
 
 
-def _decode_event(data: bytes) -> Any:
-    """A raw line decoded; what Python's decoder refuses (nesting deeper than it reads) is
-    decoded by the value layer's checked path, which says why it refuses."""
+_DEEP_PROPERTIES = "user_properties"
+
+
+def _decode_event(data: bytes) -> tuple[Any, dict[str, str]]:
+    """A raw line decoded, and its top-level fields too deeply nested to read (each replaced
+    by null, with the reason): a deep field the ETL does not read costs nothing."""
     try:
-        return json.loads(data)
+        return json.loads(data), {}
     except RecursionError:
         pass
-    return values.parse_json(data)
+    text, unreadable = values.drop_deep_fields(data.decode("utf-8", "surrogateescape"))
+    return values.parse_json(text), unreadable
+
+
+def _reject_line(batch: Batch, result: MigrationResult, line: EventLine, error: FieldError) -> None:
+    batch.rejects.append(RecordReject(None, [error], line.entry, line.index))
+    count_errors(result, [error])
 
 
 def _convert_line(
@@ -302,19 +316,23 @@ def _convert_line(
     unknown: Counter[str],
 ) -> None:
     try:
-        event = _decode_event(line.data)
+        event, unreadable = _decode_event(line.data)
     except ValueError as exc:  # InvalidValue too
         reason = exc.reason if isinstance(exc, values.InvalidValue) else f"not JSON: {exc}"
-        error = FieldError("<line>", line.data[:200].decode("utf-8", "replace"), reason)
-        batch.rejects.append(RecordReject(None, [error], line.entry, line.index))
-        count_errors(result, [error])
+        text = line.data[:200].decode("utf-8", "replace")
+        _reject_line(batch, result, line, FieldError("<line>", text, reason))
         return
     if not isinstance(event, dict):
-        error = FieldError("<line>", event, "not a JSON object (an event)")
-        batch.rejects.append(RecordReject(None, [error], line.entry, line.index))
-        count_errors(result, [error])
+        _reject_line(
+            batch, result, line, FieldError("<line>", event, "not a JSON object (an event)")
+        )
         return
-    converted = transform_record(event, rules, strict)
+    if _DEEP_PROPERTIES in unreadable:  # the person cannot be read: the record's key
+        reason = f"{_DEEP_PROPERTIES}: {unreadable[_DEEP_PROPERTIES]}"
+        error = FieldError(_DEEP_PROPERTIES, "<not read>", reason, _DEEP_PROPERTIES)
+        converted = TransformResult(None, None, [error])
+    else:
+        converted = transform_record(event, rules, strict)
     if converted.unknown_keys:
         unknown.update(converted.unknown_keys)
     if converted.errors:
