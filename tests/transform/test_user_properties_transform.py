@@ -396,7 +396,7 @@ def test_record_fields_errors(field, value, reason):
 def test_properties_that_are_not_an_object_are_an_error():
     result = transform_record(tmp_row("[1, 2]"))
     assert result.errors[0].key == "user_properties_json"
-    assert "expected a JSON object, got array" in result.errors[0].reason
+    assert "expected a JSON object, got a JSON array" in result.errors[0].reason
     result = transform_record(tmp_row("{broken"))
     assert "not valid JSON" in result.errors[0].reason
 

@@ -114,7 +114,7 @@ def _string_converter(rule: FieldRule) -> Callable[[Any, values.Repairs], Any]:
                 raise _Invalid("not a finite number")
             text = str(value)
         else:
-            raise _Invalid(f"expected a string, got a JSON {_json_kind(value)}")
+            raise _Invalid(f"expected a string, got {values.json_kind(value)}")
         if lowercase:
             text = text.lower()
         if regex is not None:
@@ -181,18 +181,6 @@ def _boolean_converter(rule: FieldRule) -> Callable[[Any, values.Repairs], Any]:
         raise _Invalid(f"not a known boolean value ({listed})")
 
     return convert
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
 
 
 def _nulls_by_type(values: list[Any]) -> dict[type, frozenset[Any]]:
@@ -328,7 +316,9 @@ def _as_properties(raw: Any, key: str, errors: list[FieldError]) -> Mapping[str,
             errors.append(FieldError(key, raw, f"not valid JSON: {exc}"))
             return {}
     if not isinstance(props, dict):
-        errors.append(FieldError(key, props, f"expected a JSON object, got {_json_kind(props)}"))
+        errors.append(
+            FieldError(key, props, f"expected a JSON object, got {values.json_kind(props)}")
+        )
         return {}
     return props
 
@@ -343,7 +333,7 @@ def parse_event_time(value: Any) -> datetime:
         raise _Invalid("missing")
     if isinstance(value, str | datetime):
         return values.timestamp_value(value)
-    raise _Invalid(f"expected a timestamp, got {_json_kind(value)}")
+    raise _Invalid(f"expected a timestamp, got {values.json_kind(value)}")
 
 
 def _record_uuid(value: Any) -> uuid_module.UUID:
