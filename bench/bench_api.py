@@ -31,8 +31,8 @@ from contextlib import contextmanager
 import httpx
 from services import BUCKET, ROOT, fresh_database, moto_process, postgres, store_for
 
-from dwh_helper.sandbox.postgres import free_port
-from dwh_helper.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
+from devtools.sandbox.postgres import free_port
+from devtools.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "OAuth demo-write-token"}

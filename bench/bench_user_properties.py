@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 
 from services import fresh_database, peak_rss_mb, postgres
 
+from devtools.sandbox.amplitude_events import iter_hour
 from dwh_helper.dwh.repository import Repository, open_connection
-from dwh_helper.sandbox.amplitude_events import iter_hour
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 PROJECT_ID = 374182

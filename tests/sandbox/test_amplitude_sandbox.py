@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dwh_helper.sandbox import __main__ as sandbox_cli
-from dwh_helper.sandbox.amplitude import (
+from devtools.sandbox import __main__ as sandbox_cli
+from devtools.sandbox.amplitude import (
     NOT_FOUND_MESSAGE,
     AmplitudeFaults,
     AmplitudeSandbox,
     SandboxProject,
 )
-from dwh_helper.sandbox.amplitude_events import (
+from devtools.sandbox.amplitude_events import (
     day_event_counts,
     entry_name,
     generate_hour,
@@ -360,7 +360,7 @@ def test_cli_serves_until_terminated():
         [
             sys.executable,
             "-m",
-            "dwh_helper.sandbox",
+            "devtools.sandbox",
             "amplitude",
             "--port",
             "0",
@@ -375,7 +375,7 @@ def test_cli_serves_until_terminated():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={"PYTHONPATH": str(ROOT / "plugins"), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}", "PATH": "/usr/bin:/bin"},
     )
     try:
         first = process.stdout.readline()
@@ -400,9 +400,9 @@ def test_cli_serves_until_terminated():
 def test_cli_dispatch_reports_unknown_and_missing_sandboxes(capsys, monkeypatch):
     assert sandbox_cli.main(["nope"]) == 2
     assert "unknown sandbox 'nope'" in capsys.readouterr().err
-    monkeypatch.setitem(sandbox_cli.SANDBOXES, "ghost", "dwh_helper.sandbox.no_such_module")
+    monkeypatch.setitem(sandbox_cli.SANDBOXES, "ghost", "devtools.sandbox.no_such_module")
     assert sandbox_cli.main(["ghost"]) == 2
-    assert "module dwh_helper.sandbox.no_such_module is missing" in capsys.readouterr().err
+    assert "module devtools.sandbox.no_such_module is missing" in capsys.readouterr().err
     assert sandbox_cli.main([]) == 2
     assert "amplitude" in capsys.readouterr().out
     with pytest.raises(SystemExit) as caught:
@@ -422,14 +422,14 @@ def test_generation_is_fast_enough_for_the_benchmark():
 
 
 def test_airflow_plugin_loading_does_not_run_the_cli():
-    # Airflow execs every plugins/**/*.py as a top-level module named after the file,
-    # i.e. this one as `__main__`: that must not start (or exit into) a sandbox.
+    # Loading the file as a plain `__main__` module (as Airflow's plugin loader does with
+    # every plugins/**/*.py) must not start (or exit into) a sandbox.
     import importlib.machinery
     import importlib.util
 
-    path = str(ROOT / "plugins" / "dwh_helper" / "sandbox" / "__main__.py")
+    path = str(ROOT / "devtools" / "sandbox" / "__main__.py")
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     spec = importlib.util.spec_from_loader("__main__", loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)  # SystemExit here would fail the test
-    assert module.SANDBOXES["amplitude"] == "dwh_helper.sandbox.amplitude"
+    assert module.SANDBOXES["amplitude"] == "devtools.sandbox.amplitude"

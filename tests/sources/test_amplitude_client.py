@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dwh_helper.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
-from dwh_helper.sandbox.amplitude_events import entry_name, hour_event_count, iter_window_hours
+from devtools.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
+from devtools.sandbox.amplitude_events import entry_name, hour_event_count, iter_window_hours
 from dwh_helper.sources.amplitude import (
     EU_BASE_URL,
     US_BASE_URL,

@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from dwh_helper.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
+from devtools.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.sources.appmetrica import (
     DEFAULT_FIELDS,
     AppMetricaAuthError,

@@ -8,7 +8,7 @@ the client's retry, bisection and validation paths. Data is a pure function of
 the seed, so tests compare what they loaded against `events()` /
 `archive_bytes()`.
 
-Run it on its own with `python -m dwh_helper.sandbox amplitude --port 8081`.
+Run it on its own with `python -m devtools.sandbox amplitude --port 8081`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from dwh_helper.sandbox.amplitude_events import (
+from devtools.sandbox.amplitude_events import (
     DEFAULT_EVENTS_PER_PART,
     hour_event_count,
     iter_hour,
@@ -437,9 +437,9 @@ def _parse_day(text: str) -> date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m dwh_helper.sandbox amplitude`."""
+    """The command line of `python -m devtools.sandbox amplitude`."""
     parser = argparse.ArgumentParser(
-        prog="python -m dwh_helper.sandbox amplitude",
+        prog="python -m devtools.sandbox amplitude",
         description="A local Amplitude Export API (GET /api/2/export) serving generated events.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

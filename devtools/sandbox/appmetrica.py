@@ -14,7 +14,7 @@ empty `ios_ifa` on Android, IPv6 addresses, quotes and commas in
 `event_json`), so tests can ask the sandbox for the truth (`rows`,
 `count_rows`, `body_bytes`).
 
-Command line: `python -m dwh_helper.sandbox appmetrica --port 8082` serves;
+Command line: `python -m devtools.sandbox appmetrica --port 8082` serves;
 `... appmetrica --write-events FILE --rows 1000000 --fmt csv` writes a file.
 """
 
@@ -812,9 +812,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m dwh_helper.sandbox appmetrica [...]`: serve the sandbox, or write a file."""
+    """`python -m devtools.sandbox appmetrica [...]`: serve the sandbox, or write a file."""
     parser = argparse.ArgumentParser(
-        prog="python -m dwh_helper.sandbox appmetrica",
+        prog="python -m devtools.sandbox appmetrica",
         description="A local AppMetrica Logs API with generated data.",
     )
     parser.add_argument("--host", default="127.0.0.1")
