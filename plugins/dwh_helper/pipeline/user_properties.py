@@ -32,10 +32,11 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +56,7 @@ from dwh_helper.pipeline.load import describe_error
 from dwh_helper.pipeline.user_properties_batches import (
     REJECT_SOURCE,
     Batch,
+    Job,
     RecordReject,
     commit_job,
     count_errors,
@@ -200,15 +202,28 @@ def time_bounds(
 @contextmanager
 def _read_connection(
     repo: Repository, reader: psycopg.Connection | None, lock_conn: psycopg.Connection
-) -> Iterator[tuple[psycopg.Connection, bool]]:
-    """(the connection to read on, whether a writer thread may write meanwhile): the handed-in
-    reader, else another connection of the repository's pool, else the repository's own (then
-    everything runs in line)."""
+) -> Iterator[tuple[psycopg.Connection, AbstractContextManager[Any]]]:
+    """(the connection to read on, the turn reads and batch writes take on it): the handed-in
+    reader or another connection of the repository's pool (no turn: reads overlap writes),
+    else the repository's own connection, taken in turns — one query or one batch's
+    transaction at a time — so that converting the next batch still overlaps writing one."""
     if reader is not None:
-        yield reader, True
+        yield reader, nullcontext()
         return
     with repo.connection() as other:
-        yield other, other is not lock_conn
+        yield other, threading.Lock() if other is lock_conn else nullcontext()
+
+
+def _in_turn(
+    pages: Iterator[list[dict[str, Any]]], turn: AbstractContextManager[Any]
+) -> Iterator[list[dict[str, Any]]]:
+    """Each page of `pages` read while holding `turn`."""
+    while True:
+        with turn:
+            rows = next(pages, None)
+        if rows is None:
+            return
+        yield rows
 
 
 def _convert_tmp_rows(
@@ -244,22 +259,24 @@ def _run_tmp_table(
     unknown: Counter[str] = Counter()
     phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
     try:
-        with _read_connection(repo, reader, lock_conn) as (read_on, threaded):
+        with _read_connection(repo, reader, lock_conn) as (read_on, turn):
             clear_old = has_record_rejects(read_on, REJECT_SOURCE)
             latest = LatestStates(Repository(read_on), capacity=max(100_000, 3 * batch_size))
             cache = PropertiesCache(rules, strict)
             late = LatePeople(newest_migrated_time(read_on))
-            with BatchWriter(
-                lambda job: commit_job(repo, result, job),
-                name="user-properties-writer",
-                threaded=threaded,
-            ) as writer:
+
+            def write(job: Job) -> None:
+                with turn:
+                    commit_job(repo, result, job)
+
+            with BatchWriter(write, name="user-properties-writer") as writer:
                 for phase in phases:
-                    for rows in iter_pending(read_on, phase, lower, upper, batch_size):
+                    pages = iter_pending(read_on, phase, lower, upper, batch_size)
+                    for rows in _in_turn(pages, turn):
                         batch = _convert_tmp_rows(rows, cache, result, unknown)
                         batch.converted = late.hold_back(batch.converted)
-                        writer.submit(
-                            prepare(
+                        with turn:  # the people's latest states are read here
+                            job = prepare(
                                 batch,
                                 latest,
                                 migrated=[item.changeable["uuid"] for item in batch.converted],
@@ -269,7 +286,7 @@ def _run_tmp_table(
                                 rows_read=len(rows),
                                 up_to=rows[-1]["event_time"],
                             )
-                        )
+                        writer.submit(job)
             if late.cuts:
                 rederive(repo, late.cuts, cache, lower, upper, batch_size, result)
     except Exception as exc:
