@@ -47,8 +47,5 @@ def main(argv: list[str] | None = None) -> int:
     return int(module.main(rest) or 0)
 
 
-# Airflow's plugin loader executes every .py under plugins/ as a top-level module named after
-# the file, so it runs this file as `__main__` too: only `python -m devtools.sandbox` (spec
-# name `devtools.sandbox.__main__`) or running the file directly (no spec) starts a sandbox.
-if __name__ == "__main__" and (__spec__ is None or __spec__.name != "__main__"):
+if __name__ == "__main__":
     raise SystemExit(main())

@@ -8,7 +8,6 @@ import ipaddress
 import re
 import subprocess
 import sys
-import time
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,8 @@ from devtools.sandbox.amplitude_events import (
     iter_window_hours,
     write_day_archive,
 )
-from dwh_helper.sources.amplitude import ExportWindow, archive_entries, iter_events
+from dwh_helper.sources.amplitude import ExportWindow, archive_entries
+from tests.support.amplitude_events import iter_events
 
 pytestmark = pytest.mark.unit
 
@@ -411,25 +411,17 @@ def test_cli_dispatch_reports_unknown_and_missing_sandboxes(capsys, monkeypatch)
     assert "NAME:API_KEY:SECRET_KEY:PROJECT_ID" in capsys.readouterr().err
 
 
-def test_generation_is_fast_enough_for_the_benchmark():
-    hour = datetime(2024, 3, 2, 12, tzinfo=UTC)
-    list(iter_hour(WEB_ID, hour, 42, 10))  # build the pools
-    started = time.perf_counter()
-    count = sum(1 for _ in iter_hour(WEB_ID, hour, 42, 20_000))
-    elapsed = time.perf_counter() - started
-    assert count == 20_000
-    assert count / elapsed > 15_000  # ~100k/s on an idle core; generous for busy CI
-
-
-def test_airflow_plugin_loading_does_not_run_the_cli():
-    # Loading the file as a plain `__main__` module (as Airflow's plugin loader does with
-    # every plugins/**/*.py) must not start (or exit into) a sandbox.
-    import importlib.machinery
-    import importlib.util
-
-    path = str(ROOT / "devtools" / "sandbox" / "__main__.py")
-    loader = importlib.machinery.SourceFileLoader("__main__", path)
-    spec = importlib.util.spec_from_loader("__main__", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)  # SystemExit here would fail the test
-    assert module.SANDBOXES["amplitude"] == "devtools.sandbox.amplitude"
+@pytest.mark.parametrize("name", ["amplitude", "appmetrica"])
+def test_each_sandbox_package_runs_as_a_module(name):
+    """`python -m devtools.sandbox.<name> --help` is the same command line as the dispatcher's."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"devtools.sandbox.{name}", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"python -m devtools.sandbox {name}" in result.stdout
+    assert "--port" in result.stdout
