@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dwh_helper.sources.amplitude import iter_lines
+from dwh_helper.sources.amplitude_archive import iter_lines
 
 
 @dataclass(frozen=True)
