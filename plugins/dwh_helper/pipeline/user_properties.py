@@ -70,6 +70,7 @@ from dwh_helper.pipeline.user_properties_state import LatePeople, LatestStates, 
 from dwh_helper.sources.event_lines import EventLine, LinesUnreadable, iter_event_lines
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform import values
+from dwh_helper.transform.deep_fields import drop_deep_fields
 from dwh_helper.transform.field_mapping import FieldMappings, load_field_mappings
 from dwh_helper.transform.user_properties import (
     FieldError,
@@ -315,7 +316,7 @@ def _decode_event(data: bytes) -> tuple[Any, dict[str, str]]:
         return json.loads(data), {}
     except RecursionError:
         pass
-    text, unreadable = values.drop_deep_fields(data.decode("utf-8", "surrogateescape"))
+    text, unreadable = drop_deep_fields(data.decode("utf-8", "surrogateescape"))
     return values.parse_json(text), unreadable
 
 

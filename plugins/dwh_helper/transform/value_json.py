@@ -215,36 +215,3 @@ def clean_json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
 def json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
     """COPY text of a jsonb column from a JSON text (see `clean_json_text`)."""
     return copy_escape(clean_json_text(raw, repairs))
-
-
-def drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
-    """A JSON object's text with its top-level fields nested deeper than `MAX_JSON_DEPTH`
-    replaced by null, and those fields with the reason, so the rest can still be read; other
-    texts unchanged."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return text, {}
-    if json_depth(text) <= MAX_JSON_DEPTH:
-        return text, {}
-    unreadable: dict[str, str] = {}
-    parts: list[str] = []
-    depth, deepest, last_key, value_start, copied = 0, 0, None, 0, 0
-    for token in _STRUCTURE.finditer(text):
-        piece = token.group()
-        if piece[0] == '"':
-            if depth == 1 and text[token.end() :].lstrip().startswith(":"):
-                last_key = json.loads(piece)
-                value_start = text.index(":", token.end()) + 1
-                deepest = 1
-            continue
-        if piece in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif piece in "]}":
-            depth -= 1
-            if depth == 1 and deepest - 1 > MAX_JSON_DEPTH and last_key is not None:
-                parts += [text[copied:value_start], "null"]
-                copied = token.end()
-                unreadable[last_key] = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-                deepest = 1
-    parts.append(text[copied:])
-    return "".join(parts), unreadable
