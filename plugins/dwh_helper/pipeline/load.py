@@ -10,14 +10,11 @@ so memory stays flat whatever the file's size.
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import re
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -43,6 +40,7 @@ from dwh_helper.dwh.schema import (
     month_partitions,
 )
 from dwh_helper.dwh.tables import TableSpec
+from dwh_helper.pipeline.batch_writer import BatchWriter, hand_over
 from dwh_helper.pipeline.temp_files import load_temp_dir
 from dwh_helper.pipeline.verify import (
     Expected,
@@ -214,8 +212,8 @@ class _Batch:
         self.lines = {}
 
 
-class _Writer(threading.Thread):
-    """Ships batches to PostgreSQL in the file's transaction, one batch behind the reader."""
+class _TableWriter:
+    """Writes one batch into its tables in the file's transaction (the `BatchWriter`'s job)."""
 
     def __init__(
         self,
@@ -224,27 +222,12 @@ class _Writer(threading.Thread):
         result: LoadResult,
         record_id: str = "",
     ) -> None:
-        super().__init__(name="dwh-batch-writer", daemon=True)
         self.repo, self.conn, self.result = repo, conn, result
         self.record_id = record_id
-        self.batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
-        self.error: BaseException | None = None
         self.encoding = conn.info.encoding
-        self.db_seconds = 0.0
-        self.wait_seconds = 0.0
 
-    def run(self) -> None:
-        while (batch := self.batches.get()) is not None:
-            if self.error is not None:
-                continue  # drain: the reader stops at its next submit
-            try:
-                started = time.perf_counter()
-                self._write(batch)
-                self.db_seconds += time.perf_counter() - started
-            except BaseException as exc:  # re-raised in the reader's thread
-                self.error = exc
-
-    def _write(self, batch: _Batch) -> None:
+    def write(self, batch: _Batch) -> None:
+        """COPY each table's lines, keep the batch's rejects; free the batch's bytes."""
         for table, data in batch.payload.items():
             try:
                 inserted = self._copy(table, data)
@@ -399,66 +382,6 @@ class _Writer(threading.Thread):
                 column_name=error.diag.column_name or _copy_column(error),
             )
         )
-
-    def submit(self, batch: _Batch) -> None:
-        """Queue a batch (blocks while the previous one is still being written)."""
-        self._raise()
-        started = time.perf_counter()
-        self.batches.put(batch)
-        self.wait_seconds += time.perf_counter() - started
-
-    def finish(self) -> None:
-        """Wait until every queued batch is written; re-raise the writer's error."""
-        self.batches.put(None)
-        self.join()
-        self._raise()
-
-    def abort(self) -> None:
-        """Stop after the current batch (used when the reader fails)."""
-        if self.is_alive():
-            self.error = self.error or RuntimeError("aborted")
-            self.batches.put(None)
-            self.join()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
-HAND_OVER_MASK = 127
-"""The reader yields the GIL every 128 records (measured: without it the database idles)."""
-
-
-def hand_over() -> None:
-    """Let the writer thread take the GIL if it waits for it.
-
-    `time.sleep(0)` costs ~70 µs on these VMs (the kernel's timer slack), long enough for a
-    waiting writer to take the GIL. `os.sched_yield()` costs 0.5 µs but the reader takes the
-    GIL straight back unless a switch is already due; measured in alternating runs (JSON,
-    1,000,000 rows) it was slower: 86.8k vs 90.5k rows/s on average over four pairs.
-    """
-    time.sleep(0)
-
-
-WRITER_SWITCH_INTERVAL = 0.0005
-"""GIL switch interval (seconds) while a load runs; Python's default is 0.005."""
-
-
-@contextmanager
-def _responsive_writer() -> Iterator[None]:
-    """Let the writer thread take the GIL back quickly after each network wait.
-
-    The writer releases the GIL on every socket wait and then needs it back; with the
-    default 5 ms switch interval the busy reader keeps it that long each time and the
-    database idles (measured: 100,000 events load in 4.8 s instead of 3.4 s). The old
-    interval is restored when the load ends.
-    """
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, WRITER_SWITCH_INTERVAL))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def load_raw_file(
@@ -653,15 +576,11 @@ def _load_once(
             log.info("loading s3://%s/%s as it streams in", store.bucket, key)
         else:
             source = path
-        with repo.transaction() as tx, _responsive_writer():
-            writer = _Writer(repo, tx, result, mapping.record_id)
-            writer.start()
-            try:
-                _read_into(writer, source, key, mapping, raw_format, batch_size, result, known)
-                writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
+        with repo.transaction() as tx:
+            tables = _TableWriter(repo, tx, result, mapping.record_id)
+            with BatchWriter(tables.write) as writer:
+                batches = _Batches(writer.submit, tables.encoding, mapping, key, batch_size, result)
+                _read_into(batches, source, mapping, raw_format, known)
             if hashing is not None:
                 result.bytes, result.sha256 = hashing.finish()
                 _verify(key, expected, result)
@@ -680,7 +599,7 @@ def _load_once(
         result.inserted,
         result.seconds,
         result.rows_read / result.seconds if result.seconds else 0.0,
-        writer.db_seconds,
+        writer.busy_seconds,
         writer.wait_seconds,
     )
 
@@ -809,13 +728,15 @@ class _Batches:
 
     def __init__(
         self,
-        writer: _Writer,
+        submit: Callable[[_Batch], None],
+        encoding: str,
         mapping: RecordMapping,
         key: str,
         batch_size: int,
         result: LoadResult,
     ) -> None:
-        self.writer, self.mapping, self.key, self.result = writer, mapping, key, result
+        self.send, self.encoding = submit, encoding
+        self.mapping, self.key, self.result = mapping, key, result
         self.batch_size = batch_size
         self.batch = _Batch(mapping.tables)
         # the first batches are small so the database starts early, then they double up to
@@ -843,8 +764,8 @@ class _Batches:
         """Hand the current batch to the writer (if it holds anything) and start a new one."""
         if self.batch.records:
             self.result.rows_read += self.batch.records
-            self.batch.seal(self.writer.encoding)
-            self.writer.submit(self.batch)
+            self.batch.seal(self.encoding)
+            self.send(self.batch)
             self.batch = _Batch(self.mapping.tables)
 
     def reject(self, where: tuple[str, int], raw: Any, exc: Exception) -> None:
@@ -896,13 +817,10 @@ class _Batches:
 
 
 def _read_into(
-    writer: _Writer,
+    batches: _Batches,
     source_file: Any,
-    key: str,
     mapping: RecordMapping,
     raw_format: RawFormat,
-    batch_size: int,
-    result: LoadResult,
     known_months: set[str] | None,
 ) -> None:
     """Read, decode and map every record of the file into batches handed to the writer.
@@ -910,7 +828,6 @@ def _read_into(
     With `known_months` (the months events_part has partitions for), a record of another
     month raises _MissingPartition before its batch is sent.
     """
-    batches = _Batches(writer, mapping, key, batch_size, result)
     by_chunk = (
         raw_format.chunks is not None
         and hasattr(mapping, "line")
@@ -923,6 +840,10 @@ def _read_into(
     else:
         _read_records(batches, source_file, raw_format, known_months)
     batches.submit()
+
+
+HAND_OVER_MASK = 127
+"""The reader yields the GIL every 128 records (without it the database idles)."""
 
 
 def _read_records(
