@@ -20,9 +20,11 @@ from typing import Any
 
 import psycopg
 
+from dwh_helper.config import EtlSettings
 from dwh_helper.dwh.load_log import (
     Completion,
     complete_attempt,
+    loaded_before,
     loaded_since,
     lock_key,
     mark_abandoned,
@@ -89,6 +91,7 @@ def load_raw_file(
     window: tuple[datetime, datetime] | None = None,
     info: ObjectInfo | None = None,
     reload: bool = False,
+    optimistic_copy: bool | None = None,
     temp_dir: Path | None = None,
     months: Sequence[date] = (),
 ) -> LoadResult:
@@ -104,6 +107,9 @@ def load_raw_file(
     Records that cannot be mapped go to load_rejects with file, entry, line and reason;
     the load fails (and commits nothing) when they exceed `reject_ratio` of the records.
     Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
+    Batches are COPY'd straight into their tables while nothing conflicts (`optimistic_copy`,
+    default `ETL_OPTIMISTIC_COPY`; see `table_writer`); a `reload`, a key the journal has
+    seen loaded before and a pass after a deadlock go through staging from the start.
     An invalid value of an `on_invalid: null` column is stored NULL and reported (kind
     'value'); PostgreSQL refusing a row the value layer let through rejects that row only.
     Every failure is a LoadError naming the file (see `as_load_error`).
@@ -152,9 +158,12 @@ def load_raw_file(
                 return result
             if months:
                 create_month_partitions(conn, months)
+            if optimistic_copy is None:
+                optimistic_copy = EtlSettings().optimistic_copy
+            optimistic = optimistic_copy and not reload and not loaded_before(conn, key, attempt)
             _load_verified(
                 store, key, pinned, conn, mapping, raw_format, info, expected, result,
-                batch_size, reject_ratio, attempt, temp_dir, started,
+                batch_size, reject_ratio, attempt, temp_dir, started, optimistic,
             )  # fmt: skip
         except BaseException as exc:
             _journal_failure(repo, conn, attempt, result, expected, exc)
@@ -181,6 +190,7 @@ def _load_verified(
     attempt: int,
     temp_dir: Path | None,
     started: float,
+    optimistic: bool,
 ) -> None:
     """Check, read and load the object in one data transaction that also completes the journal."""
     if not expected.recorded:
@@ -214,7 +224,8 @@ def _load_verified(
             result.reset_counts()
             try:
                 _load_once(store, key, repo, conn, mapping, raw_format, path, expected, result,
-                           batch_size, reject_ratio, attempt, known, started)  # fmt: skip
+                           batch_size, reject_ratio, attempt, known, started,
+                           optimistic and tries == 1)  # fmt: skip
                 return
             except psycopg.errors.DeadlockDetected as exc:
                 # two loads of large files sharing keys across batches (say, devices) can still
@@ -259,6 +270,7 @@ def _load_once(
     attempt: int,
     known: set[str] | None,
     started: float,
+    optimistic: bool,
 ) -> None:
     """One pass: read, map and write in the data transaction; verify; complete the journal."""
     with ExitStack() as cleanup:
@@ -270,7 +282,7 @@ def _load_once(
         else:
             source = path
         with repo.transaction() as tx:
-            tables = TableWriter(repo, tx, result, mapping.record_id)
+            tables = TableWriter(repo, tx, result, mapping.record_id, optimistic=optimistic)
             with BatchWriter(tables.write) as writer:
                 batches = Batches(writer.submit, tables.encoding, mapping, key, batch_size, result)
                 read_into(batches, source, mapping, raw_format, known)
@@ -283,7 +295,8 @@ def _load_once(
             complete_attempt(tx, attempt, _completion(result, expected))
     log.info(
         "loaded %s: %d records, %d rejected, %d value(s) stored NULL, %d repaired, inserted %s "
-        "in %.1fs (%.0f records/s; database busy %.1fs, reader waited %.1fs for it)",
+        "in %.1fs (%.0f records/s; %d rows COPY'd straight, the rest through staging; "
+        "database busy %.1fs, reader waited %.1fs for it)",
         key,
         result.rows_read,
         result.rejected,
@@ -292,6 +305,7 @@ def _load_once(
         result.inserted,
         result.seconds,
         result.rows_read / result.seconds if result.seconds else 0.0,
+        tables.direct_rows,
         writer.busy_seconds,
         writer.wait_seconds,
     )

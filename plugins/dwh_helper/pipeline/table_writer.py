@@ -1,5 +1,15 @@
 """The writer's side of a load: one batch COPY'd into its tables in the file's transaction.
 
+Optimistic COPY: a normal daily load writes rows that are not in the DWH yet, so each table's
+lines are first COPY'd straight into the table in a savepoint (what raw COPY costs). A unique
+conflict rolls the savepoint back and the lines go through staging + ON CONFLICT DO NOTHING
+(the idempotent path) — and so does the rest of the file: it overlaps data already loaded.
+Duplicate keys inside one batch do not count as a conflict: the batch is deduplicated (first
+row wins, memory bounded by the batch) and COPY'd straight again. Tables whose keys recur
+across files by design (`first_per_file`: mobile_devices, a device in every day it is seen)
+always go through staging. A data error also sends the batch through staging, where the
+recovery below finds the refused row.
+
 PostgreSQL refusing a row the value layer let through is the last line of defence: the
 refused row is found (the COPY line the error names, else by halving), rejected with
 PostgreSQL's reason — or, for an `on_invalid: null` column, its value stored NULL — and the
@@ -32,25 +42,75 @@ class TableWriter:
         conn: psycopg.Connection,
         result: LoadResult,
         record_id: str = "",
+        *,
+        optimistic: bool = True,
     ) -> None:
         self.repo, self.conn, self.result = repo, conn, result
         self.record_id = record_id
         self.encoding = conn.info.encoding
+        self.optimistic = optimistic
+        """True while this file's batches are COPY'd straight into their tables."""
+        self.deduplicating: set[Any] = set()
+        """Tables whose batches held duplicate keys: deduplicated before each straight COPY."""
+        self.batches = 0
+        self.direct_rows = 0
+        """Rows COPY'd straight into their tables (the rest went through staging)."""
 
     def write(self, batch: Batch) -> None:
         """COPY each table's lines, keep the batch's rejects; free the batch's bytes."""
+        self.batches += 1
         for table, data in batch.payload.items():
-            try:
-                inserted = self._copy(table, data)
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                if isinstance(exc, psycopg.errors.UniqueViolation):
-                    raise
-                inserted = self._recover(table, data, exc, batch)
+            inserted = None
+            if self.optimistic and goes_straight(table):
+                inserted = self._direct(table, data)
+            if inserted is None:
+                inserted = self._staged(table, data, batch)
             name = table.spec.name
             self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
         batch.payload = {}  # free the batch's text as soon as it is in the database
         if batch.rejects:
             write_rejects(self.conn, batch.rejects)
+
+    def _direct(self, table: Any, data: bytes) -> int | None:
+        """COPY straight into the table in a savepoint; None: load it through staging."""
+        sent = data
+        if table in self.deduplicating:
+            sent, _dropped = without_duplicate_keys(table, data)
+        try:
+            inserted = self.repo.copy_text_direct(
+                table.spec, table.columns, [sent], dialect=table.copy_dialect
+            )
+        except psycopg.errors.UniqueViolation:
+            if table not in self.deduplicating and without_duplicate_keys(table, data)[1]:
+                self.deduplicating.add(table)
+                log.info(
+                    "%s: duplicate %s keys inside a batch: deduplicating its batches",
+                    self.result.key,
+                    table.spec.name,
+                )
+                return self._direct(table, data)
+            self.optimistic = False
+            log.info(
+                "%s: batch %d of %s meets rows already in the DWH: the rest of the file goes "
+                "through staging + ON CONFLICT DO NOTHING",
+                self.result.key,
+                self.batches,
+                table.spec.name,
+            )
+            return None
+        except (psycopg.DataError, psycopg.IntegrityError):
+            return None  # staging's recovery finds the refused row(s)
+        self.direct_rows += inserted
+        return inserted
+
+    def _staged(self, table: Any, data: bytes, batch: Batch) -> int:
+        """Staging + ON CONFLICT DO NOTHING; a row PostgreSQL refuses is found and rejected."""
+        try:
+            return self._copy(table, data)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            if isinstance(exc, psycopg.errors.UniqueViolation):
+                raise
+            return self._recover(table, data, exc, batch)
 
     def _copy(self, table: Any, data: bytes) -> int:
         """COPY one table's lines (in a savepoint of the file's transaction)."""
@@ -197,3 +257,38 @@ class TableWriter:
 def _expand(runs: list[tuple[str, int, int]]) -> list[tuple[str | None, int | None]]:
     """Runs of (entry, first line, count) as one (entry, line) per COPY line."""
     return [(entry, first + offset) for entry, first, count in runs for offset in range(count)]
+
+
+def goes_straight(table: Any) -> bool:
+    """Whether a table's batches are tried with a straight COPY: not a table whose keys recur
+    across files by design (first row per key per file: devices), and one whose COPY lines
+    carry every key column (so a batch can be deduplicated)."""
+    return not table.first_per_file and _key_positions(table) is not None
+
+
+def without_duplicate_keys(table: Any, data: bytes) -> tuple[bytes, int]:
+    """A batch's COPY lines with later rows of a repeated key dropped (first wins); how many."""
+    positions = _key_positions(table)
+    assert positions is not None
+    delimiter = table.copy_dialect.delimiter.encode()
+    last = max(positions) + 1
+    lines = data.split(b"\n")
+    lines.pop()  # after the last line's newline
+    seen: set[tuple[bytes, ...]] = set()
+    kept = []
+    for line in lines:
+        fields = line.split(delimiter, last)
+        key = tuple(fields[position] for position in positions)
+        if key not in seen:
+            seen.add(key)
+            kept.append(line)
+    kept.append(b"")
+    return b"\n".join(kept), len(lines) + 1 - len(kept)
+
+
+def _key_positions(table: Any) -> tuple[int, ...] | None:
+    columns = list(table.columns)
+    try:
+        return tuple(columns.index(name) for name in table.spec.key)
+    except ValueError:
+        return None
