@@ -225,13 +225,14 @@ def _load_verified(
             try:
                 _load_once(store, key, repo, conn, mapping, raw_format, path, expected, result,
                            batch_size, reject_ratio, attempt, known, started,
-                           optimistic and tries == 1)  # fmt: skip
+                           optimistic)  # fmt: skip
                 return
             except psycopg.errors.DeadlockDetected as exc:
                 # two loads of large files sharing keys across batches (say, devices) can still
                 # meet in opposite orders; PostgreSQL rolled this one back: read it again
                 if tries == PASSES:
                     raise
+                optimistic = False  # the loads met in the tables: this one through staging
                 log.warning("%s: rolled back by a deadlock (%s); loading again", key, exc)
                 time.sleep(random.uniform(0.1, 1.0))
             except MissingPartition as missing:
