@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import psycopg
@@ -19,6 +19,7 @@ from test_load_integrity import _body, _land, _rows
 
 from dwh_helper.dwh.copy_text import TEXT
 from dwh_helper.dwh.repository import Repository, open_connection
+from dwh_helper.dwh.schema import migrate
 from dwh_helper.pipeline.amplitude import load_amplitude_file
 from dwh_helper.pipeline.appmetrica import load_appmetrica_file, raw_key
 from dwh_helper.pipeline.table_writer import without_duplicate_keys
@@ -34,16 +35,11 @@ STRAIGHT = re.compile(r"(\d+) rows COPY'd straight")
 
 
 @pytest.fixture
-def two_databases(pg_server) -> Iterator[dict[bool, str]]:
+def two_databases(dwh_dsn: str, empty_dsn: str) -> dict[bool, str]:
     """Two fresh DWH databases: True for the optimistic path, False for staging only."""
-    from conftest import TEMPLATE_DB
-
-    names = {path: pg_server.create_database(template=TEMPLATE_DB) for path in (True, False)}
-    try:
-        yield {path: pg_server.dsn_for(name) for path, name in names.items()}
-    finally:
-        for name in names.values():
-            pg_server.drop_database(name)
+    with open_connection(empty_dsn) as conn:
+        migrate(conn)
+    return {True: dwh_dsn, False: empty_dsn}
 
 
 def _snapshot(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[str, list]:
