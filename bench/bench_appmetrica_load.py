@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -114,6 +115,11 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=["csv", "json"], choices=["csv", "json"])
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per format")
+    parser.add_argument(
+        "--staged",
+        action="store_true",
+        help="also measure e2e with ETL_OPTIMISTIC_COPY=false (every batch through staging)",
+    )
     add_server_flags(parser)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -122,6 +128,8 @@ def main() -> None:
         if kind in ("raw", "limit"):
             answer = child_limit(rest[0], Path(rest[1]), rest[2], args.batch_size, kind == "raw")
         else:
+            if kind == "staged":
+                os.environ["ETL_OPTIMISTIC_COPY"] = "false"
             answer = child_e2e(rest[0], rest[1], rest[2], args.batch_size)
         print(json.dumps(answer))
         return
@@ -135,20 +143,21 @@ def main() -> None:
             sizes[fmt] = path.stat().st_size
             key = raw_key(APPLICATION_ID, "events", DAY, fmt)
             store.upload_file(path, key)
-            measured = results[fmt] = {kind: [] for kind in (*KINDS, "peak")}
+            kinds = (*KINDS, "staged") if args.staged else KINDS
+            measured = results[fmt] = {kind: [] for kind in (*kinds, "peak")}
             for attempt in range(args.repeat):
-                for kind in KINDS:
+                for kind in kinds:
                     dsn = fresh_database(pg, f"bench_{kind}")
-                    where = [str(path), fmt] if kind != "e2e" else [s3_url, key]
+                    where = [str(path), fmt] if kind in ("raw", "limit") else [s3_url, key]
                     run = run_child(__file__, kind, dsn, *where, batch_size=args.batch_size)
                     assert run["rows"] == args.rows, (kind, run)
-                    if kind == "e2e":
+                    if kind in ("e2e", "staged"):
                         assert run["inserted"] == args.rows, run
                         measured["peak"].append(run["peak_mb"])
                     measured[kind].append(args.rows / run["seconds"])
                 print(
                     f"  {fmt} #{attempt + 1}: "
-                    + ", ".join(f"{kind} {measured[kind][-1]:,.0f} rows/s" for kind in KINDS)
+                    + ", ".join(f"{kind} {measured[kind][-1]:,.0f} rows/s" for kind in kinds)
                     + f" (e2e/raw {measured['e2e'][-1] / measured['raw'][-1]:.2f}), "
                     f"peak {measured['peak'][-1]:.0f} MB; {load_average()}",
                     flush=True,
@@ -169,6 +178,12 @@ def main() -> None:
             f"| {e2e / raw:.2f} | {e2e / limit:.2f} | {limit / raw:.2f} "
             f"| {max(measured['peak']):.0f} |"
         )
+        if measured.get("staged"):
+            staged = statistics.median(measured["staged"])
+            print(
+                f"{fmt}: e2e with every batch through staging {staged:,.0f} rows/s; "
+                f"optimistic / staged {e2e / staged:.2f}"
+            )
 
 
 if __name__ == "__main__":
