@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The repository root is on the path for `api` and for `devtools` (sandboxes, demo): neither
+# is part of the shipped `dwh-helper` package, which is plugins/ only.
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/dags:$(CURDIR)
 
 .PHONY: demo test test-unit test-production lint format bench api run migrate clean install
@@ -25,7 +27,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 ## demo: the whole pipeline on this machine, nothing configured
 demo: install
-	$(BIN)/python -m dwh_helper.demo
+	$(BIN)/python -m devtools.demo
 
 ## test: the whole test suite (starts PostgreSQL and S3 itself)
 test: install
@@ -50,7 +52,7 @@ format: install
 
 ## api: the companion API on http://127.0.0.1:8000 against local services and demo tokens
 api: install
-	$(BIN)/python -m dwh_helper.demo api
+	$(BIN)/python -m devtools.demo api
 
 ## run: amplitude_events, appmetrica_events and user_properties for DAY with the .env credentials
 run: install

@@ -45,11 +45,11 @@ from services import (
     store_for,
 )
 
+from devtools.sandbox.amplitude_events import write_day_archive
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import ensure_month_partitions
 from dwh_helper.pipeline.amplitude import load_amplitude_file
 from dwh_helper.pipeline.load import DEFAULT_BATCH_SIZE
-from dwh_helper.sandbox.amplitude_events import write_day_archive
 from dwh_helper.sources.amplitude import iter_lines
 from dwh_helper.transform.event_mapping import amplitude_mapping, parse_json_line
 

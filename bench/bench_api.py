@@ -39,8 +39,8 @@ from services import (
     store_for,
 )
 
-from dwh_helper.sandbox.postgres import free_port
-from dwh_helper.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
+from devtools.sandbox.postgres import free_port
+from devtools.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "OAuth demo-write-token"}

@@ -43,10 +43,10 @@ from services import (
     store_for,
 )
 
+from devtools.sandbox.appmetrica import write_events_file
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.pipeline.appmetrica import AppMetricaFile, load_appmetrica_file, raw_key
 from dwh_helper.pipeline.load import DEFAULT_BATCH_SIZE
-from dwh_helper.sandbox.appmetrica import write_events_file
 from dwh_helper.transform.appmetrica_mapping import load_appmetrica_mapping
 
 APPLICATION_ID = "1111"

@@ -30,9 +30,9 @@ from datetime import UTC, datetime, timedelta
 
 from services import add_server_flags, fresh_database, load_average, peak_rss_mb, postgres
 
+from devtools.sandbox.amplitude_events import iter_hour
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.tables import get_table
-from dwh_helper.sandbox.amplitude_events import iter_hour
 
 OUTPUT_TABLES = ("permanent_user_properties", "changeable_user_properties")
 START = datetime(2024, 3, 1, tzinfo=UTC)

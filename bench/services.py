@@ -26,9 +26,9 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
+from devtools.sandbox.postgres import TemporaryPostgres, free_port  # noqa: E402
 from dwh_helper.dwh.repository import open_connection  # noqa: E402
 from dwh_helper.dwh.schema import migrate  # noqa: E402
-from dwh_helper.sandbox.postgres import TemporaryPostgres, free_port  # noqa: E402
 
 BUCKET = "bench-raw"
 

@@ -34,10 +34,10 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from devtools.sandbox.postgres import TemporaryPostgres  # noqa: E402
+from devtools.sandbox.s3 import LocalS3  # noqa: E402
 from dwh_helper.dwh.repository import Repository, open_connection  # noqa: E402
 from dwh_helper.dwh.schema import migrate  # noqa: E402
-from dwh_helper.sandbox.postgres import TemporaryPostgres  # noqa: E402
-from dwh_helper.sandbox.s3 import LocalS3  # noqa: E402
 from dwh_helper.storage.s3 import ObjectStore  # noqa: E402
 
 _counter = itertools.count()

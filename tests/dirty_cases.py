@@ -15,9 +15,9 @@ from datetime import UTC, date, datetime
 
 import psycopg
 
+from devtools.sandbox.amplitude_events import generate_hour
+from devtools.sandbox.appmetrica import generate_rows
 from dwh_helper.pipeline.appmetrica import day_window
-from dwh_helper.sandbox.amplitude_events import generate_hour
-from dwh_helper.sandbox.appmetrica import generate_rows
 
 KEY = "raw/amplitude/web/2024/03/02/web_20240302.zip"
 ENTRY = "374182/374182_2024-03-02_10#0.json.gz"

@@ -1,8 +1,10 @@
-"""The layering rule: the core never imports Airflow or FastAPI; the API never imports Airflow."""
+"""The layering rule: the core never imports Airflow or FastAPI; the API never imports Airflow;
+production code never imports the development tools (`devtools`: sandboxes and the demo)."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,14 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ("sources", "storage", "dwh", "transform", "pipeline", "sandbox")
+CORE = ("sources", "storage", "dwh", "transform", "pipeline")
+#: Everything that ships: the Airflow plugin package, the API and the DAG files.
+PRODUCTION = ("plugins", "api", "dags")
+DYNAMIC_IMPORTS = {"import_module", "__import__"}
 
 
 def _imports(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports, statically or by a literal name."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -21,7 +27,18 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if called in DYNAMIC_IMPORTS and isinstance(first, ast.Constant):
+                if isinstance(first.value, str):
+                    names.add(first.value.split(".")[0])
     return names
+
+
+def _production_files() -> list[Path]:
+    return [path for folder in PRODUCTION for path in (ROOT / folder).rglob("*.py")]
 
 
 @pytest.mark.parametrize("package", CORE)
@@ -34,3 +51,37 @@ def test_core_imports_neither_airflow_nor_fastapi(package):
 def test_api_never_imports_airflow():
     for path in (ROOT / "api").rglob("*.py"):
         assert "airflow" not in _imports(path), path.relative_to(ROOT)
+
+
+def test_production_code_never_imports_devtools():
+    files = _production_files()
+    assert len(files) > 50, "the production tree was not found"
+    offenders = [str(p.relative_to(ROOT)) for p in files if "devtools" in _imports(p)]
+    assert not offenders, f"production code imports devtools (sandboxes/demo): {offenders}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import devtools.sandbox.amplitude\n",
+        "from devtools.sandbox.s3 import LocalS3\n",
+        "def f():\n    from devtools import demo\n",
+        "import importlib\nimportlib.import_module('devtools.sandbox.appmetrica')\n",
+    ],
+)
+def test_the_import_check_sees_every_form_of_import(tmp_path, source):
+    path = tmp_path / "module.py"
+    path.write_text(source)
+    assert "devtools" in _imports(path)
+
+
+def test_devtools_is_not_in_the_shipped_package():
+    """`pip install .` packs plugins/ only; no sandbox or demo module is left inside it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["packages"]["find"]["where"] == ["plugins"]
+    assert (ROOT / "devtools" / "__init__.py").is_file()
+    package = ROOT / "plugins" / "dwh_helper"
+    assert not (package / "sandbox").exists()
+    assert not (package / "demo.py").exists()
+    leftovers = [p for p in (ROOT / "plugins").rglob("*.py") if p.parts[-2:-1] == ("sandbox",)]
+    assert not leftovers, leftovers

@@ -38,7 +38,7 @@ def test_the_quick_start_is_two_commands():
 
 def test_every_python_module_entry_point_exists():
     modules = set(re.findall(r"python -m ([a-z_][a-z0-9_.]*)", README))
-    assert "dwh_helper.demo" in (ROOT / "Makefile").read_text()
+    assert "devtools.demo" in (ROOT / "Makefile").read_text()
     assert modules, "the README names no module entry point"
     for module in modules:
         assert importlib.util.find_spec(module) is not None, module

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
+import math
 import time
 import zipfile
 from datetime import UTC, date, datetime, timedelta
@@ -16,16 +16,15 @@ from api.auth import require_read
 from api.deps import ApiSettingsDep, SettingsDep
 from api.downloads import WorkDirFileResponse, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
-from dwh_helper.sources.amplitude import (
+from dwh_helper.sources.amplitude import AmplitudeClient
+from dwh_helper.sources.amplitude_archive import iter_lines
+from dwh_helper.sources.amplitude_errors import (
     AmplitudeAuthError,
-    AmplitudeClient,
     AmplitudeDataNotReady,
     AmplitudeError,
-    AmplitudeUnavailable,
-    AmplitudeWindowTooLarge,
-    ExportWindow,
-    iter_lines,
 )
+from dwh_helper.sources.amplitude_window import ExportWindow
+from dwh_helper.sources.date_params import DAY, DateParamError, parse_moment
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +41,23 @@ DayParam = Annotated[
 def parse_day(value: str, name: str) -> date:
     """A `YYYYMMDD` query value as a date, or a 422 naming the parameter."""
     try:
-        if not re.fullmatch(r"[0-9]{8}", value):
-            raise ValueError
-        day = datetime.strptime(value, "%Y%m%d").date()
-    except ValueError:
-        raise ApiError(
-            422, f"{name}={value[:20]!r} is not a day: use YYYYMMDD, e.g. 20240501", field=name
-        ) from None
-    if not EARLIEST <= day <= datetime.now(UTC).date():
-        raise ApiError(422, f"{name}={value} is outside {EARLIEST:%Y%m%d}..today (UTC)", field=name)
-    return day
+        moment = parse_moment(
+            value, name, formats=DAY, earliest=EARLIEST, latest=datetime.now(UTC).date()
+        )
+    except DateParamError as exc:
+        raise ApiError(422, str(exc), field=exc.name) from None
+    return moment.date()
 
 
 def _upstream_error(exc: AmplitudeError, source: str) -> ApiError:
+    """The answer to an Amplitude failure, chosen by its type and fields (never its text)."""
     if isinstance(exc, AmplitudeDataNotReady):
         return ApiError(422, str(exc), field="end")
     if isinstance(exc, AmplitudeAuthError):
         return ApiError(502, f"Amplitude refused the {source!r} project's keys: {exc}")
-    if isinstance(exc, AmplitudeWindowTooLarge):
-        return ApiError(502, str(exc))
-    if isinstance(exc, AmplitudeUnavailable):
-        status = 504 if re.search(r"last fault: \w*Timeout", str(exc)) else 502
-        return ApiError(status, str(exc), headers={"Retry-After": "60"})
+    if exc.retryable:
+        wait = math.ceil(exc.retry_after) if exc.retry_after else 60
+        return ApiError(504 if exc.timed_out else 502, str(exc), headers={"Retry-After": str(wait)})
     return ApiError(502, f"Amplitude export failed: {exc}")
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import math
 import re
 import time
 import zipfile
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Annotated, Literal
 
@@ -23,15 +23,14 @@ from api.downloads import WorkDirFileResponse, remove_dir, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.settings import ApiSettings
 from dwh_helper.config import Settings
+from dwh_helper.pipeline.appmetrica_days import DaysDownload, day_windows, download_days
+from dwh_helper.sources import date_params
 from dwh_helper.sources.appmetrica import (
     DEFAULT_FIELDS,
     AppMetricaAuthError,
-    AppMetricaBadRequest,
     AppMetricaClient,
     AppMetricaError,
     AppMetricaTooLarge,
-    AppMetricaUnavailable,
-    ExportedPart,
     ExportRequest,
 )
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/appmetrica", tags=["appmetrica"], dependencies=[Depends(require_read)])
 
-MAX_PARTS = 1024
 EARLIEST, LATEST = date(2010, 1, 1), date(2100, 12, 31)
 """Dates outside this range are refused (422) before AppMetrica is asked."""
 _BOM = codecs.BOM_UTF8
@@ -74,6 +72,7 @@ def _client(settings: Settings, api: ApiSettings) -> AppMetricaClient:
         poll_timeout=block.poll_timeout_seconds,
         timeout=block.timeout_seconds,
         max_attempts=api.appmetrica_max_attempts,
+        rate_limit_wait=block.poll_interval_seconds,  # a full queue: ask again next round
     )
 
 
@@ -87,14 +86,17 @@ def _token_works(client: AppMetricaClient) -> bool:
 
 
 def _upstream_error(exc: AppMetricaError) -> ApiError:
+    """The answer to an AppMetrica failure, chosen by its type and fields (never its text)."""
     if isinstance(exc, AppMetricaAuthError):
         return ApiError(502, f"AppMetrica refused the service's token: {exc}")
     if isinstance(exc, AppMetricaTooLarge):
         return ApiError(502, f"AppMetrica could not split the export finely enough: {exc}")
-    if isinstance(exc, AppMetricaBadRequest):
+    if exc.retryable:
+        wait = math.ceil(exc.retry_after) if exc.retry_after else 60
+        headers = {"Retry-After": str(wait)}
+        return ApiError(503, f"AppMetrica is unavailable: {exc}", headers=headers)
+    if exc.status is not None and 400 <= exc.status < 500:
         return ApiError(422, f"AppMetrica rejected the request: {exc}")
-    if isinstance(exc, AppMetricaUnavailable):
-        return ApiError(503, f"AppMetrica is unavailable: {exc}", headers={"Retry-After": "60"})
     return ApiError(502, f"AppMetrica export failed: {exc}")
 
 
@@ -124,79 +126,17 @@ def ping(settings: SettingsDep, api: ApiSettingsDep) -> PingResult:
 
 def parse_moment(value: str, name: str, end_of_day: bool) -> datetime:
     """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (a date `date_until` means its last second)."""
-    text = value.strip()
-    moment: datetime | None = None
     try:
-        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-            moment = datetime.combine(date.fromisoformat(text), datetime.min.time())
-            if end_of_day:
-                moment += timedelta(days=1, seconds=-1)
-        elif re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}", text):
-            moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is not None and EARLIEST <= moment.date() <= LATEST:
-        return moment
-    raise ApiError(
-        422,
-        f"{name}={value[:40]!r}: use YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS' between "
-        f"{EARLIEST} and {LATEST}, e.g. 2024-05-01",
-        field=name,
-    )
-
-
-def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
-    """[since, until] cut at midnight into per-day windows (both ends inclusive, seconds)."""
-    windows = []
-    start = since
-    while start <= until:
-        next_day = datetime.combine(start.date() + timedelta(days=1), datetime.min.time())
-        end = min(until, next_day - timedelta(seconds=1))
-        windows.append((start, end))
-        start = next_day
-    return windows
-
-
-@dataclass
-class _Day:
-    request: ExportRequest
-    parts_count: int = 1
-    parts: dict[int, ExportedPart] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.request.since:%Y-%m-%d}"
-
-    def pending(self) -> list[int]:
-        return [number for number in range(self.parts_count) if number not in self.parts]
-
-
-def _poll_round(client: AppMetricaClient, days: list[_Day], workdir: Path, max_queued: int) -> None:
-    """Ask once for every unfinished part, keeping at most `max_queued` preparing at AppMetrica."""
-    queued = 0
-    for day in days:
-        for number in day.pending():
-            if queued >= max_queued:
-                return
-            try:
-                part = client.request_once(day.request, workdir, day.parts_count, number)
-            except AppMetricaTooLarge:
-                if day.parts_count * 2 > MAX_PARTS:
-                    raise
-                for done in day.parts.values():
-                    done.path.unlink(missing_ok=True)
-                day.parts.clear()
-                day.parts_count *= 2
-                log.info("appmetrica export %s: too large, %d parts", day.label, day.parts_count)
-                return
-            except AppMetricaUnavailable as exc:
-                if "429" in str(exc):
-                    return  # AppMetrica's queue is full: wait for the next round
-                raise
-            if part is None:
-                queued += 1
-            else:
-                day.parts[number] = part
+        return date_params.parse_moment(
+            value,
+            name,
+            formats=date_params.DAY_OR_SECOND,
+            end_of_day=end_of_day,
+            earliest=EARLIEST,
+            latest=LATEST,
+        )
+    except date_params.DateParamError as exc:
+        raise ApiError(422, str(exc), field=exc.name) from None
 
 
 def _open_without_bom(path: Path) -> IO[bytes]:
@@ -324,37 +264,32 @@ def export(
             f"unknown {resource} fields {unknown[:10]}; valid: {', '.join(known)}",
             field="fields",
         )
-    days = [
-        _Day(
-            ExportRequest(
-                resource=resource,
-                application_id=app_id,
-                since=start,
-                until=end,
-                fields=chosen,
-                date_dimension=date_dimension,
-                use_utf8_bom=use_utf8_bom,
-                skip_unavailable_shards=skip_unavailable_shards,
-                fmt=format,
-            )
+    requests = [
+        ExportRequest(
+            resource=resource,
+            application_id=app_id,
+            since=start,
+            until=end,
+            fields=chosen,
+            date_dimension=date_dimension,
+            use_utf8_bom=use_utf8_bom,
+            skip_unavailable_shards=skip_unavailable_shards,
+            fmt=format,
         )
         for start, end in windows
     ]
     name = f"appmetrica_{app_id}_{since:%Y%m%d}_{until:%Y%m%d}"
     started = time.monotonic()
-    interval = settings.appmetrica.poll_interval_seconds
     with work_dir(prefix="dwh-api-appmetrica-") as workdir:
         with _client(settings, api) as client:
-            deadline = started + api.appmetrica_wait_seconds
             try:
-                while True:
-                    _poll_round(client, days, workdir, api.appmetrica_max_queued)
-                    if all(not day.pending() for day in days):
-                        break
-                    if time.monotonic() + interval > deadline:
-                        remove_dir(workdir)
-                        return _preparing(days, api, time.monotonic() - started)
-                    time.sleep(interval)
+                download = download_days(
+                    client,
+                    requests,
+                    workdir,
+                    max_queued=api.appmetrica_max_queued,
+                    wait_seconds=api.appmetrica_wait_seconds,
+                )
             except AppMetricaError as exc:
                 log.warning("appmetrica export %s failed: %s", name, type(exc).__name__)
                 if isinstance(exc, AppMetricaAuthError) and _token_works(client):
@@ -366,8 +301,11 @@ def export(
                         field="application_id",
                     ) from None
                 raise _upstream_error(exc) from None
+        if not download.complete:
+            remove_dir(workdir)
+            return _preparing(download, api, time.monotonic() - started)
         target = workdir / f"{name}.zip"
-        paths = [day.parts[number].path for day in days for number in range(day.parts_count)]
+        paths = download.files()
         entry = f"appmetrica_{resource}_{app_id}_{since:%Y%m%d}_{until:%Y%m%d}.{format}"
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
             with zipped.open(zip_entry(entry), "w", force_zip64=True) as out:
@@ -380,7 +318,7 @@ def export(
     log.info(
         "appmetrica export %s: %d day(s), %d file(s), %d bytes zipped in %.2fs",
         name,
-        len(days),
+        len(requests),
         len(paths),
         target.stat().st_size,
         time.monotonic() - started,
@@ -390,15 +328,14 @@ def export(
     )
 
 
-def _preparing(days: list[_Day], api: ApiSettings, waited: float) -> JSONResponse:
-    ready = [day.label for day in days if not day.pending()]
-    pending = [day.label for day in days if day.pending()]
+def _preparing(download: DaysDownload, api: ApiSettings, waited: float) -> JSONResponse:
+    pending = download.pending_days()
     body = Preparing(
         detail=(
-            f"AppMetrica is still preparing {len(pending)} of {len(days)} day(s) after "
+            f"AppMetrica is still preparing {len(pending)} of {len(download.days)} day(s) after "
             f"{waited:.0f}s; repeat the same request in {api.appmetrica_retry_after_seconds}s"
         ),
-        ready_days=ready,
+        ready_days=download.ready_days(),
         pending_days=pending,
         retry_after=api.appmetrica_retry_after_seconds,
     )

@@ -11,6 +11,8 @@ from pydantic import SecretStr
 
 from api.main import configure, create_app
 from api.settings import ApiSettings
+from devtools.sandbox.s3 import LocalS3
+from devtools.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
 from dwh_helper.config import (
     AmplitudeSettings,
     AppMetricaSettings,
@@ -22,8 +24,6 @@ from dwh_helper.config import (
     Settings,
     YandexSettings,
 )
-from dwh_helper.sandbox.s3 import LocalS3
-from dwh_helper.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "Bearer demo-write-token"}
@@ -150,7 +150,7 @@ def client(
 @pytest.fixture
 def amplitude_sandbox() -> Iterator[object]:
     """The Amplitude Export API stand-in (projects `web` and `mobile`), fresh faults per test."""
-    from dwh_helper.sandbox.amplitude import AmplitudeSandbox
+    from devtools.sandbox.amplitude import AmplitudeSandbox
 
     with AmplitudeSandbox(events_per_hour=10) as sandbox:
         yield sandbox
@@ -174,7 +174,7 @@ def amplitude_settings(amplitude_sandbox) -> AmplitudeSettings:  # type: ignore[
 @pytest.fixture
 def appmetrica_sandbox() -> Iterator[object]:
     """The AppMetrica Logs API stand-in: application 1111, 30 events a day, 2 polls before 200."""
-    from dwh_helper.sandbox.appmetrica import AppMetricaSandbox
+    from devtools.sandbox.appmetrica import AppMetricaSandbox
 
     with AppMetricaSandbox(application_ids=("1111", "2222"), events_per_day=30) as sandbox:
         yield sandbox
@@ -183,7 +183,7 @@ def appmetrica_sandbox() -> Iterator[object]:
 @pytest.fixture
 def appmetrica_settings(appmetrica_sandbox) -> AppMetricaSettings:  # type: ignore[no-untyped-def]
     """`APPMETRICA_*` pointing at the stand-in, polling every 10 ms."""
-    from dwh_helper.sandbox.appmetrica import DEMO_TOKEN
+    from devtools.sandbox.appmetrica import DEMO_TOKEN
 
     return AppMetricaSettings(
         base_url=appmetrica_sandbox.url,

@@ -109,6 +109,26 @@ def test_upstream_failures_map_to_502(amp_client, amplitude_sandbox, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_timeout_maps_to_504_and_a_rate_limit_passes_its_retry_after(
+    settings, amplitude_settings, api_settings, make_client, amplitude_sandbox
+):
+    # the status comes from the error's fields (timed_out, retry_after), not from its text
+    settings.amplitude = amplitude_settings.model_copy(update={"timeout_seconds": 0.3})
+    params = {"start": "20240501", "end": "20240501", "source": "web"}
+    amplitude_sandbox.faults.stall_first = 1
+    amplitude_sandbox.faults.stall_seconds = 1.5
+    with make_client(settings, api_settings) as client:
+        timed_out = client.get("/amplitude/export", headers=READ, params=params)
+        amplitude_sandbox.faults.rate_limit_first = 1
+        amplitude_sandbox.faults.retry_after = 17
+        limited = client.get("/amplitude/export", headers=READ, params=params)
+    assert timed_out.status_code == 504, timed_out.text
+    assert timed_out.headers["retry-after"] == "60"
+    assert limited.status_code == 502, limited.text
+    assert limited.headers["retry-after"] == "17"
+    assert "HTTP 429" in limited.json()["detail"]
+
+
 def test_wrong_keys_are_502_naming_the_settings(
     settings, amplitude_settings, api_settings, make_client
 ):

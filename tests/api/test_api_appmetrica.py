@@ -11,6 +11,8 @@ from datetime import datetime
 import pytest
 from pydantic import SecretStr
 
+from tests.support.fault_proxy import Fault, FaultProxy
+
 READ = {"Authorization": "OAuth demo-read-token"}
 FIELDS = "event_name,event_datetime,appmetrica_device_id,event_json"
 
@@ -201,6 +203,24 @@ def test_server_errors_are_503(am_client, appmetrica_sandbox):
     )
     assert response.status_code == 503
     assert "retry-after" in response.headers
+
+
+def test_upstream_retry_after_is_passed_on_with_the_503(
+    am_settings, api_settings, make_client, appmetrica_sandbox
+):
+    faults = [Fault(503, {"Retry-After": "42"}, "Service Unavailable")]
+    with FaultProxy(appmetrica_sandbox.url, faults) as proxy:
+        am_settings.appmetrica = am_settings.appmetrica.model_copy(update={"base_url": proxy.url})
+        api_settings = api_settings.model_copy(update={"appmetrica_max_attempts": 1})
+        with make_client(am_settings, api_settings) as client:
+            response = client.get(
+                "/appmetrica/export",
+                headers=READ,
+                params={"date_since": "2024-05-01", "date_until": "2024-05-01"},
+            )
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "42"
+    assert "HTTP 503" in response.json()["detail"]
 
 
 def test_ping(am_client, appmetrica_sandbox):

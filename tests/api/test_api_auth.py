@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from api.auth import REFUSED_TTL_SECONDS
 from api.main import create_app
+from devtools.sandbox.yandex_id import DEMO_CLIENT_ID
 from dwh_helper.config import AuthSettings
-from dwh_helper.sandbox.yandex_id import DEMO_CLIENT_ID
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "Bearer demo-write-token"}

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from dwh_helper.sandbox.yandex_id import YandexIdSandbox
+from devtools.sandbox.yandex_id import YandexIdSandbox
 
 pytestmark = pytest.mark.unit  # uvicorn + the Yandex ID stand-in; no database, no S3
 

@@ -9,9 +9,9 @@ from datetime import date
 
 import pytest
 
+from devtools.sandbox.appmetrica import generate_rows, iter_body
 from dwh_helper.pipeline.appmetrica import day_window, load_appmetrica_file, raw_key
 from dwh_helper.pipeline.load import LoadError
-from dwh_helper.sandbox.appmetrica import generate_rows, iter_body
 
 pytestmark = [pytest.mark.db, pytest.mark.s3]
 

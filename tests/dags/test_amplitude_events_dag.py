@@ -9,9 +9,9 @@ from ipaddress import ip_address
 import psycopg
 import pytest
 
+from devtools.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.amplitude import archive_key
-from dwh_helper.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.sources.amplitude import ExportWindow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from devtools.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.dwh.repository import open_connection
-from dwh_helper.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.sources.amplitude import ExportWindow
 from dwh_helper.transform.user_properties import transform_record
 

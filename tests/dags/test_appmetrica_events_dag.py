@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime
 import psycopg
 import pytest
 
+from devtools.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.appmetrica import day_window, raw_key
-from dwh_helper.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.sources.appmetrica import ExportRequest
 from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
 

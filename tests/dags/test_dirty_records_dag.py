@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from devtools.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.amplitude import archive_key
-from dwh_helper.sandbox.amplitude import AmplitudeSandbox
 from dwh_helper.sources.amplitude import ExportWindow
 from tests.dirty_cases import GOOD, amplitude_dirty_file, check_amplitude_dirty_load
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.sandbox.amplitude_events import generate_hour
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.tables import TMP_USER_PROPERTIES
-from dwh_helper.sandbox.amplitude_events import generate_hour
 
 pytestmark = pytest.mark.airflow
 

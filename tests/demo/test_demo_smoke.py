@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from dwh_helper.demo import demo_days, local_stack, run_dag, s3_summary, table_counts
+from devtools.demo import demo_days, local_stack, run_dag, s3_summary, table_counts
 from dwh_helper.sources.amplitude import ExportWindow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]
@@ -28,7 +28,7 @@ def test_demo_days_are_complete_in_amplitude():
 def test_one_small_day_through_airflow_matches_the_sandbox(tmp_path):
     day = demo_days()[1]
     with local_stack(tmp_path, events_per_hour=5) as stack:
-        from dwh_helper.demo import airflow
+        from devtools.demo import airflow
 
         airflow(stack, "db", "migrate")
         run_dag(stack, "amplitude_events", day, {"start": day.isoformat()})

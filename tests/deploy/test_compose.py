@@ -323,6 +323,21 @@ def test_dockerignore_keeps_secrets_and_venv_out() -> None:
     assert {".env", ".venv", ".git"} <= set(ignored)
 
 
+def test_no_image_and_no_service_carries_the_development_tools(config: dict) -> None:
+    """devtools/ (sandboxes, demo) stays out of the build context, both images and every mount."""
+    assert "devtools" in (ROOT / ".dockerignore").read_text().split()
+    for dockerfile in (AIRFLOW_DOCKERFILE, API_DOCKERFILE):
+        copies = re.findall(
+            r"^(?:COPY|ADD)\s+(?:--\S+\s+)*(.+?)\s+\S+\s*$", dockerfile.read_text(), re.M
+        )
+        assert copies, dockerfile
+        sources = {Path(source).parts[0] for line in copies for source in line.split()}
+        assert sources <= {"requirements.txt", "dags", "plugins", "api"}, (dockerfile, sources)
+    for name, service in config["services"].items():
+        for volume in service.get("volumes", []):
+            assert "devtools" not in Path(str(volume.get("source", ""))).parts, name
+
+
 def test_the_dags_need_no_pool_to_be_created() -> None:
     """A pool nobody created leaves tasks `scheduled` forever: the DAGs cap without pools."""
     # `pool="x"` arguments and constants such as `AMPLITUDE_POOL = "x"` or `pool: str = "x"`.

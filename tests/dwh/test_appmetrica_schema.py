@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from psycopg import sql
 
+from devtools.sandbox.appmetrica import AppMetricaSandbox, write_events_file
 from dwh_helper.dwh.appmetrica_schema import (
     APPMETRICA_TABLES,
     IDENTITY_FIELDS,
@@ -19,7 +20,6 @@ from dwh_helper.dwh.appmetrica_schema import (
 )
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import migrate
-from dwh_helper.sandbox.appmetrica import AppMetricaSandbox, write_events_file
 from dwh_helper.sources.appmetrica_parse import (
     DEFAULT_FIELDS,
     CastError,

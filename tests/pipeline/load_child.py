@@ -16,10 +16,10 @@ from typing import Any
 
 import boto3
 
+from devtools.sandbox.s3 import DEFAULT_CREDENTIALS
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.pipeline.load import LoadError
 from dwh_helper.pipeline.loaders import load_file
-from dwh_helper.sandbox.s3 import DEFAULT_CREDENTIALS
 from dwh_helper.storage.s3 import ObjectStore
 
 

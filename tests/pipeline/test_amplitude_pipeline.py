@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from devtools.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
+from devtools.sandbox.amplitude_events import generate_hour
 from dwh_helper.pipeline.amplitude import (
     archive_key,
     day_keys,
@@ -17,8 +19,6 @@ from dwh_helper.pipeline.amplitude import (
     load_amplitude_file,
 )
 from dwh_helper.pipeline.load import LoadError
-from dwh_helper.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
-from dwh_helper.sandbox.amplitude_events import generate_hour
 from dwh_helper.sources.amplitude import AmplitudeClient, ExportWindow
 from dwh_helper.storage.s3 import ObjectStore, file_sha256
 

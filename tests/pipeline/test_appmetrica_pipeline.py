@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.sandbox.appmetrica import (
+    AppMetricaFaults,
+    AppMetricaSandbox,
+    generate_rows,
+    iter_body,
+)
 from dwh_helper.dwh.appmetrica_schema import row_uuid
 from dwh_helper.pipeline.appmetrica import (
     AppMetricaFile,
@@ -25,12 +31,6 @@ from dwh_helper.pipeline.appmetrica import (
     raw_key,
 )
 from dwh_helper.pipeline.load import CorruptFile, LoadError
-from dwh_helper.sandbox.appmetrica import (
-    AppMetricaFaults,
-    AppMetricaSandbox,
-    generate_rows,
-    iter_body,
-)
 from dwh_helper.sources.appmetrica import AppMetricaClient, ExportRequest
 from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS, CastError, cast_record
 from dwh_helper.storage.s3 import ObjectStore

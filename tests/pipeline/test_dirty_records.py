@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from devtools.sandbox.amplitude_events import generate_hour
 from dwh_helper.pipeline.amplitude import load_amplitude_file
 from dwh_helper.pipeline.appmetrica import load_appmetrica_file, raw_key
 from dwh_helper.pipeline.load import LoadError, as_load_error
-from dwh_helper.sandbox.amplitude_events import generate_hour
 from dwh_helper.storage.s3 import ObjectReadError, ObjectStore
 from dwh_helper.transform.event_mapping import amplitude_mapping
 from tests.dirty_cases import (

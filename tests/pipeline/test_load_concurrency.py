@@ -25,10 +25,10 @@ import load_child  # tests/pipeline/load_child.py, importable as the fork server
 import psycopg
 import pytest
 
+from devtools.sandbox.amplitude_events import generate_hour
 from dwh_helper.dwh.load_log import KEY_LOCK_CLASS
 from dwh_helper.dwh.schema import create_month_partitions
 from dwh_helper.pipeline.amplitude import load_amplitude_file
-from dwh_helper.sandbox.amplitude_events import generate_hour
 from dwh_helper.storage.s3 import ObjectStore
 
 pytestmark = [pytest.mark.db, pytest.mark.s3]

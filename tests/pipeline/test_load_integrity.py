@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from test_load_concurrency import DEVICES, archive, day_events, put_day
 
+from devtools.sandbox.appmetrica import generate_rows, iter_body
 from dwh_helper.dwh.load_log import lock_key, unlock_key
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import PartitionUnavailable, create_month_partitions
@@ -23,7 +24,6 @@ from dwh_helper.pipeline.amplitude import AMPLITUDE_FORMAT, load_amplitude_file
 from dwh_helper.pipeline.appmetrica import day_window, load_appmetrica_file, raw_key
 from dwh_helper.pipeline.load import LoadError, load_raw_file
 from dwh_helper.pipeline.temp_files import remove_leftovers
-from dwh_helper.sandbox.appmetrica import generate_rows, iter_body
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform.event_mapping import amplitude_mapping
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from devtools.sandbox.amplitude_events import generate_hour, write_archive
 from dwh_helper.pipeline.user_properties import (
     REJECT_SOURCE,
     MigrationInterrupted,
     migrate_user_properties,
 )
-from dwh_helper.sandbox.amplitude_events import generate_hour, write_archive
 from dwh_helper.storage.s3 import ObjectNotFound
 
 pytestmark = [pytest.mark.db, pytest.mark.s3]

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dwh_helper.sandbox.amplitude import AmplitudeSandbox
-from dwh_helper.sandbox.appmetrica import AppMetricaSandbox
+from devtools.sandbox.amplitude import AmplitudeSandbox
+from devtools.sandbox.appmetrica import AppMetricaSandbox
 from tests.production.stack import AirflowStack
 
 # The sandbox gives ~1 % of events a value the user-properties mapping rejects, so a small

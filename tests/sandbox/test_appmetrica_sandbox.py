@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from dwh_helper.sandbox.appmetrica import (
+from devtools.sandbox.appmetrica import (
     AppMetricaFaults,
     AppMetricaSandbox,
     main,

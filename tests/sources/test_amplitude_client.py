@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dwh_helper.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
-from dwh_helper.sandbox.amplitude_events import entry_name, hour_event_count, iter_window_hours
+from devtools.sandbox.amplitude import AmplitudeFaults, AmplitudeSandbox
+from devtools.sandbox.amplitude_events import entry_name, hour_event_count, iter_window_hours
 from dwh_helper.sources.amplitude import (
     EU_BASE_URL,
     US_BASE_URL,
@@ -28,9 +28,9 @@ from dwh_helper.sources.amplitude import (
     ArchiveError,
     ExportWindow,
     archive_entries,
-    iter_events,
     iter_lines,
 )
+from tests.support.amplitude_events import iter_events
 
 pytestmark = pytest.mark.unit
 
@@ -307,10 +307,12 @@ def test_connection_refused_is_retried_then_reported(sleeps, tmp_path):
 
 
 def test_a_read_timeout_is_retried(sleeps, tmp_path):
-    faults = AmplitudeFaults(stall_first=1, stall_seconds=1.0)
+    # the stall is well past the timeout, and the timeout well past a normal answer (which
+    # takes up to ~0.5 s when the 2 cores are busy with other work)
+    faults = AmplitudeFaults(stall_first=1, stall_seconds=4.0)
     with (
-        AmplitudeSandbox(faults=faults) as sandbox,
-        make_client(sandbox, sleeps, timeout=0.3) as client,
+        AmplitudeSandbox(faults=faults, events_per_hour=2) as sandbox,
+        make_client(sandbox, sleeps, timeout=2.0) as client,
     ):
         result = client.export(WINDOW, tmp_path)
         assert result.files[0].path.read_bytes() == sandbox.archive_bytes("web", WINDOW)
@@ -549,7 +551,7 @@ def test_iter_lines_does_not_hold_the_entry_in_memory(tmp_path):
 
 
 def test_zip_check_accepts_only_complete_archives(tmp_path):
-    from dwh_helper.sources.amplitude import _zip_problem
+    from dwh_helper.sources.amplitude_archive import zip_problem as _zip_problem
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

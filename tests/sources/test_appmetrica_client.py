@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from dwh_helper.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
+from devtools.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
 from dwh_helper.sources.appmetrica import (
     DEFAULT_FIELDS,
     AppMetricaAuthError,
@@ -18,7 +18,9 @@ from dwh_helper.sources.appmetrica import (
     AppMetricaError,
     AppMetricaNotReady,
     AppMetricaUnavailable,
+    ExportedPart,
     ExportRequest,
+    Preparing,
 )
 from dwh_helper.sources.appmetrica_parse import cast_record, iter_records
 
@@ -300,13 +302,13 @@ def test_status(clock):
             client.status()
 
 
-def test_request_once_answers_none_while_preparing(tmp_path, clock):
+def test_poll_part_answers_preparing_while_preparing(tmp_path, clock):
     request = ExportRequest("events", "1111", *DAY, ("event_name", "event_timestamp"), fmt="json")
     with make_sandbox(ready_after=2) as sandbox, make_client(sandbox, clock) as client:
-        assert client.request_once(request, tmp_path) is None
-        assert client.request_once(request, tmp_path) is None
-        part = client.request_once(request, tmp_path)
-        assert part is not None
+        assert client.poll_part(request, tmp_path) == Preparing("Wait for result")
+        assert client.poll_part(request, tmp_path).progress == "50%"
+        part = client.poll_part(request, tmp_path)
+        assert isinstance(part, ExportedPart)
         assert part.path.read_bytes() == sandbox.body_bytes(request)
         assert clock.sleeps == []
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dwh_helper.sandbox.appmetrica import write_events_file
+from devtools.sandbox.appmetrica import write_events_file
 from dwh_helper.sources.appmetrica_parse import (
     DEFAULT_FIELDS,
     CastError,

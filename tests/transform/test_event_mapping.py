@@ -193,7 +193,7 @@ def test_adding_a_field_is_a_config_change(tmp_path):
 def test_compiled_fast_path_equals_the_checked_path_on_sandbox_events():
     from datetime import UTC, datetime
 
-    from dwh_helper.sandbox.amplitude_events import generate_hour
+    from devtools.sandbox.amplitude_events import generate_hour
 
     mapping = amplitude_mapping()
     events = generate_hour(374182, datetime(2024, 3, 2, 10, tzinfo=UTC), 9, 2000)

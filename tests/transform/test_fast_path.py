@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.sandbox.amplitude_events import generate_hour
+from devtools.sandbox.appmetrica import generate_rows
 from dwh_helper.pipeline.appmetrica import day_window
-from dwh_helper.sandbox.amplitude_events import generate_hour
-from dwh_helper.sandbox.appmetrica import generate_rows
 from dwh_helper.transform.appmetrica_mapping import load_appmetrica_mapping
 from dwh_helper.transform.event_mapping import amplitude_mapping
 

@@ -18,7 +18,10 @@ from dwh_helper.pipeline.load import (
     RawFormat,
     load_raw_file,
 )
-from dwh_helper.sources.amplitude import AmplitudeClient, ArchiveError, ExportWindow, iter_lines
+from dwh_helper.sources.amplitude import AmplitudeClient
+from dwh_helper.sources.amplitude_archive import iter_lines
+from dwh_helper.sources.amplitude_errors import ArchiveError
+from dwh_helper.sources.amplitude_window import ExportWindow
 from dwh_helper.storage.s3 import ObjectStore, file_sha256
 from dwh_helper.transform.event_mapping import EventMapping, amplitude_mapping
 

@@ -1,39 +1,73 @@
-"""Amplitude Export API client: download raw event archives to disk, read them back as a stream.
+"""Amplitude Export API client: download raw event archives to disk.
 
 `AmplitudeClient.export(window, dest_dir)` asks `GET /api/2/export` for whole
 UTC hours and streams each 200 body to a file (memory stays flat whatever the
 export's size). It retries transient faults (429, 5xx, connection errors,
-timeouts, a 200 whose body is not a complete ZIP) with exponential backoff and
-full jitter, honouring `Retry-After`; treats 404 as an empty window; splits a
-window answered with 400/504 ("over 4 GB") in halves down to one hour; and
-fails fast, saying what to fix, on bad credentials.
+timeouts, a 200 whose body is not a complete ZIP) with the sources' one retry
+policy (`http_retry`: exponential backoff with jitter, honouring `Retry-After`
+in seconds or as an HTTP-date); treats 404 as an empty window; splits a window
+answered with 400/504 ("over 4 GB") in halves down to one hour; and fails
+fast, saying what to fix, on bad credentials.
 
-`iter_lines` / `iter_events` read a downloaded archive entry by entry in
-(day, hour, part) order, decompressing each gzip entry as a stream.
+Windows live in `amplitude_window`, errors in `amplitude_errors`, the archive
+reader in `amplitude_archive`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
-import io
-import json
 import logging
-import random
-import re
 import time
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import httpx
 
+from dwh_helper.sources.amplitude_archive import RawLine, archive_entries, iter_lines, zip_problem
+from dwh_helper.sources.amplitude_errors import (
+    AmplitudeAuthError,
+    AmplitudeDataNotReady,
+    AmplitudeError,
+    AmplitudeUnavailable,
+    AmplitudeWindowTooLarge,
+    ArchiveError,
+)
+from dwh_helper.sources.amplitude_window import (
+    DATA_DELAY,
+    HOUR,
+    MAX_WINDOW_HOURS,
+    ExportWindow,
+    limit_length,
+)
+from dwh_helper.sources.http_retry import RetryPolicy, retry_after_seconds, transport_fault
+
 if TYPE_CHECKING:
     from dwh_helper.config import AmplitudeSettings
+
+__all__ = [
+    "DATA_DELAY",
+    "EU_BASE_URL",
+    "EXPORT_PATH",
+    "HOUR",
+    "MAX_WINDOW_HOURS",
+    "US_BASE_URL",
+    "AmplitudeAuthError",
+    "AmplitudeClient",
+    "AmplitudeDataNotReady",
+    "AmplitudeError",
+    "AmplitudeUnavailable",
+    "AmplitudeWindowTooLarge",
+    "ArchiveError",
+    "ExportResult",
+    "ExportWindow",
+    "ExportedFile",
+    "RawLine",
+    "archive_entries",
+    "iter_lines",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,101 +76,7 @@ EU_BASE_URL = "https://analytics.eu.amplitude.com"
 REGION_BASE_URLS = {"us": US_BASE_URL, "eu": EU_BASE_URL}
 EXPORT_PATH = "/api/2/export"
 
-HOUR = timedelta(hours=1)
-#: Amplitude makes an hour exportable about this long after it ends.
-DATA_DELAY = timedelta(hours=2)
-#: The API accepts at most 365 days per request; longer windows are split first.
-MAX_WINDOW_HOURS = 365 * 24
-
 _CHUNK = 1024 * 1024
-_READ_CHUNK = 256 * 1024
-_ZIP_MAGIC = b"PK\x03\x04"
-_EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-_PARAM_FORMAT = "%Y%m%dT%H"
-_ENTRY_NAME = re.compile(r"(?:^|/)(?:\d+_)?(\d{4}-\d{2}-\d{2})_(\d{1,2})#(\d+)\.json(?:\.gz)?$")
-
-
-# --------------------------------------------------------------------------- windows
-
-
-@dataclass(frozen=True)
-class ExportWindow:
-    """A range of whole UTC hours, both ends inclusive (what `start`/`end` of /export mean)."""
-
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if not isinstance(value, datetime):
-                raise TypeError(f"ExportWindow.{name} must be a datetime, got {value!r}")
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ValueError(
-                    f"ExportWindow.{name}={value.isoformat()} is naive: "
-                    "pass a tz-aware UTC datetime (tzinfo=datetime.UTC)"
-                )
-            if (value.minute, value.second, value.microsecond) != (0, 0, 0):
-                raise ValueError(
-                    f"ExportWindow.{name}={value.isoformat()} is not a whole hour: "
-                    "Amplitude exports whole UTC hours (minute=second=0)"
-                )
-            object.__setattr__(self, name, value.astimezone(UTC))
-        if self.end < self.start:
-            raise ValueError(
-                f"ExportWindow end {self.end:%Y-%m-%dT%H} is before start {self.start:%Y-%m-%dT%H}"
-            )
-
-    @classmethod
-    def for_day(cls, day: date) -> ExportWindow:
-        """The 24 hours of one UTC day: T00..T23."""
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return cls(start, start + 23 * HOUR)
-
-    @classmethod
-    def from_params(cls, start: str, end: str) -> ExportWindow:
-        """Parse the API's `start`/`end` query values (`YYYYMMDDTHH`)."""
-        try:
-            first = datetime.strptime(start, _PARAM_FORMAT).replace(tzinfo=UTC)
-            last = datetime.strptime(end, _PARAM_FORMAT).replace(tzinfo=UTC)
-        except ValueError:
-            raise ValueError(
-                f"start={start!r} end={end!r}: expected YYYYMMDDTHH, e.g. 20240302T00"
-            ) from None
-        return cls(first, last)
-
-    def hours(self) -> int:
-        """How many hours the window covers (1 for a single hour)."""
-        return (self.end - self.start) // HOUR + 1
-
-    def ends_at(self) -> datetime:
-        """The instant the window's last hour ends (exclusive end)."""
-        return self.end + HOUR
-
-    def split(self) -> tuple[ExportWindow, ExportWindow]:
-        """The two halves (the first gets the smaller half of an odd count)."""
-        total = self.hours()
-        if total < 2:
-            raise ValueError(f"window {self.label()} is a single hour and cannot be split")
-        first_hours = total // 2
-        return (
-            ExportWindow(self.start, self.start + (first_hours - 1) * HOUR),
-            ExportWindow(self.start + first_hours * HOUR, self.end),
-        )
-
-    def params(self) -> dict[str, str]:
-        """The /export query parameters: `{"start": "YYYYMMDDTHH", "end": "YYYYMMDDTHH"}`."""
-        return {
-            "start": self.start.strftime(_PARAM_FORMAT),
-            "end": self.end.strftime(_PARAM_FORMAT),
-        }
-
-    def label(self) -> str:
-        """`YYYYMMDDTHH-YYYYMMDDTHH`, for logs, file names and keys."""
-        return f"{self.start:%Y%m%dT%H}-{self.end:%Y%m%dT%H}"
-
-    def __str__(self) -> str:
-        return self.label()
 
 
 @dataclass(frozen=True)
@@ -162,56 +102,6 @@ class ExportResult:
         return sum(item.size for item in self.files)
 
 
-# --------------------------------------------------------------------------- errors
-
-
-class AmplitudeError(Exception):
-    """Base of the client's errors; `retryable` says whether trying later may help."""
-
-    retryable: bool = False
-
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
-        super().__init__(message)
-        if retryable is not None:
-            self.retryable = retryable
-
-
-class AmplitudeAuthError(AmplitudeError):
-    """401/403: the project's keys or its region are wrong (fatal)."""
-
-
-class AmplitudeWindowTooLarge(AmplitudeError):
-    """400/504 for a single hour: that hour is over Amplitude's 4 GB export limit (fatal)."""
-
-
-class AmplitudeDataNotReady(AmplitudeError):
-    """The window ends less than 2 hours ago; Amplitude's data may be incomplete (fatal)."""
-
-
-class AmplitudeUnavailable(AmplitudeError):
-    """Transient faults persisted through every attempt; a later run may succeed."""
-
-    retryable = True
-
-
-class ArchiveError(AmplitudeError):
-    """A downloaded archive is corrupt: bad ZIP, bad gzip entry or a line that is not JSON."""
-
-    def __init__(self, message: str, *, entry: str | None = None, line: int | None = None) -> None:
-        super().__init__(message)
-        self.entry = entry
-        self.line = line
-
-
-class _TransientResponse(Exception):
-    """A response worth retrying (internal)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class _SplitWindow(Exception):
     """400/504: the window must be split (internal)."""
 
@@ -219,9 +109,6 @@ class _SplitWindow(Exception):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.body = body
-
-
-# --------------------------------------------------------------------------- client
 
 
 class AmplitudeClient:
@@ -252,17 +139,13 @@ class AmplitudeClient:
                 f"set AMPLITUDE_{project.upper()}_CLIENT_ID and "
                 f"AMPLITUDE_{project.upper()}_SECRET_KEY"
             )
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.project = project
         self.region = region
         self.base_url = (base_url or REGION_BASE_URLS[region]).rstrip("/")
+        self.retry_policy = RetryPolicy(max_attempts, backoff_base, backoff_max)
         self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
         self._sleep = sleep
         self._now = now
-        self._random = random.Random()
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=httpx.BasicAuth(api_key, secret_key),
@@ -318,7 +201,7 @@ class AmplitudeClient:
         result = ExportResult()
         started = time.monotonic()
         try:
-            for part in _limit_length(window):
+            for part in limit_length(window):
                 self._export_bisecting(part, dest_dir, result)
         except BaseException:
             for written in result.files:
@@ -357,7 +240,8 @@ class AmplitudeClient:
                     f"{window.start:%Y-%m-%d %H}:00 UTC of project {self.project!r}: that hour is "
                     f"over Amplitude's 4 GB export limit (or keeps timing out) and cannot be "
                     f"split further; ask Amplitude support for the raw files of that hour. "
-                    f"Server said: {split.body!r}"
+                    f"Server said: {split.body!r}",
+                    status=split.status,
                 ) from None
             first, second = window.split()
             log.info(
@@ -376,50 +260,58 @@ class AmplitudeClient:
         else:
             result.files.append(exported)
 
+    @staticmethod
+    def _retryable_error(exc: BaseException) -> bool:
+        """The client's one retry decision: network faults, 429, 5xx and broken archives."""
+        return transport_fault(exc) or (isinstance(exc, AmplitudeError) and exc.retryable)
+
     def _export_one(self, window: ExportWindow, dest_dir: Path) -> ExportedFile | None:
         """One window, retrying transient faults; None when the window has no data."""
         path = dest_dir / f"amplitude_{self.project}_{window.label()}.zip"
-        last_reason = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return self._request(window, path, attempt)
-            except _TransientResponse as fault:
-                last_reason = fault.reason
-                retry_after = fault.retry_after
-            except (httpx.TransportError, httpx.DecodingError) as exc:
-                last_reason = f"{type(exc).__name__}: {exc}"
-                retry_after = None
+        label = window.label()
+
+        def on_fault(attempt: int, fault: BaseException) -> None:
+            if transport_fault(fault):  # an answered request has its own log line already
                 log.warning(
                     "amplitude export project=%s window=%s attempt %d/%d: %s",
                     self.project,
-                    window.label(),
+                    label,
                     attempt,
                     self.max_attempts,
-                    last_reason,
+                    _reason(fault),
                 )
-            if attempt == self.max_attempts:
-                break
-            delay = self._backoff(attempt, retry_after)
+
+        def on_retry(attempt: int, wait: float, fault: BaseException) -> None:
             log.info(
                 "amplitude export project=%s window=%s: retrying in %.1fs (%s)",
                 self.project,
-                window.label(),
-                delay,
-                last_reason,
+                label,
+                wait,
+                _reason(fault),
             )
-            self._sleep(delay)
-        raise AmplitudeUnavailable(
-            f"Amplitude export of window {window.label()} for project {self.project!r} "
-            f"({self.base_url}) failed after {self.max_attempts} attempt(s); last fault: "
-            f"{last_reason}. The service may be down or rate limiting: retry later, or raise "
-            f"max_attempts / the timeout"
-        )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        return self._random.uniform(0, cap)
+        def give_up(attempts: int, fault: BaseException) -> NoReturn:
+            raise AmplitudeUnavailable(
+                f"Amplitude export of window {label} for project {self.project!r} "
+                f"({self.base_url}) failed after {attempts} attempt(s); last fault: "
+                f"{_reason(fault)}. The service may be down or rate limiting: retry later, or "
+                f"raise max_attempts / the timeout",
+                status=getattr(fault, "status", None),
+                retry_after=getattr(fault, "retry_after", None),
+                timed_out=isinstance(fault, httpx.TimeoutException),
+            ) from None
+
+        retrying = self.retry_policy.retrying(
+            self._retryable_error,
+            sleep=self._sleep,
+            on_retry=on_retry,
+            give_up=give_up,
+            on_fault=on_fault,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._request(window, path, attempt.retry_state.attempt_number)
+        raise AssertionError("unreachable")  # pragma: no cover - give_up raises
 
     def _request(self, window: ExportWindow, path: Path, attempt: int) -> ExportedFile | None:
         started = time.monotonic()
@@ -455,13 +347,13 @@ class AmplitudeClient:
                 time.monotonic() - started,
             )
         if status == 200:
-            problem = _zip_problem(partial, size)
+            problem = zip_problem(partial, size)
             if problem == "empty":
                 partial.unlink(missing_ok=True)
                 return None
             if problem:
                 partial.unlink(missing_ok=True)
-                raise _TransientResponse(f"HTTP 200 but {problem}")
+                raise AmplitudeUnavailable(f"HTTP 200 but {problem}", status=200)
             partial.replace(path)
             return ExportedFile(path=path, window=window, size=size, sha256=digest.hexdigest())
         return self._handle_error_status(window, status, body, response.headers)
@@ -484,24 +376,20 @@ class AmplitudeClient:
                 f"Amplitude {what} (HTTP {status}: {body!r}) for project {self.project!r} in "
                 f"region {self.region!r} at {self.base_url}: check "
                 f"AMPLITUDE_{self.project.upper()}_CLIENT_ID/SECRET_KEY (or the connection's "
-                f"login/password) or the region (EU projects need region=eu)"
+                f"login/password) or the region (EU projects need region=eu)",
+                status=status,
             )
         if status == 429 or status >= 500:
-            retry_after = _retry_after_seconds(headers.get("Retry-After"), self._now())
-            raise _TransientResponse(f"HTTP {status}: {body[:120]!r}", retry_after)
+            raise AmplitudeUnavailable(
+                f"HTTP {status}: {body[:120]!r}",
+                status=status,
+                retry_after=retry_after_seconds(headers.get("Retry-After"), self._now()),
+            )
         raise AmplitudeError(
             f"Amplitude answered HTTP {status} for window {window.label()} of project "
-            f"{self.project!r}: {body!r}; this status is not part of the Export API contract"
+            f"{self.project!r}: {body!r}; this status is not part of the Export API contract",
+            status=status,
         )
-
-
-def _limit_length(window: ExportWindow) -> Iterator[ExportWindow]:
-    """The window in pieces of at most 365 days (the API's limit per request)."""
-    start = window.start
-    while start <= window.end:
-        end = min(window.end, start + (MAX_WINDOW_HOURS - 1) * HOUR)
-        yield ExportWindow(start, end)
-        start = end + HOUR
 
 
 def _read_excerpt(response: httpx.Response, limit: int = 500) -> str:
@@ -514,190 +402,8 @@ def _read_excerpt(response: httpx.Response, limit: int = 500) -> str:
     return kept.decode("utf-8", errors="replace").strip()
 
 
-def _zip_problem(path: Path, size: int) -> str | None:
-    """Why the file is not a complete ZIP ("empty" for a ZIP without entries), else None."""
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic == _EMPTY_ZIP_MAGIC:
-        return "empty"
-    if magic != _ZIP_MAGIC:
-        return f"the body is not a ZIP archive (starts with {magic!r}, {size} bytes)"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-            for info in entries:
-                if info.header_offset + info.compress_size > size:
-                    return f"entry {info.filename!r} runs past the end of the body (truncated)"
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        return f"the ZIP is truncated or corrupt ({exc}, {size} bytes)"
-    if not entries:
-        return "empty"
-    return None
-
-
-def _retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-# --------------------------------------------------------------------------- archive reading
-
-
-@dataclass(frozen=True, slots=True)
-class RawLine:
-    """One non-empty line of an archive entry (without its line break); lines count from 1."""
-
-    entry: str
-    line: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """One event of an archive with the entry and line it came from."""
-
-    entry: str
-    line: int
-    event: dict
-
-
-def _entry_sort_key(name: str) -> tuple:
-    match = _ENTRY_NAME.search(name)
-    if match is None:
-        return (1, "", 0, 0, name)
-    day, hour, part = match.groups()
-    return (0, day, int(hour), int(part), name)
-
-
-def _open_archive(archive_path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(archive_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(
-            f"{archive_path}: not a readable ZIP archive ({exc}); re-export the window"
-        ) from exc
-
-
-def _sorted_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    infos = [info for info in archive.infolist() if not info.is_dir()]
-    return sorted(infos, key=lambda info: _entry_sort_key(info.filename))
-
-
-def archive_entries(archive_path: Path) -> list[str]:
-    """Entry names of an export archive in (day, hour, part) order."""
-    with _open_archive(archive_path) as archive:
-        return [info.filename for info in _sorted_entries(archive)]
-
-
-def iter_lines(archive_path: Path) -> Iterator[RawLine]:
-    """Every non-empty line of every entry, entry by entry in (day, hour, part) order, streamed.
-
-    Gzip entries (`*.gz`) are decompressed on the fly in 1 MB chunks; nothing
-    holds a whole entry in memory. Raises `ArchiveError` naming the entry and
-    line where the data went bad.
-    """
-    with _open_archive(archive_path) as archive:
-        for info in _sorted_entries(archive):
-            yield from _iter_entry_lines(archive_path, archive, info)
-
-
-def _iter_entry_lines(
-    archive_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo
-) -> Iterator[RawLine]:
-    entry = info.filename
-    gzipped = entry.endswith(".gz")
-    number = 0  # lines completed so far
-    pending = b""
-    try:
-        with archive.open(info) as raw:
-            chunks = _gunzip_chunks(raw) if gzipped else iter(lambda: raw.read(_CHUNK), b"")
-            for chunk in chunks:
-                lines = chunk.split(b"\n")
-                if pending:
-                    lines[0] = pending + lines[0]
-                pending = lines.pop()
-                for data in lines:
-                    number += 1
-                    data = data.rstrip()
-                    if data:
-                        yield RawLine(entry, number, data)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, _TruncatedGzip) as exc:
-        raise ArchiveError(
-            f"{archive_path}: entry {entry!r} is corrupt at line {number + 1} ({exc}); "
-            "re-export the window",
-            entry=entry,
-            line=number + 1,
-        ) from exc
-    data = pending.rstrip()
-    if data:
-        yield RawLine(entry, number + 1, data)
-
-
-class _TruncatedGzip(Exception):
-    """The gzip stream ended before its trailer (internal)."""
-
-
-def _gunzip_chunks(raw: io.BufferedIOBase) -> Iterator[bytes]:
-    """Decompress a (possibly multi-member) gzip stream chunk by chunk."""
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    seen_member = False
-    while True:
-        compressed = raw.read(_READ_CHUNK)
-        if not compressed:
-            break
-        while compressed:
-            seen_member = True
-            # bounded output: highly compressible data must not inflate into one huge block
-            out = decompressor.decompress(compressed, _CHUNK)
-            if out:
-                yield out
-            if decompressor.eof:
-                compressed = decompressor.unused_data.lstrip(b"\x00")
-                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                seen_member = False
-            else:
-                compressed = decompressor.unconsumed_tail
-    tail = decompressor.flush()
-    if tail:
-        yield tail
-    if seen_member and not decompressor.eof:
-        raise _TruncatedGzip("the gzip stream ends before its end marker (truncated)")
-
-
-def iter_events(archive_path: Path) -> Iterator[RawEvent]:
-    """Every event of an archive as a dict, with its entry and line, in archive order.
-
-    Raises `ArchiveError(entry=..., line=...)` on corrupt data or a line that is
-    not a JSON object.
-    """
-    loads = json.loads
-    for raw in iter_lines(archive_path):
-        try:
-            event = loads(raw.data)
-        except ValueError as exc:
-            raise ArchiveError(
-                f"{archive_path}: entry {raw.entry!r} line {raw.line} is not valid JSON ({exc}): "
-                f"{raw.data[:80]!r}",
-                entry=raw.entry,
-                line=raw.line,
-            ) from exc
-        if not isinstance(event, dict):
-            raise ArchiveError(
-                f"{archive_path}: entry {raw.entry!r} line {raw.line} is JSON but not an event "
-                f"object (got {type(event).__name__})",
-                entry=raw.entry,
-                line=raw.line,
-            )
-        yield RawEvent(raw.entry, raw.line, event)
+def _reason(fault: BaseException) -> str:
+    """A fault in a few words: the answer for HTTP faults, the exception's type for network ones."""
+    if isinstance(fault, AmplitudeError):
+        return str(fault)
+    return f"{type(fault).__name__}: {fault}"

@@ -1,45 +1,34 @@
-"""Deterministic, realistic Amplitude events and export archives for the sandbox and benchmarks.
-
-Everything here is a pure function of (seed, project id, hour): the same
-arguments give the same events and the same archive bytes on every run.
+"""Deterministic, realistic Amplitude events: a pure function of (seed, project id, hour).
 
 - `hour_event_count` — how many events an hour has (a daily curve with noise;
   a few hours have none).
 - `iter_hour` / `generate_hour` — the events of one hour, ordered by
   `server_upload_time` (which is what the Export API's window filters on).
-- `write_archive` / `write_day_archive` — a ZIP of
-  `{project_id}/{project_id}_{YYYY-MM-DD}_{H}#{n}.json.gz` NDJSON entries,
-  written as a stream.
+- `write_day_archive` — a realistic export archive of one UTC day, written as a stream.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import random
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
-from itertools import islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
+
+from devtools.sandbox.amplitude.population import (
+    CITIES,
+    DEVICES_PER_PROJECT,
+    pools,
+    stable_int,
+)
+from devtools.sandbox.amplitude.protocol import write_archive
 
 if TYPE_CHECKING:
     from dwh_helper.sources.amplitude import ExportWindow
 
 HOUR = timedelta(hours=1)
-#: Events per archive entry in the sandbox (busy hours get several `#n` parts).
-DEFAULT_EVENTS_PER_PART = 50
-#: gzip level of generated entries: fast, and the loader's cost does not depend on it.
-GZIP_LEVEL = 1
-DEVICES_PER_PROJECT = 2000
-USERS_PER_PROJECT = 1200
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WRITE_BATCH = 1000
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # Relative activity per UTC hour (Moscow is UTC+3: quiet from 21 to 03 UTC), mean 1.
 _SHAPE_RAW = [
@@ -57,21 +46,11 @@ def iter_window_hours(window: ExportWindow) -> Iterator[datetime]:
         current += HOUR
 
 
-def entry_name(project_id: int, hour: datetime, part: int) -> str:
-    """The archive entry name Amplitude uses: `{id}/{id}_{YYYY-MM-DD}_{H}#{n}.json.gz`."""
-    return f"{project_id}/{project_id}_{hour:%Y-%m-%d}_{hour.hour}#{part}.json.gz"
-
-
-def _stable_int(*parts: object) -> int:
-    text = ":".join(str(part) for part in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
-
-
 def hour_event_count(project_id: int, hour: datetime, seed: int, events_per_hour: int) -> int:
     """How many events the hour has: `events_per_hour` shaped by time of day, ±25 %, some 0."""
     if events_per_hour <= 0:
         return 0
-    rng = random.Random(_stable_int("count", seed, project_id, f"{hour:%Y%m%d%H}"))
+    rng = random.Random(stable_int("count", seed, project_id, f"{hour:%Y%m%d%H}"))
     if rng.random() < 0.04:
         return 0
     return max(0, round(events_per_hour * _SHAPE[hour.hour] * rng.uniform(0.75, 1.25)))
@@ -95,39 +74,6 @@ def day_event_counts(
     return counts
 
 
-# --------------------------------------------------------------------------- pools
-
-_CITIES: list[tuple[str | None, str | None, str | None, float, float]] = [
-    ("Москва", "Москва", "Russia", 55.7558, 37.6173),
-    ("Moscow", "Moscow", "Russia", 55.7558, 37.6173),
-    ("Санкт-Петербург", "Санкт-Петербург", "Russia", 59.9343, 30.3351),
-    ("Saint Petersburg", "St.-Petersburg", "Russia", 59.9343, 30.3351),
-    ("Казань", "Татарстан", "Russia", 55.7961, 49.1064),
-    ("Новосибирск", "Новосибирская область", "Russia", 55.0084, 82.9357),
-    ("Екатеринбург", "Свердловская область", "Russia", 56.8389, 60.6057),
-    ("Almaty", "Almaty", "Kazakhstan", 43.2389, 76.8897),
-    ("Минск", "Минск", "Belarus", 53.9045, 27.5615),
-    (None, None, "Russia", 61.524, 105.3188),
-]
-_ANDROID = [
-    ("samsung", "Samsung Phone", "samsung", "SM-A525F", "Samsung Galaxy A52"),
-    ("samsung", "Samsung Phone", "samsung", "SM-G991B", "Samsung Galaxy S21"),
-    ("Xiaomi", "Xiaomi Phone", "Xiaomi", "2201117TY", "Redmi Note 11"),
-    ("HONOR", "Honor Phone", "HONOR", "ANY-NX1", "Honor X8"),
-    ("google", "Google Phone", "Google", "Pixel 7", "Google Pixel 7"),
-    ("realme", None, "realme", "RMX3630", None),
-]
-_IOS = [
-    ("Apple", "Apple iPhone", "Apple", "iPhone14,5", "Apple iPhone 13"),
-    ("Apple", "Apple iPhone", "Apple", "iPhone15,2", "Apple iPhone 14 Pro"),
-    ("Apple", "Apple iPhone", "Apple", "iPhone12,8", "Apple iPhone SE (2nd generation)"),
-    ("Apple", "Apple iPad", "Apple", "iPad13,1", "Apple iPad Air (4th generation)"),
-]
-_WEB = [("Chrome", "120"), ("Safari", "17.1"), ("Yandex Browser", "23.11"), ("Firefox", "121")]
-_CARRIERS = ["MTS", "Beeline", "MegaFon", "Tele2", "Yota", "Tinkoff Mobile", None]
-_LANGUAGES = ["Russian", "Russian", "Russian", "English", "ru-RU", "Kazakh"]
-_VERSIONS = ["5.1.0", "5.2.3", "5.3.0", "5.4.2", "5.5.0"]
-_SOURCES = ["organic", "yandex_direct", "google_ads", "vk_ads", "referral", "N/A", None]
 _EVENT_TYPES = [
     ("screen_view", 30),
     ("session_start", 8),
@@ -158,156 +104,6 @@ _CLINICS = [
     (103, "Clinic #3", "Казань"),
 ]
 _SPECIALTIES = ["терапевт", "педиатр", "кардиолог", "невролог", "dentist", "ЛОР"]
-
-
-class _Device:
-    """A device of the project's pool (fixed attributes across events)."""
-
-    __slots__ = (
-        "device_id", "platform", "os_name", "os_version", "brand", "carrier", "family",
-        "manufacturer", "model", "type", "library", "amplitude_id", "idfa", "adid", "language",
-        "start_version", "version_name", "user", "city", "lat", "lng", "ip", "key",
-    )  # fmt: skip
-
-
-class _User:
-    """A person (EHR id) of the project's pool with their base user properties."""
-
-    __slots__ = ("ehr_id", "created", "properties", "counters")
-
-
-def _uuid_from(rng: random.Random, upper: bool = False) -> str:
-    text = f"{rng.getrandbits(128):032x}"
-    variant = "89ab"[int(text[16], 16) & 3]
-    text = f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{variant}{text[17:20]}-{text[20:]}"
-    return text.upper() if upper else text
-
-
-def _ip(rng: random.Random) -> str | None:
-    roll = rng.random()
-    if roll < 0.05:
-        return None
-    if roll < 0.62:
-        first = rng.choice([95, 178, 188, 46, 77, 217])
-        return f"{first}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-    groups = ":".join(f"{rng.randrange(65536):x}" for _ in range(4))
-    return f"2a02:{rng.randrange(0x2000, 0x2FFF):x}:{groups}::{rng.randrange(1, 0xFFFF):x}"
-
-
-def _user_properties(rng: random.Random, ehr_id: int) -> tuple[dict[str, Any], dict[str, int]]:
-    props: dict[str, Any] = {"EHR_ID": str(ehr_id) if rng.random() < 0.95 else ehr_id}
-    gender = rng.choice(["Female", "Male", "female", "male", "N/A"])
-    props["Gender" if rng.random() < 0.7 else "gender"] = gender
-    years = rng.randrange(18, 80)
-    word = (
-        "год" if years % 10 == 1 and years != 11 else "года" if years % 10 in (2, 3, 4) else "лет"
-    )
-    age_roll = rng.random()
-    if age_roll < 0.6:
-        props["Age"] = f"{years} {word}"
-    elif age_roll < 0.8:
-        props["age"] = str(years)
-    elif age_roll < 0.9:
-        props["age"] = years
-    if rng.random() < 0.7:
-        props["Notifications state"] = rng.choice(["Enabled", "Disabled"])
-    if rng.random() < 0.6:
-        props["push_permission"] = rng.choice(["granted", "not_granted", "unknown", 1, "0"])
-    if rng.random() < 0.5:
-        props["location_permission"] = rng.choice(["granted", "not_granted", "N/A"])
-    props["Authorized"] = rng.choice(["true", "True", "1", "false"])
-    if rng.random() < 0.5:
-        props["authorization_status"] = rng.choice(["authorized", "not_authorized", "unauthorized"])
-    props["app_city"] = rng.choice(["SPB", "Moscow", "SPB", "Moscow", "N/A"])
-    cohort = rng.randrange(0, 400)
-    props["cohort_day"] = cohort
-    props["cohort_week"] = cohort // 7
-    props["cohort_month"] = cohort // 30
-    props["registered_via_app"] = rng.choice(["via app", "1", 1, "0", 0, "unknown", "N/A"])
-    source = rng.choice(_SOURCES)
-    if source is not None:
-        props["source"] = source
-    if rng.random() < 0.3:
-        props["Ehr Count"] = rng.randrange(1, 4)
-    if rng.random() < 0.3:
-        props["google_pay_available"] = rng.random() < 0.5
-    counters = {
-        name: rng.randrange(0, 30)
-        for name in (
-            "telemed_files_sent",
-            "appointments_cancelled",
-            "telemed_files_received",
-            "telemed_messages_received",
-            "telemed_messages_sent",
-            "telemed_consultations_resumed",
-            "appointments_booked",
-        )  # fmt: skip
-        if rng.random() < 0.7
-    }
-    return props, counters
-
-
-@lru_cache(maxsize=16)
-def _pools(project_id: int, seed: int) -> tuple[list[_Device], list[_User]]:
-    rng = random.Random(_stable_int("pools", seed, project_id))
-    users: list[_User] = []
-    for index in range(USERS_PER_PROJECT):
-        user = _User()
-        user.ehr_id = 100_000 + project_id % 1000 * 10_000 + index * 7 + rng.randrange(7)
-        created = datetime(2022, 1, 1, tzinfo=UTC) + timedelta(
-            seconds=rng.randrange(2 * 365 * 86400), microseconds=rng.randrange(1_000_000)
-        )
-        user.created = created.strftime("%Y-%m-%d %H:%M:%S.%f")
-        user.properties, user.counters = _user_properties(rng, user.ehr_id)
-        users.append(user)
-    devices: list[_Device] = []
-    for _ in range(DEVICES_PER_PROJECT):
-        device = _Device()
-        roll = rng.random()
-        if roll < 0.5:
-            brand, family, manufacturer, model, kind = rng.choice(_ANDROID)
-            device.device_id = _uuid_from(rng) + "R"
-            device.platform, device.os_name = "Android", "android"
-            device.os_version = rng.choice(["10", "11", "12", "13", "14"])
-            device.library = "amplitude-android/2.39.0"
-            device.adid = _uuid_from(rng) if rng.random() < 0.4 else None
-            device.idfa = None
-        elif roll < 0.85:
-            brand, family, manufacturer, model, kind = rng.choice(_IOS)
-            device.device_id = _uuid_from(rng, upper=True)
-            device.platform, device.os_name = "iOS", "ios"
-            device.os_version = rng.choice(["15.7", "16.6.1", "17.1.2", "17.2"])
-            device.library = "amplitude-ios/8.17.1"
-            device.idfa = _uuid_from(rng, upper=True) if rng.random() < 0.3 else None
-            device.adid = None
-        else:
-            browser, version = rng.choice(_WEB)
-            brand = family = manufacturer = model = kind = None
-            device.device_id = _uuid_from(rng)
-            device.platform, device.os_name, device.os_version = "Web", browser, version
-            device.library = "amplitude-js/8.21.9"
-            device.idfa = device.adid = None
-        device.brand, device.family, device.manufacturer = brand, family, manufacturer
-        device.model, device.type = model, kind
-        device.carrier = rng.choice(_CARRIERS) if device.platform != "Web" else None
-        device.amplitude_id = rng.randrange(100_000_000_000, 999_999_999_999)
-        device.language = rng.choice(_LANGUAGES)
-        device.start_version = rng.choice(_VERSIONS)
-        device.version_name = rng.choice(
-            [v for v in _VERSIONS if v >= device.start_version] or _VERSIONS
-        )
-        device.user = rng.choice(users) if rng.random() < 0.75 else None
-        device.city = rng.choice(_CITIES)
-        located = rng.random() < 0.55
-        device.lat = round(device.city[3] + rng.uniform(-0.2, 0.2), 6) if located else None
-        device.lng = round(device.city[4] + rng.uniform(-0.2, 0.2), 6) if located else None
-        device.ip = _ip(rng)
-        device.key = f"{rng.getrandbits(48):012x}"
-        devices.append(device)
-    return devices, users
-
-
-# --------------------------------------------------------------------------- events
 
 
 def _picker(random_: Callable[[], float]) -> Callable[[list[Any]], Any]:
@@ -397,8 +193,8 @@ def iter_hour(project_id: int, hour: datetime, seed: int, count: int) -> Iterato
     if count <= 0:
         return
     hour = hour.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    devices, users = _pools(project_id, seed)
-    rng = random.Random(_stable_int("events", seed, project_id, f"{hour:%Y%m%d%H}"))
+    devices, users = pools(project_id, seed)
+    rng = random.Random(stable_int("events", seed, project_id, f"{hour:%Y%m%d%H}"))
     random_ = rng.random
     between = _between(random_)
     choice = _picker(random_)
@@ -428,7 +224,7 @@ def iter_hour(project_id: int, hour: datetime, seed: int, count: int) -> Iterato
         device = devices[between(0, DEVICES_PER_PROJECT)] if random_() >= 0.02 else None
         user = device.user if device is not None else choice(users)
         event_type = choice(event_types)
-        city = device.city if device is not None else _CITIES[-1]
+        city = device.city if device is not None else CITIES[-1]
 
         if user is not None and random_() < 0.92:
             user_id: str | None = str(user.ehr_id)
@@ -542,63 +338,6 @@ _REJECTED_VALUES: list[dict[str, Any]] = [
 def generate_hour(project_id: int, hour: datetime, seed: int, count: int) -> list[dict[str, Any]]:
     """The `count` events uploaded during `hour` (see `iter_hour`), as a list."""
     return list(iter_hour(project_id, hour, seed, count))
-
-
-def encode_event(event: dict[str, Any]) -> bytes:
-    """One NDJSON line (compact JSON, UTF-8, no line break) as Amplitude exports it."""
-    return _encode(event).encode()
-
-
-# --------------------------------------------------------------------------- archives
-
-
-def write_archive(
-    target: IO[bytes] | Path,
-    project_id: int,
-    hours: Iterable[tuple[datetime, Iterable[dict[str, Any]]]],
-    *,
-    events_per_part: int = DEFAULT_EVENTS_PER_PART,
-    compression: int = zipfile.ZIP_STORED,
-) -> int:
-    """Write an export ZIP of (hour, events) pairs; returns the number of events written.
-
-    Hours without events get no entry; an hour with more than `events_per_part`
-    events is split into parts `#0`, `#1`, ... Entry timestamps are the hour and
-    gzip's mtime is 0, so the bytes depend only on the events.
-    """
-    if events_per_part < 1:
-        raise ValueError(f"events_per_part must be at least 1, got {events_per_part}")
-    written = 0
-    with zipfile.ZipFile(target, "w", compression=compression, allowZip64=True) as archive:
-        for hour, events in hours:
-            stream = iter(events)
-            part = 0
-            while True:
-                batch = list(islice(stream, min(_WRITE_BATCH, events_per_part)))
-                if not batch:
-                    break
-                info = zipfile.ZipInfo(
-                    entry_name(project_id, hour, part),
-                    date_time=(hour.year, hour.month, hour.day, hour.hour, 0, 0),
-                )
-                info.compress_type = compression
-                info.create_system = 3
-                info.external_attr = 0o644 << 16
-                in_part = 0
-                with (
-                    archive.open(info, "w") as entry,
-                    gzip.GzipFile(
-                        filename="", mode="wb", fileobj=entry, mtime=0, compresslevel=GZIP_LEVEL
-                    ) as gz,
-                ):
-                    while batch:
-                        gz.write(b"".join(_encode(event).encode() + b"\n" for event in batch))
-                        in_part += len(batch)
-                        written += len(batch)
-                        room = events_per_part - in_part
-                        batch = list(islice(stream, min(_WRITE_BATCH, room))) if room else []
-                part += 1
-    return written
 
 
 def write_day_archive(

@@ -1,7 +1,7 @@
-"""`python -m dwh_helper.sandbox <name> [options]`: run one local stand-in upstream.
+"""`python -m devtools.sandbox <name> [options]`: run one local stand-in upstream.
 
 Names: `amplitude` (Export API), `appmetrica` (Logs API), `yandex-id` (OAuth
-token check). `python -m dwh_helper.sandbox <name> --help` lists its options.
+token check). `python -m devtools.sandbox <name> --help` lists its options.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import sys
 
 #: Command name → module whose `main(argv) -> int` runs that sandbox.
 SANDBOXES = {
-    "amplitude": "dwh_helper.sandbox.amplitude",
-    "appmetrica": "dwh_helper.sandbox.appmetrica",
-    "yandex-id": "dwh_helper.sandbox.yandex_id",
+    "amplitude": "devtools.sandbox.amplitude",
+    "appmetrica": "devtools.sandbox.appmetrica",
+    "yandex-id": "devtools.sandbox.yandex_id",
 }
 
 USAGE = (
-    "usage: python -m dwh_helper.sandbox {" + ",".join(SANDBOXES) + "} [options]\n"
-    "  run `python -m dwh_helper.sandbox <name> --help` for the options of one sandbox"
+    "usage: python -m devtools.sandbox {" + ",".join(SANDBOXES) + "} [options]\n"
+    "  run `python -m devtools.sandbox <name> --help` for the options of one sandbox"
 )
 
 
@@ -47,8 +47,5 @@ def main(argv: list[str] | None = None) -> int:
     return int(module.main(rest) or 0)
 
 
-# Airflow's plugin loader executes every .py under plugins/ as a top-level module named after
-# the file, so it runs this file as `__main__` too: only `python -m dwh_helper.sandbox` (spec
-# name `dwh_helper.sandbox.__main__`) or running the file directly (no spec) starts a sandbox.
-if __name__ == "__main__" and (__spec__ is None or __spec__.name != "__main__"):
+if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,7 +5,7 @@ known token sent as `Authorization: OAuth <token>` (or `Bearer <token>`), 401
 otherwise. `mode` switches it to answer 5xx (`"error"`) or to hang (`"hang"`)
 so callers can test what they do when Yandex ID is down.
 
-Run it alone: `python -m dwh_helper.sandbox.yandex_id --port 8091` (serves `DEMO_TOKENS`).
+Run it alone: `python -m devtools.sandbox.yandex_id --port 8091` (serves `DEMO_TOKENS`).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _handler_for(sandbox: YandexIdSandbox) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m dwh_helper.sandbox.yandex_id [--host H] [--port P]`: serve DEMO_TOKENS."""
+    """`python -m devtools.sandbox.yandex_id [--host H] [--port P]`: serve DEMO_TOKENS."""
     parser = argparse.ArgumentParser(
         prog="yandex-id", description="Local stand-in for Yandex ID's GET /info?format=json."
     )

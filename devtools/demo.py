@@ -1,4 +1,4 @@
-"""`python -m dwh_helper.demo`: the whole pipeline on this machine, with nothing configured.
+"""`python -m devtools.demo`: the whole pipeline on this machine, with nothing configured.
 
 `run` (the default) starts a throwaway PostgreSQL (the DWH), moto's S3 server and the
 sandbox upstreams (Amplitude `web` + `mobile`, AppMetrica, Yandex ID), runs the DAGs
@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "dwh-raw"
 DAGS = ("amplitude_events", "appmetrica_events", "user_properties")
 
@@ -142,13 +142,13 @@ class LocalStack:
 @contextmanager
 def local_stack(workdir: Path, events_per_hour: int = 60) -> Iterator[LocalStack]:
     """Start every local service; stop them all on exit."""
+    from devtools.sandbox.amplitude import AmplitudeSandbox
+    from devtools.sandbox.appmetrica import AppMetricaSandbox
+    from devtools.sandbox.postgres import TemporaryPostgres
+    from devtools.sandbox.s3 import LocalS3
+    from devtools.sandbox.yandex_id import YandexIdSandbox
     from dwh_helper.dwh.repository import open_connection
     from dwh_helper.dwh.schema import migrate
-    from dwh_helper.sandbox.amplitude import AmplitudeSandbox
-    from dwh_helper.sandbox.appmetrica import AppMetricaSandbox
-    from dwh_helper.sandbox.postgres import TemporaryPostgres
-    from dwh_helper.sandbox.s3 import LocalS3
-    from dwh_helper.sandbox.yandex_id import YandexIdSandbox
 
     with ExitStack() as stack:
         with step("starting a throwaway PostgreSQL (the DWH)"):
@@ -378,7 +378,7 @@ def _load_one_day(stack: LocalStack) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m dwh_helper.demo",
+        prog="python -m devtools.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,1 @@
+"""Test oracles and helpers shared by the tests (never imported by production code)."""
