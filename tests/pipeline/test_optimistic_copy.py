@@ -210,3 +210,27 @@ def test_without_duplicate_keys_keeps_the_first_row_of_each_key() -> None:
     assert dropped == 1
     assert kept == b"u1\td1\t2024-01-01\ta\nu2\td1\t2024-01-01\tb\nu1\td1\t2024-01-02\td\n"
     assert without_duplicate_keys(_Table, kept) == (kept, 0)
+
+
+def test_a_key_the_journal_saw_loaded_goes_through_staging_from_the_start(
+    repo: Repository, dwh_conn, store: ObjectStore, caplog
+):
+    """The same S3 key landed again with more events (a re-extract): the journal says the key
+    was loaded, so no straight COPY is tried; the new events load, the old ones are skipped."""
+    events = day_events(DAY, 374182, seed=31, count=250)
+    key = put_day(store, "mobile", DAY, events[:150])
+    with caplog.at_level(logging.INFO, logger="dwh_helper.pipeline.load"):
+        load_amplitude_file(store, key, repo, batch_size=100)
+        put_day(store, "mobile", DAY, events[150:] + events[:150])
+        again = load_amplitude_file(store, key, repo, batch_size=100)
+    straight = [
+        int(match.group(1))
+        for record in caplog.records
+        if (match := STRAIGHT.search(record.getMessage()))
+    ]
+    # the second file's first batch (100 events) is all new: without the journal's word it
+    # would have gone straight
+    assert straight[1] == 0 < straight[0]
+    assert again.inserted["events_part"] == 100
+    count = dwh_conn.execute("SELECT count(*) FROM events_part").fetchone()[0]
+    assert count == 250
