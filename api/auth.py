@@ -16,10 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import httpx
-from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
 from api.errors import ApiError
@@ -302,35 +301,3 @@ async def authorize(
 
 IDENTITY_STATE = "identity"
 """Key under `scope["state"]` where the request guard leaves the checked caller."""
-
-
-async def _caller(request: Request, access: Access) -> Identity:
-    checked = request.scope.get("state", {}).get(IDENTITY_STATE)
-    if isinstance(checked, Identity):
-        return checked
-    from api.deps import get_resources, get_settings
-
-    overrides = request.app.dependency_overrides
-    settings = overrides.get(get_settings, get_settings)()
-    resources = get_resources(request)
-    return await authorize(
-        resources.identities, settings, request.headers.get("Authorization"), access
-    )
-
-
-async def require_read(
-    request: Request, _credentials: Annotated[Any, Security(bearer_scheme)] = None
-) -> Identity:
-    """The caller, if their login is in AUTH_READ_ACCESS or AUTH_WRITE_ACCESS; else 401/403."""
-    return await _caller(request, "read")
-
-
-async def require_write(
-    request: Request, _credentials: Annotated[Any, Security(bearer_scheme)] = None
-) -> Identity:
-    """The caller, if their login is in AUTH_WRITE_ACCESS; else 401/403."""
-    return await _caller(request, "write")
-
-
-Reader = Annotated[Identity, Depends(require_read)]
-Writer = Annotated[Identity, Depends(require_write)]

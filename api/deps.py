@@ -1,4 +1,4 @@
-"""Dependencies the routers share: settings, the DB repository, the S3 store, shared clients."""
+"""Dependencies the routers share: settings, the caller (read/write), the DB, the S3 store."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 
+from api.auth import (
+    IDENTITY_STATE,
+    Access,
+    Identity,
+    IdentityChecker,
+    TokenCache,
+    authorize,
+    bearer_scheme,
+)
 from api.errors import ApiError
 from api.settings import ApiSettings, get_api_settings
 from dwh_helper.config import PostgresSettings, S3Settings, Settings
@@ -34,8 +43,6 @@ class Resources:
     """Long-lived clients of one app: connection pools, S3 stores, the Yandex ID checker."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        from api.auth import IdentityChecker, TokenCache
-
         self.clock = clock
         self.tokens = TokenCache(clock)
         self.identities = IdentityChecker(self.tokens)
@@ -152,3 +159,33 @@ def get_key_locks(resources: ResourcesDep) -> KeyLocks:
 
 
 LocksDep = Annotated[KeyLocks, Depends(get_key_locks)]
+
+
+async def _caller(request: Request, access: Access) -> Identity:
+    checked = request.scope.get("state", {}).get(IDENTITY_STATE)
+    if isinstance(checked, Identity):
+        return checked
+    overrides = request.app.dependency_overrides
+    settings = overrides.get(get_settings, get_settings)()
+    resources = get_resources(request)
+    return await authorize(
+        resources.identities, settings, request.headers.get("Authorization"), access
+    )
+
+
+async def require_read(
+    request: Request, _credentials: Annotated[Any, Security(bearer_scheme)] = None
+) -> Identity:
+    """The caller, if their login is in AUTH_READ_ACCESS or AUTH_WRITE_ACCESS; else 401/403."""
+    return await _caller(request, "read")
+
+
+async def require_write(
+    request: Request, _credentials: Annotated[Any, Security(bearer_scheme)] = None
+) -> Identity:
+    """The caller, if their login is in AUTH_WRITE_ACCESS; else 401/403."""
+    return await _caller(request, "write")
+
+
+Reader = Annotated[Identity, Depends(require_read)]
+Writer = Annotated[Identity, Depends(require_write)]

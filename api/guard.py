@@ -23,7 +23,8 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import IDENTITY_STATE, Access, authorize, require_read, require_write
+from api.auth import IDENTITY_STATE, Access, authorize
+from api.deps import get_settings, require_read, require_write
 from api.errors import ApiError, ErrorBody, FieldError
 from api.settings import ApiSettings, get_api_settings
 
@@ -185,8 +186,6 @@ def _check_declared_length(scope: Scope, limit_mb: int, setting: str) -> None:
 
 
 async def _authorize(app: FastAPI, scope: Scope, access: Access) -> Any:
-    from api.deps import get_settings
-
     resources = getattr(app.state, "resources", None)
     if resources is None:
         raise ApiError(503, "the app was built without resources; build it with create_app()")

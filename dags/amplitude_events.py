@@ -8,12 +8,14 @@ import pendulum
 from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from dwh_helper.config import AMPLITUDE_SOURCES
 from dwh_helper.operators.amplitude import AmplitudeToS3Operator
 from dwh_helper.operators.assets import AMPLITUDE_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
 from dwh_helper.operators.schedule import (
     AMPLITUDE_PARALLEL_EXPORTS,
     DEFAULT_ARGS,
+    Dimension,
     day_range_params,
     plan_days,
     run_migrations,
@@ -66,9 +68,9 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
     params={
         **day_range_params("UTC day"),
         "sources": Param(
-            ["web", "mobile"],
+            list(AMPLITUDE_SOURCES),
             type="array",
-            items={"type": "string", "enum": ["web", "mobile"]},
+            items={"type": "string", "enum": list(AMPLITUDE_SOURCES)},
             description="Amplitude projects to export",
         ),
         "reload_from_s3": Param(
@@ -81,7 +83,7 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
 def amplitude_events() -> None:
     """Amplitude → S3 → DWH, one mapped task per (source, day)."""
     migrate = run_migrations(amplitude="sources")
-    plan = plan_days(source="sources")
+    plan = plan_days(Dimension("source", "sources", choices=AMPLITUDE_SOURCES))
     extract = AmplitudeToS3Operator.partial(
         task_id="extract",
         reload_from_s3="{{ params.reload_from_s3 }}",

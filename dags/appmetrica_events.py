@@ -8,13 +8,18 @@ import pendulum
 from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from dwh_helper.operators.appmetrica import RESOURCES, AppMetricaToS3Operator, plan_appmetrica_days
+from dwh_helper.operators.appmetrica import (
+    RESOURCES,
+    AppMetricaToS3Operator,
+    appmetrica_dimensions,
+)
 from dwh_helper.operators.assets import APPMETRICA_EVENTS, publish_loaded
 from dwh_helper.operators.load import S3ToDwhOperator
 from dwh_helper.operators.schedule import (
     APPMETRICA_PARALLEL_EXPORTS,
     DEFAULT_ARGS,
     day_range_params,
+    plan_days,
     run_migrations,
 )
 
@@ -104,7 +109,7 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
 def appmetrica_events() -> None:
     """AppMetrica → S3 → DWH, one mapped task per (application, resource, day)."""
     migrate = run_migrations(appmetrica="appmetrica_default")
-    plan = plan_appmetrica_days()
+    plan = plan_days(*appmetrica_dimensions())
     extract = AppMetricaToS3Operator.partial(
         task_id="extract",
         fields="{{ params.fields }}",

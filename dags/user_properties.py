@@ -47,6 +47,7 @@ Connection: `dwh_postgres`.
     max_active_runs=1,
     tags=["dwh", "user-properties", "amplitude"],
     doc_md=DOC,
+    render_template_as_native_obj=True,
     default_args=DEFAULT_ARGS,
     params={
         "since": Param(
@@ -76,8 +77,8 @@ def user_properties() -> None:
 
     migrate_user_properties = MigrateUserPropertiesOperator(
         task_id="migrate_user_properties",
-        since="{{ params.since or '' }}",
-        until="{{ params.until or '' }}",
+        since="{{ params.since }}",
+        until="{{ params.until }}",
         batch_size="{{ params.batch_size }}",
         strict="{{ params.strict }}",
     )

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ("sources", "storage", "dwh", "transform", "pipeline")
+CORE = ("catalogue", "sources", "storage", "dwh", "transform", "pipeline")
 #: Everything that ships: the Airflow plugin package, the API and the DAG files.
 PRODUCTION = ("plugins", "api", "dags")
 DYNAMIC_IMPORTS = {"import_module", "__import__"}
@@ -53,6 +53,35 @@ def test_api_never_imports_airflow():
         assert "airflow" not in _imports(path), path.relative_to(ROOT)
 
 
+def _project_imports(path: Path) -> set[str]:
+    """The `dwh_helper` packages a module imports (`dwh_helper.dwh.tables` → `dwh`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules = [node.module]
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "dwh_helper" and len(parts) > 1:
+                names.add(parts[1])
+    return names
+
+
+@pytest.mark.parametrize("package", ["transform", "dwh"])
+def test_transform_and_dwh_never_import_sources(package):
+    for path in (ROOT / "plugins" / "dwh_helper" / package).rglob("*.py"):
+        found = _project_imports(path) & {"sources", "pipeline"}
+        assert not found, f"{path.relative_to(ROOT)} imports dwh_helper.{sorted(found)}"
+
+
+def test_the_catalogue_imports_nothing_of_the_project():
+    for path in (ROOT / "plugins" / "dwh_helper" / "catalogue").rglob("*.py"):
+        assert not _project_imports(path), path.relative_to(ROOT)
+
+
 def test_production_code_never_imports_devtools():
     files = _production_files()
     assert len(files) > 50, "the production tree was not found"
@@ -76,9 +105,13 @@ def test_the_import_check_sees_every_form_of_import(tmp_path, source):
 
 
 def test_devtools_is_not_in_the_shipped_package():
-    """`pip install .` packs plugins/ only; no sandbox or demo module is left inside it."""
+    """`pip install .` packs dwh_helper and api only; no sandbox or demo module is left inside.
+
+    tests/deploy/test_package_install.py installs it and checks `devtools` is not there.
+    """
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["setuptools"]["packages"]["find"]["where"] == ["plugins"]
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["dwh_helper", "dwh_helper.*", "api", "api.*"]
     assert (ROOT / "devtools" / "__init__.py").is_file()
     package = ROOT / "plugins" / "dwh_helper"
     assert not (package / "sandbox").exists()

@@ -12,8 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from api.auth import require_read
-from api.deps import ApiSettingsDep, SettingsDep
+from api.deps import ApiSettingsDep, SettingsDep, require_read
 from api.downloads import WorkDirFileResponse, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from dwh_helper.sources.amplitude import AmplitudeClient

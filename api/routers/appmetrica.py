@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.auth import require_read
-from api.deps import ApiSettingsDep, SettingsDep
+from api.deps import ApiSettingsDep, SettingsDep, require_read
 from api.downloads import WorkDirFileResponse, remove_dir, work_dir, zip_entry
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.settings import ApiSettings
+from dwh_helper.catalogue.appmetrica import RESOURCE_NAMES
 from dwh_helper.config import Settings
 from dwh_helper.pipeline.appmetrica_days import DaysDownload, day_windows, download_days
 from dwh_helper.sources import date_params
@@ -223,7 +223,7 @@ def export(
     use_utf8_bom: bool = True,
     skip_unavailable_shards: bool = False,
     resource: Annotated[
-        Literal["events", "installations", "sessions_starts"],
+        Literal[RESOURCE_NAMES],  # the field catalogue's resources
         Query(description="Logs API resource"),
     ] = "events",
 ) -> WorkDirFileResponse | JSONResponse:

@@ -11,8 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
-from api.auth import require_read, require_write
-from api.deps import ApiSettingsDep, RepoDep
+from api.deps import ApiSettingsDep, RepoDep, require_read, require_write
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from api.models import TABLE_MODELS, InsertResponse, TableModels
 from dwh_helper.config import PostgresSettings

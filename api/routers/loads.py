@@ -10,8 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
-from api.auth import require_read
-from api.deps import RepoDep
+from api.deps import RepoDep, require_read
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from dwh_helper.dwh.load_log import day_summary, list_attempts
 

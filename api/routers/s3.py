@@ -14,8 +14,7 @@ from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, 
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.auth import require_read, require_write
-from api.deps import ApiSettingsDep, LocksDep, StoreDep
+from api.deps import ApiSettingsDep, LocksDep, StoreDep, require_read, require_write
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from dwh_helper.storage.patch import EtagMismatch, patch_object, same_etag
 from dwh_helper.storage.s3 import MB

@@ -9,8 +9,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.auth import require_write
-from api.deps import ApiSettingsDep, RepoDep, Resources, SettingsDep, get_resources, get_store
+from api.deps import (
+    ApiSettingsDep,
+    RepoDep,
+    Resources,
+    SettingsDep,
+    get_resources,
+    get_store,
+    require_write,
+)
 from api.errors import AUTH_ERRORS, ApiError, error_responses
 from dwh_helper.pipeline.user_properties import (
     MigrationInterrupted,

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from devtools.sandbox.appmetrica import AppMetricaFaults, AppMetricaSandbox
+from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
 from dwh_helper.dwh.repository import open_connection
 from dwh_helper.pipeline.appmetrica import day_window, raw_key
 from dwh_helper.sources.appmetrica import ExportRequest
-from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
 
 pytestmark = [pytest.mark.airflow, pytest.mark.db, pytest.mark.s3]
 

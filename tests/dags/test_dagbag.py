@@ -24,6 +24,7 @@ def test_every_dag_has_tags_retries_and_docs(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md, f"{dag_id} has no doc_md"
+        assert dag.render_template_as_native_obj, f"{dag_id} renders templates as text"
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}"
 

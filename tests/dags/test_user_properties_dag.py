@@ -130,7 +130,10 @@ def test_operator_fails_without_retry_on_bad_input(airflow_db, dwh_dsn, dwh_conn
         ({"mapping_path": str(bad)}, "mapping.yaml: invalid field mapping"),
         ({"batch_size": "many"}, "batch_size must be an integer"),
         ({"strict": "maybe"}, "strict must be true or false"),
-        ({"since": "2024-13-45"}, "invalid arguments: since must be a date"),
+        ({"since": "2024-13-45"}, "since must be a date"),
+        ({"source": "ftp"}, "source must be tmp_table or s3"),
+        ({"max_reject_ratio": 5}, "max_reject_ratio must be a share between 0 and 1"),
+        ({"source": "s3", "bucket": "b"}, "key must be the raw file.s S3 key"),
     ]
     for kwargs, message in cases:
         operator = MigrateUserPropertiesOperator(task_id="t", **kwargs)

@@ -9,22 +9,22 @@ import pytest
 from psycopg import sql
 
 from devtools.sandbox.appmetrica import AppMetricaSandbox, write_events_file
+from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
 from dwh_helper.dwh.appmetrica_schema import (
     APPMETRICA_TABLES,
     IDENTITY_FIELDS,
-    RowConverter,
     appmetrica_table,
     create_appmetrica_schema,
-    row_uuid,
-    to_row,
 )
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.schema import migrate
-from dwh_helper.sources.appmetrica_parse import (
-    DEFAULT_FIELDS,
-    CastError,
+from dwh_helper.transform.appmetrica_formatter import CastError
+from tests.support.appmetrica_oracle import (
+    RowConverter,
     cast_record,
     iter_records,
+    row_uuid,
+    to_row,
 )
 
 DAY = (datetime(2024, 3, 1), datetime(2024, 3, 1, 23, 59, 59))

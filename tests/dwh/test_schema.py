@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
+from dwh_helper.dwh.ddl import ensure_month_partitions
 from dwh_helper.dwh.pages import select_page
 from dwh_helper.dwh.repository import Repository, open_connection
-from dwh_helper.dwh.schema import MIGRATIONS, ensure_month_partitions, migrate
+from dwh_helper.dwh.schema import MIGRATIONS, migrate
 
 pytestmark = pytest.mark.db
 
@@ -52,6 +55,20 @@ def test_migrate_twice_changes_nothing(empty_dsn: str):
         assert first == [migration.version for migration in MIGRATIONS]
         assert migrate(conn) == []
         assert _schema_snapshot(conn) == snapshot
+
+
+@pytest.mark.unit
+def test_migrations_are_one_literal_ordered_list():
+    assert [migration.version for migration in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert isinstance(MIGRATIONS, tuple)  # nothing appends to it at import time
+    package = Path(__file__).resolve().parents[2] / "plugins" / "dwh_helper"
+    declaring = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Migration"
+    )
+    assert set(declaring) == {"dwh/schema.py"}
 
 
 def test_migration_command_line(empty_dsn: str, capsys):

@@ -340,9 +340,10 @@ def test_late_events_get_their_partition_and_none_lands_in_default(store, repo, 
 def test_without_identity_fields_every_path_falls_back_to_the_same_key(resource):
     """The loader's formatter, `row_uuid` and `RowConverter` agree on the fallback key, and it
     tells apart rows the declared identity (with its fields missing) would merge."""
-    from dwh_helper.dwh.appmetrica_schema import RowConverter, appmetrica_table, row_uuid
-    from dwh_helper.sources.appmetrica_parse import cast_record
+    from dwh_helper.dwh.appmetrica_schema import appmetrica_table
+    from dwh_helper.transform.appmetrica_formatter import RowFormatter
     from dwh_helper.transform.appmetrica_mapping import load_appmetrica_mapping
+    from tests.support.appmetrica_oracle import RowConverter, cast_record, row_uuid
 
     mapping = load_appmetrica_mapping().resource(resource)
     identity = mapping.identity
@@ -350,7 +351,7 @@ def test_without_identity_fields_every_path_falls_back_to_the_same_key(resource)
         {k: v for k, v in row.items() if k not in identity[1:]}
         for row in _rows(resource, per_day=200)
     ]
-    formatter = mapping.formatter(APP, header=list(rows[0]))
+    formatter = RowFormatter(mapping, APP, header=list(rows[0]))
     assert formatter.identity_fallback and identity[0] in formatter.identity
     converter = RowConverter(appmetrica_table(resource), APP)
     keys = set()

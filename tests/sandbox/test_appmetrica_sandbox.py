@@ -16,7 +16,7 @@ from devtools.sandbox.appmetrica import (
     write_events_file,
 )
 from dwh_helper.sources.appmetrica import DEFAULT_FIELDS, ExportRequest
-from dwh_helper.sources.appmetrica_parse import cast_record, iter_records
+from tests.support.appmetrica_oracle import cast_record, iter_records
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,7 @@ from dwh_helper.sources.appmetrica import (
     ExportRequest,
     Preparing,
 )
-from dwh_helper.sources.appmetrica_parse import cast_record, iter_records
+from tests.support.appmetrica_oracle import cast_record, iter_records
 
 pytestmark = pytest.mark.unit
 

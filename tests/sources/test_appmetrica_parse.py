@@ -1,177 +1,103 @@
-"""Streaming reads of Logs API files and the casts of their all-string values."""
+"""The loader's streaming reader of Logs API files: chunks, the bound header, unreadable files."""
 
 from __future__ import annotations
 
+import io
 import json
-import tracemalloc
-from datetime import UTC, datetime
 
 import pytest
 
-from devtools.sandbox.appmetrica import write_events_file
-from dwh_helper.sources.appmetrica_parse import (
-    DEFAULT_FIELDS,
-    CastError,
-    cast_record,
-    field_kind,
-    iter_records,
-)
+from dwh_helper.sources.appmetrica_parse import CHUNK, LogsApiReader, UnreadableFile
 
 pytestmark = pytest.mark.unit
 
-BOM = "\ufeff"
+KINDS = {"event_timestamp": "unix_seconds", "session_id": "bigint", "city": "text"}
 
 
-def test_csv_with_bom_quotes_newlines_and_cyrillic(tmp_path):
-    path = tmp_path / "events.csv"
-    path.write_text(
-        BOM + "event_name,event_json,city\n"
-        'purchase,"{""note"": ""a, \\""b\\""\\nc""}",Москва\n'
-        "app_open,,Санкт-Петербург\n",
-        encoding="utf-8",
+def _read(fmt: str, body: bytes, kinds=KINDS):
+    bound: list[tuple[tuple[str, ...], bool]] = []
+    reader = LogsApiReader(
+        fmt, lambda fields, structs: bound.append((tuple(fields), structs)), kinds
     )
-    records = list(iter_records(path, "csv"))
-    assert [number for number, _ in records] == [1, 2]
-    first = records[0][1]
-    assert list(first) == ["event_name", "event_json", "city"]  # BOM not glued to the header
-    assert json.loads(first["event_json"]) == {"note": 'a, "b"\nc'}
-    assert first["city"] == "Москва"
-    assert records[1][1] == {"event_name": "app_open", "event_json": "", "city": "Санкт-Петербург"}
+    stream = io.BytesIO(body)
+    stream.name = f"/tmp/day.{fmt}"
+    chunks = list(reader.chunks(stream))
+    return reader, bound, chunks
 
 
-def test_json_with_bom_yields_strings(tmp_path):
-    path = tmp_path / "events.json"
-    path.write_bytes(
-        (
-            BOM + '{"data":[{"event_name":"a","event_timestamp":"1709341053","n":5,"ok":true},'
-            '{"event_name":"Открыл экран","event_timestamp":"1709341054","n":null,"ok":false}]}'
-        ).encode()
-    )
-    records = list(iter_records(path, "json"))
-    assert records == [
-        (1, {"event_name": "a", "event_timestamp": "1709341053", "n": "5", "ok": "true"}),
-        (
-            2,
-            {"event_name": "Открыл экран", "event_timestamp": "1709341054", "n": "", "ok": "false"},
-        ),
+def test_csv_binds_the_header_then_yields_rows_in_numbered_chunks():
+    rows = "".join(f"{1709251200 + i},{i},Москва\n" for i in range(CHUNK + 5))
+    body = ("\ufeffevent_timestamp,session_id,city\n" + rows).encode()
+    reader, bound, chunks = _read("csv", body)
+    assert bound == [(("event_timestamp", "session_id", "city"), False)]
+    assert [(entry, first, len(records)) for entry, first, records in chunks] == [
+        ("day.csv", 1, CHUNK),
+        ("day.csv", CHUNK + 1, 5),
     ]
+    assert chunks[0][2][0] == ["1709251200", "0", "Москва"]
+    assert reader.as_dict(chunks[1][2][-1]) == {
+        "event_timestamp": str(1709251200 + CHUNK + 4),
+        "session_id": str(CHUNK + 4),
+        "city": "Москва",
+    }
 
 
-def test_empty_files(tmp_path):
-    (tmp_path / "a.csv").write_text("event_name,city\n")
-    (tmp_path / "b.csv").write_text("")
-    (tmp_path / "c.json").write_text('{"data":[]}')
-    assert list(iter_records(tmp_path / "a.csv", "csv")) == []
-    assert list(iter_records(tmp_path / "b.csv", "csv")) == []
-    assert list(iter_records(tmp_path / "c.json", "json")) == []
-
-
-def test_truncated_files_raise_with_the_path(tmp_path):
-    csv_path = tmp_path / "cut.csv"
-    csv_path.write_text("a,b,c\n1,2,3\n4,5\n")
-    with pytest.raises(
-        ValueError, match=r"cut\.csv: CSV record 2 .* has 2 values, the header has 3"
-    ):
-        list(iter_records(csv_path, "csv"))
-    json_path = tmp_path / "cut.json"
-    json_path.write_text('{"data":[{"a":"1"},{"a":"2"')
-    with pytest.raises(ValueError, match=r"cut\.json: not a complete Logs API JSON file"):
-        list(iter_records(json_path, "json"))
-
-
-def test_unknown_format_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="use 'csv' or 'json'"):
-        list(iter_records(tmp_path / "x.tsv", "tsv"))
-
-
-def test_cast_types():
-    typed = cast_record(
-        "events",
-        {
-            "event_timestamp": "1709341053",
-            "event_datetime": "2024-03-02 03:57:33",
-            "session_id": "10000000012",
-            "appmetrica_device_id": "18000000000000000000",
-            "application_id": "1111",
-            "event_json": '{"screen":"checkout","items":3,"tags":["новинка"]}',
-            "ios_ifa": "",
-            "mcc": "250",
-            "city": "Москва",
-            "something_new": "kept",
-        },
-    )
-    assert typed["event_timestamp"] == datetime(2024, 3, 2, 0, 57, 33, tzinfo=UTC)
-    assert typed["event_timestamp"].tzinfo is UTC
-    assert typed["event_datetime"] == datetime(2024, 3, 2, 3, 57, 33)
-    assert typed["event_datetime"].tzinfo is None
-    assert typed["session_id"] == 10000000012
-    assert typed["appmetrica_device_id"] == 18_000_000_000_000_000_000  # above 2**63: uint64
-    assert typed["application_id"] == 1111
-    assert typed["event_json"] == {"screen": "checkout", "items": 3, "tags": ["новинка"]}
-    assert typed["ios_ifa"] is None
-    assert typed["mcc"] == "250"
-    assert typed["city"] == "Москва"
-    assert typed["something_new"] == "kept"
-
-
-def test_cast_booleans_of_installations():
-    typed = cast_record("installations", {"is_reinstallation": "true", "is_reattribution": "0"})
-    assert typed == {"is_reinstallation": True, "is_reattribution": False}
+def test_csv_blank_lines_are_skipped_and_a_short_row_is_unreadable():
+    _, _, chunks = _read("csv", b"city,session_id\na,1\n\nb,2\n")
+    assert [records for _, _, records in chunks] == [[["a", "1"]], [["b", "2"]]]
+    with pytest.raises(UnreadableFile, match="CSV record 2 has 1 values, the header has 2"):
+        _read("csv", b"city,session_id\na,1\nb\n")
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "reason"),
+    ("body", "message"),
     [
-        ("event_json", '{"screen": "checkout"', "not valid JSON"),
-        ("event_timestamp", "2024-03-02", "expected Unix seconds"),
-        ("event_datetime", "02.03.2024 03:57", "expected 'YYYY-MM-DD hh:mm:ss'"),
-        ("session_id", "abc", "not an integer"),
-        ("session_id", str(2**63), "out of range for bigint"),
-        ("appmetrica_device_id", "-1", "out of range for uint64"),
-        ("is_reinstallation", "maybe", "expected true/false"),
+        (b"city\n\xff\xfe\n", "not a readable UTF-8 CSV"),
+        (b'city\n"cut in a quote', "not a readable UTF-8 CSV"),
     ],
 )
-def test_cast_errors_name_field_value_and_row(field, value, reason):
-    with pytest.raises(CastError) as caught:
-        cast_record(
-            "installations" if field.startswith("is_") else "events", {field: value}, row=17
-        )
-    error = caught.value
-    assert error.field == field
-    assert error.value == value
-    assert error.row == 17
-    assert reason in str(error)
-    assert str(error).startswith(f"row 17: field {field!r}")
+def test_an_unreadable_csv_says_why(body, message):
+    with pytest.raises(UnreadableFile, match=message):
+        _read("csv", body)
 
 
-def test_unknown_resource_is_refused():
-    with pytest.raises(ValueError, match="use one of events, installations, sessions_starts"):
-        cast_record("crashes", {})
+def test_json_binds_typed_fields_first_and_reads_nulls_and_numbers_as_text():
+    items = [
+        {"city": "Казань", "extra": "x", "session_id": "7", "event_timestamp": "1709251200"},
+        {"city": None, "extra": "y", "session_id": 8, "event_timestamp": "1709251201"},
+    ]
+    reader, bound, chunks = _read("json", json.dumps({"data": items}).encode())
+    assert bound == [(("session_id", "event_timestamp", "city", "extra"), True)]
+    records = [record for _, _, chunk in chunks for record in chunk]
+    assert [reader.as_dict(record) for record in records] == [
+        {"session_id": "7", "event_timestamp": "1709251200", "city": "Казань", "extra": "x"},
+        {"session_id": "8", "event_timestamp": "1709251201", "city": "", "extra": "y"},
+    ]
 
 
-def test_field_kinds_cover_every_default_field():
-    kinds = {name: field_kind(name) for fields in DEFAULT_FIELDS.values() for name in fields}
-    assert kinds["install_receive_timestamp"] == "timestamp"
-    assert kinds["session_start_datetime"] == "datetime"
-    assert kinds["tracking_id"] == "bigint"
-    assert kinds["installation_id"] == "text"  # a hex string, not a number
-    assert kinds["profile_id"] == "text"  # set by the app, any string
-    assert len(DEFAULT_FIELDS["events"]) == 32
+def test_json_of_another_shape_goes_through_ijson():
+    body = b'{"meta": {"n": 1}, "data": [{"city": "a"}, {"city": "b"}]}'
+    reader, bound, chunks = _read("json", body)
+    assert bound == [(("city",), True)]
+    assert [reader.as_dict(r) for _, _, chunk in chunks for r in chunk] == [
+        {"city": "a"},
+        {"city": "b"},
+    ]
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_reading_streams_in_flat_memory(tmp_path, fmt):
-    path = tmp_path / f"big.{fmt}"
-    size = write_events_file(path, fmt, 6_000, events_per_day=3_000)
-    assert path.stat().st_size == size > 2_000_000
-    tracemalloc.start()
-    try:
-        count = 0
-        for number, record in iter_records(path, fmt):
-            cast_record("events", record, row=number)
-            count += 1
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert count == 6_000
-    assert peak < 500_000, f"peak {peak} bytes while reading a {size}-byte file"
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"data": [5, {"city": "a"}]}', "JSON record 1 is a int, not an object"),
+        (b'{"error": "quota exceeded"}', 'no top-level "data" array'),
+        (b'{"data": [{"city": "a"}, {"city": "b', "not a complete Logs API JSON file"),
+    ],
+)
+def test_an_unreadable_json_says_why(body, message):
+    with pytest.raises(UnreadableFile, match=message):
+        _read("json", body)
+
+
+def test_an_unknown_format_is_refused_at_once():
+    with pytest.raises(ValueError, match="format 'tsv': use 'csv' or 'json'"):
+        LogsApiReader("tsv", lambda fields, structs: None)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from devtools.sandbox.amplitude_events import generate_hour
 from devtools.sandbox.appmetrica import generate_rows
 from dwh_helper.pipeline.appmetrica import day_window
+from dwh_helper.transform.appmetrica_formatter import RowFormatter
 from dwh_helper.transform.appmetrica_mapping import load_appmetrica_mapping
 from dwh_helper.transform.event_mapping import amplitude_mapping
 
@@ -156,7 +157,7 @@ HEADER = list(ROWS[0])
 
 
 def _formatter():
-    return RESOURCE.formatter(APP, header=HEADER)
+    return RowFormatter(RESOURCE, APP, header=HEADER)
 
 
 def appmetrica_fast(formatter, row: dict[str, str]):

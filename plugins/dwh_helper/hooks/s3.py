@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from dwh_helper.config import S3Settings
+from dwh_helper.config import S3Settings, SettingsError
 from dwh_helper.storage.s3 import MB, ObjectStore
 
 AWS_CONN_ID = "aws_default"
 
 
 def object_store(aws_conn_id: str = AWS_CONN_ID, bucket: str | None = None) -> ObjectStore:
-    """An ObjectStore on the raw bucket through the Airflow AWS connection (endpoint in extras)."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    """The one way operators reach the raw bucket: an ObjectStore through the S3Hook.
 
-    settings = S3Settings()
+    The endpoint and credentials come from the Airflow AWS connection (endpoint in extras);
+    without `bucket` the bucket is `S3_BUCKET_NAME`, and its absence fails the task at once.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        settings = S3Settings()
+        name = bucket or settings.require_bucket()
+    except SettingsError as exc:
+        raise AirflowFailException(f"{exc} (or pass bucket=... to the operator)") from exc
     return ObjectStore(
         S3Hook(aws_conn_id=aws_conn_id).get_conn(),
-        bucket or settings.require_bucket(),
+        name,
         multipart_threshold=settings.multipart_threshold_mb * MB,
     )

@@ -9,6 +9,9 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from dwh_helper.config import AMPLITUDE_SOURCES
+from dwh_helper.operators.params import as_bool, as_day, bad_param, optional_text
+
 
 class AmplitudeToS3Operator(BaseOperator):
     """Export `day` (YYYY-MM-DD, UTC) of Amplitude project `source` into the raw bucket.
@@ -50,16 +53,20 @@ class AmplitudeToS3Operator(BaseOperator):
         from dwh_helper.pipeline.amplitude import day_keys, extract_amplitude
         from dwh_helper.sources.amplitude import AmplitudeError
 
-        day = self.day if isinstance(self.day, date) else date.fromisoformat(str(self.day))
+        source = optional_text(self.source)
+        if source not in AMPLITUDE_SOURCES:
+            raise bad_param("source", self.source, f"one of {', '.join(AMPLITUDE_SOURCES)}")
+        day = as_day(self.day, "day")
+        reload_from_s3 = as_bool(self.reload_from_s3, "reload_from_s3")
         store = object_store(self.aws_conn_id, self.bucket)
-        if str(self.reload_from_s3).lower() in ("true", "1"):
-            keys = day_keys(store, self.source, day)
-            self.log.info("re-load from S3: %d archive(s) for %s %s", len(keys), self.source, day)
+        if reload_from_s3:
+            keys = day_keys(store, source, day)
+            self.log.info("re-load from S3: %d archive(s) for %s %s", len(keys), source, day)
             return keys
-        hook = AmplitudeHook(self.amplitude_conn_id or f"amplitude_{self.source}")
+        hook = AmplitudeHook(self.amplitude_conn_id or f"amplitude_{source}")
         try:
             with hook.get_client() as client:
-                result = extract_amplitude(client, store, self.source, day)
+                result = extract_amplitude(client, store, source, day)
         except ConnectionMissing as exc:
             raise AirflowFailException(str(exc)) from exc
         except AmplitudeError as exc:

@@ -1,31 +1,19 @@
-"""AppMetricaToS3Operator (one day of one resource of one application → S3) and the DAG's plan."""
+"""AppMetricaToS3Operator (one day of one resource of one application → S3) and the plan's axes."""
 
 from __future__ import annotations
 
-import itertools
-import logging
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context, get_current_context, task
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-log = logging.getLogger(__name__)
+from dwh_helper.catalogue.appmetrica import RESOURCE_NAMES
+from dwh_helper.operators.params import as_bool, as_day, as_list, bad_param, optional_text
+from dwh_helper.operators.schedule import Dimension
 
-RESOURCES = ("events", "installations", "sessions_starts")
-
-
-def _as_list(value: Any) -> list[str]:
-    if value in (None, ""):
-        return []
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return [str(item).strip() for item in value if str(item).strip()]
-
-
-def _is_true(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "1", "yes")
+RESOURCES = RESOURCE_NAMES  # the field catalogue's resources
 
 
 class AppMetricaToS3Operator(BaseOperator):
@@ -85,19 +73,17 @@ class AppMetricaToS3Operator(BaseOperator):
         from dwh_helper.pipeline.appmetrica import day_keys, extract_appmetrica
         from dwh_helper.sources.appmetrica import AppMetricaError
 
-        application_id = str(self.application_id).strip()
-        try:
-            day = self.day if isinstance(self.day, date) else date.fromisoformat(str(self.day))
-        except ValueError:
-            raise AirflowFailException(f"day {self.day!r} is not a YYYY-MM-DD date") from None
+        application_id = optional_text(self.application_id) or ""
+        day = as_day(self.day, "day")
         if not application_id.isdigit():
-            raise AirflowFailException(f"application_id {application_id!r} must be numeric")
+            raise bad_param("application_id", self.application_id, "a numeric application id")
         if self.resource not in RESOURCES:
-            raise AirflowFailException(
-                f"resource {self.resource!r} is not supported; use one of {', '.join(RESOURCES)}"
-            )
+            raise bad_param("resource", self.resource, f"one of {', '.join(RESOURCES)}")
+        fields = as_list(self.fields, "fields") or None
+        date_dimension = optional_text(self.date_dimension) or "default"
+        reload_from_s3 = as_bool(self.reload_from_s3, "reload_from_s3")
         store = object_store(self.aws_conn_id, self.bucket)
-        if _is_true(self.reload_from_s3):
+        if reload_from_s3:
             keys = day_keys(store, application_id, self.resource, day)
             self.log.info(
                 "re-load from S3: %d file(s) for application %s %s %s",
@@ -116,8 +102,8 @@ class AppMetricaToS3Operator(BaseOperator):
                     application_id,
                     self.resource,
                     day,
-                    _as_list(self.fields) or None,
-                    date_dimension=str(self.date_dimension or "default"),
+                    fields,
+                    date_dimension=date_dimension,
                     fmt=self.fmt,
                 )
         except ConnectionMissing as exc:
@@ -131,41 +117,34 @@ class AppMetricaToS3Operator(BaseOperator):
         return result.keys
 
 
-@task(task_id="plan")
-def plan_appmetrica_days(appmetrica_conn_id: str = "appmetrica_default") -> list[dict[str, str]]:
-    """The (application_id, resource, day) items of a run.
+def connection_application_ids(appmetrica_conn_id: str = "appmetrica_default"):  # noqa: ANN201
+    """The `application_id` default of the plan: the connection's `application_ids` extra."""
 
-    Days: `start`..`end` from the params, else `schedule.default_day`. Applications:
-    the `application_ids` param, else the connection's `application_ids` extra.
-    """
-    from dwh_helper.hooks.appmetrica import AppMetricaHook, application_ids_of
-    from dwh_helper.hooks.connection_fields import ConnectionMissing
-    from dwh_helper.operators.schedule import run_days
+    def read() -> list[str]:
+        from dwh_helper.hooks.appmetrica import AppMetricaHook
+        from dwh_helper.hooks.connection_fields import ConnectionMissing
 
-    context = get_current_context()
-    params = context["params"]
-    days = run_days(context)
-    try:
-        applications = application_ids_of(params.get("application_ids"), "params")
-        if not applications:
-            applications = AppMetricaHook(appmetrica_conn_id).application_ids
-    except ConnectionMissing as exc:
-        raise AirflowFailException(str(exc)) from exc
-    if not applications:
-        raise AirflowFailException(
-            "no AppMetrica application to export: pass the application_ids param or set the "
-            f'extra application_ids of connection {appmetrica_conn_id!r} (e.g. "1111,2222")'
-        )
-    resources = _as_list(params.get("resources")) or ["events"]
-    unknown = [resource for resource in resources if resource not in RESOURCES]
-    if unknown:
-        raise AirflowFailException(
-            f"params: resources {unknown} not supported; use {', '.join(RESOURCES)}"
-        )
-    items = [
-        {"application_id": application, "resource": resource, "day": day.isoformat()}
-        for day in days
-        for application, resource in itertools.product(applications, resources)
+        try:
+            return AppMetricaHook(appmetrica_conn_id).application_ids
+        except ConnectionMissing as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    return read
+
+
+def appmetrica_dimensions(appmetrica_conn_id: str = "appmetrica_default") -> list[Dimension]:
+    """The plan's axes: applications (param, else the connection's extra) and resources."""
+    return [
+        Dimension(
+            "application_id",
+            "application_ids",
+            numeric=True,
+            default=connection_application_ids(appmetrica_conn_id),
+            help=(
+                "no AppMetrica application to export: pass the application_ids param or set "
+                f"the extra application_ids of connection {appmetrica_conn_id!r} "
+                '(e.g. "1111,2222")'
+            ),
+        ),
+        Dimension("resource", "resources", choices=RESOURCES, default=lambda: ["events"]),
     ]
-    log.info("planned %d item(s): %s%s", len(items), items[:10], " ..." if len(items) > 10 else "")
-    return items

@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from dwh_helper.config import EtlSettings
+from dwh_helper.operators.params import as_list, bad_param, optional_int, optional_text
 
 
 class S3ToDwhOperator(BaseOperator):
@@ -49,13 +50,20 @@ class S3ToDwhOperator(BaseOperator):
         from dwh_helper.hooks.dwh import dwh_connection
         from dwh_helper.hooks.s3 import object_store
         from dwh_helper.pipeline.load import LoadError
-        from dwh_helper.pipeline.loaders import load_file
+        from dwh_helper.pipeline.loaders import SOURCES, load_file
 
-        keys = [self.keys] if isinstance(self.keys, str) else list(self.keys or [])
+        keys = as_list(self.keys, "keys")
+        source = optional_text(self.source)
+        if source not in SOURCES:
+            raise bad_param("source", self.source, f"one of {', '.join(SOURCES)}")
+        reject_ratio = self.reject_ratio
+        if reject_ratio is not None and not 0 <= reject_ratio <= 1:
+            raise bad_param("reject_ratio", reject_ratio, "a share between 0 and 1")
         etl = EtlSettings()
         options = {
-            "batch_size": self.batch_size or etl.load_batch_size,
-            "reject_ratio": etl.reject_ratio if self.reject_ratio is None else self.reject_ratio,
+            "batch_size": optional_int(self.batch_size, "batch_size", minimum=1)
+            or etl.load_batch_size,
+            "reject_ratio": etl.reject_ratio if reject_ratio is None else reject_ratio,
         }
         summary: dict[str, Any] = {
             "files": 0,
@@ -72,7 +80,7 @@ class S3ToDwhOperator(BaseOperator):
             repo = Repository(conn)
             for key in keys:
                 try:
-                    result = load_file(self.source, store, key, repo, **options)
+                    result = load_file(source, store, key, repo, **options)
                 except LoadError as exc:
                     if exc.retryable:
                         raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,8 +13,8 @@ from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from dwh_helper.config import etl_settings
+from dwh_helper.operators.params import as_bool, as_list, bad_param, day_range
 
-MAX_DAYS_PER_RUN = 366
 AMPLITUDE_PARALLEL_EXPORTS = 2
 """Amplitude exports running at once (all runs of the DAG): a cap that needs no pool to exist."""
 APPMETRICA_PARALLEL_EXPORTS = 3
@@ -94,26 +96,46 @@ def days_to_run(
     run_after: datetime | None = None,
 ) -> list[date]:
     """The UTC days of a run: `start`..`end` from the params, else `default_day`."""
-    start, end = params.get("start"), params.get("end")
-    if start:
-        first = date.fromisoformat(str(start))
-        last = date.fromisoformat(str(end)) if end else first
-    else:
-        first = last = default_day(run_type, interval_start, run_after)
-    if last < first:
-        raise AirflowFailException(f"params: end ({last}) is before start ({first})")
-    days = (last - first).days + 1
-    if days > MAX_DAYS_PER_RUN:
-        raise AirflowFailException(
-            f"params: {days} days requested; at most {MAX_DAYS_PER_RUN} per run — split the range"
-        )
-    return [first + timedelta(days=offset) for offset in range(days)]
+    default = default_day(run_type, interval_start, run_after)
+    return day_range(params.get("start"), params.get("end"), default=default)
 
 
-def plan_days(**dimensions: str):  # noqa: ANN201 - returns the task's XComArg
-    """A `plan` task: every combination of the listed params' values with every day of the run.
+@dataclass(frozen=True)
+class Dimension:
+    """One axis of a run's plan: the operator argument it fills and the Param that lists it.
 
-    `plan_days(source="sources")` gives `[{"source": "web", "day": "2024-03-02"}, ...]`.
+    `choices` limits the values (`numeric`: digits only); `default` gives them when the Param
+    is empty (called in the task, so it may read a connection); `help` says what to set when
+    there is none at all.
+    """
+
+    argument: str
+    param: str
+    choices: tuple[str, ...] | None = None
+    numeric: bool = False
+    default: Callable[[], list[str]] | None = None
+    help: str = ""
+
+    def values(self, params: dict[str, Any]) -> list[str]:
+        """The chosen values of this axis (the Param, else the default); fails when none."""
+        chosen = as_list(params.get(self.param), f"params: {self.param}", choices=self.choices)
+        if not chosen and self.default is not None:
+            chosen = as_list(self.default(), f"default {self.param}", choices=self.choices)
+        if not chosen:
+            raise AirflowFailException(
+                self.help or f"params: {self.param} is empty; name at least one {self.argument}"
+            )
+        bad = [value for value in chosen if self.numeric and not value.isdigit()]
+        if bad:
+            raise bad_param(f"params: {self.param}", bad, f"numeric {self.argument}s")
+        return chosen
+
+
+def plan_days(*dimensions: Dimension):  # noqa: ANN201 - returns the task's XComArg
+    """The `plan` task of every loading DAG: each combination of the dimensions' values, each day.
+
+    `plan_days(Dimension("source", "sources"))` gives
+    `[{"source": "web", "day": "2024-03-02"}, ...]`, one item per mapped `extract`.
     """
 
     @task(task_id="plan")
@@ -121,15 +143,8 @@ def plan_days(**dimensions: str):  # noqa: ANN201 - returns the task's XComArg
         context = get_current_context()
         params = context["params"]
         days = run_days(context)
-        names = list(dimensions)
-        values = []
-        for name, param in dimensions.items():
-            chosen = params.get(param) or []
-            if isinstance(chosen, str):
-                chosen = [item.strip() for item in chosen.split(",") if item.strip()]
-            if not chosen:
-                raise AirflowFailException(f"params: {param} is empty; name at least one {name}")
-            values.append([str(item) for item in chosen])
+        names = [dimension.argument for dimension in dimensions]
+        values = [dimension.values(params) for dimension in dimensions]
         items = [
             {**dict(zip(names, combination, strict=True)), "day": day.isoformat()}
             for day in days
@@ -160,11 +175,10 @@ def run_migrations(dwh_conn_id: str = "dwh_postgres", **needs: str):  # noqa: AN
 
         params = get_current_context()["params"]
         required = [dwh_conn_id, "aws_default"] if needs else [dwh_conn_id]
-        if not params.get("reload_from_s3"):
+        if not as_bool(params.get("reload_from_s3"), "params: reload_from_s3"):
             if "amplitude" in needs:
-                required += [
-                    f"amplitude_{source}" for source in params.get(needs["amplitude"]) or []
-                ]
+                sources = as_list(params.get(needs["amplitude"]), f"params: {needs['amplitude']}")
+                required += [f"amplitude_{source}" for source in sources]
             if "appmetrica" in needs:
                 required.append(needs["appmetrica"])
         try:

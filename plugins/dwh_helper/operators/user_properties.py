@@ -9,35 +9,14 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dwh_helper.hooks.dwh import DWH_CONN_ID
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
-
-
-def _optional_text(value: Any) -> str | None:
-    """A templated value that may render as "" or "None" when its Param is unset."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return None if text in ("", "None", "null") else text
-
-
-def _as_int(value: Any, name: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise AirflowFailException(f"{name} must be an integer, got {value!r}") from None
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE or text == "none":
-        return False
-    raise AirflowFailException(f"{name} must be true or false, got {value!r}")
+from dwh_helper.operators.params import (
+    as_bool,
+    as_int,
+    bad_param,
+    optional_int,
+    optional_moment,
+    optional_text,
+)
 
 
 class MigrateUserPropertiesOperator(BaseOperator):
@@ -103,11 +82,18 @@ class MigrateUserPropertiesOperator(BaseOperator):
         )
         from dwh_helper.transform.field_mapping import MappingError, load_field_mappings
 
-        batch_size = _as_int(self.batch_size, "batch_size")
-        strict = _as_bool(self.strict, "strict")
-        start_after = _optional_text(self.start_after)
+        batch_size = as_int(self.batch_size, "batch_size", minimum=1)
+        strict = as_bool(self.strict, "strict")
+        start_after = optional_int(self.start_after, "start_after", minimum=0)
+        since = optional_moment(self.since, "since")
+        until = optional_moment(self.until, "until")
+        if self.source not in ("tmp_table", "s3"):
+            raise bad_param("source", self.source, "tmp_table or s3")
+        limit = self.max_reject_ratio
+        if limit is not None and not 0 <= limit <= 1:
+            raise bad_param("max_reject_ratio", limit, "a share between 0 and 1")
         try:
-            mapping = load_field_mappings(_optional_text(self.mapping_path))
+            mapping = load_field_mappings(optional_text(self.mapping_path))
         except MappingError as exc:
             raise AirflowFailException(str(exc)) from None
         store = self._store() if self.source == "s3" else None
@@ -116,14 +102,14 @@ class MigrateUserPropertiesOperator(BaseOperator):
                 result = migrate_user_properties(
                     Repository(conn),
                     source=self.source,  # type: ignore[arg-type]
-                    since=_optional_text(self.since),
-                    until=_optional_text(self.until),
+                    since=since,
+                    until=until,
                     batch_size=batch_size,
                     strict=strict,
                     mapping=mapping,
                     store=store,
-                    key=_optional_text(self.key),
-                    start_after=_as_int(start_after, "start_after") if start_after else None,
+                    key=optional_text(self.key),
+                    start_after=start_after,
                 )
             except MigrationInterrupted as exc:
                 self.log.error("%s", exc.result.summary())
@@ -133,7 +119,6 @@ class MigrateUserPropertiesOperator(BaseOperator):
             except ValueError as exc:
                 raise AirflowFailException(f"invalid arguments: {exc}") from exc
         self.log.info("%s", result.summary())
-        limit = self.max_reject_ratio
         if limit is None:
             from dwh_helper.config import EtlSettings
 
@@ -148,16 +133,8 @@ class MigrateUserPropertiesOperator(BaseOperator):
         return result.to_dict()
 
     def _store(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from dwh_helper.hooks.s3 import object_store
 
-        from dwh_helper.config import S3Settings
-        from dwh_helper.storage.s3 import ObjectStore
-
-        bucket = self.bucket or S3Settings().bucket_name
-        if not bucket:
-            raise AirflowFailException(
-                "source 's3' needs a bucket: pass bucket=... or set S3_BUCKET_NAME"
-            )
-        if not _optional_text(self.key):
-            raise AirflowFailException("source 's3' needs key=... (the raw file's S3 key)")
-        return ObjectStore(S3Hook(aws_conn_id=self.aws_conn_id).get_conn(), bucket)
+        if not optional_text(self.key):
+            raise bad_param("key", self.key, "the raw file's S3 key when source is 's3'")
+        return object_store(self.aws_conn_id, self.bucket)

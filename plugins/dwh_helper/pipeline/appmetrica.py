@@ -9,9 +9,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import logging
 import re
 import tempfile
@@ -23,9 +20,7 @@ from datetime import time as day_time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import ijson
-import msgspec
-
+from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS, FORMATS
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.tables import TableSpec
 from dwh_helper.pipeline.load import (
@@ -37,14 +32,12 @@ from dwh_helper.pipeline.load import (
     load_raw_file,
 )
 from dwh_helper.sources.appmetrica import AppMetricaClient, ExportedPart
-from dwh_helper.sources.appmetrica_data_array import NotADataArray, iter_data_runs
-from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
+from dwh_helper.sources.appmetrica_parse import LogsApiReader, UnreadableFile
 from dwh_helper.storage.s3 import ObjectStore, file_sha256
+from dwh_helper.transform.appmetrica_formatter import RowFormatter
 from dwh_helper.transform.appmetrica_mapping import (
     AppMetricaMapping,
     ResourceMapping,
-    RowFormatter,
-    field_text,
     load_appmetrica_mapping,
 )
 
@@ -52,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SOURCE = "appmetrica"
 RAW_PREFIX = "raw/appmetrica"
-FORMATS = ("csv", "json")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 _KEY = re.compile(
     r"(?:^|/)raw/appmetrica/(?P<application_id>\d+)/(?P<resource>[a-z_0-9]+)/"
@@ -267,11 +259,6 @@ def describe_raw_file(key: str, metadata: dict[str, str] | None = None) -> RawFi
     return RawFileInfo(str(application_id), str(resource), fmt, window)
 
 
-_decode_any = msgspec.json.Decoder().decode
-CHUNK = 128
-"""Records per chunk handed to the loader (it maps a chunk in one call)."""
-
-
 class AppMetricaTable:
     """The loader's target table: its spec, the COPY columns (set once the file's fields
     are known) and the columns whose invalid values are stored NULL."""
@@ -287,7 +274,8 @@ class AppMetricaTable:
 
 class AppMetricaFile:
     """One raw file's reading and mapping for `load_raw_file` (a RecordMapping and the
-    records of a RawFormat): the header or first record binds the RowFormatter."""
+    records of a RawFormat): the reader (`sources.appmetrica_parse`) hands the header or the
+    first record's keys to `bind`, which compiles the RowFormatter for them."""
 
     source = SOURCE
 
@@ -314,10 +302,11 @@ class AppMetricaFile:
         self.tables = (self.table,)
         self.formatter: RowFormatter | None = None
         self._line = self._unbound
-        self._header: tuple[str, ...] | None = None
-        self._decode_typed: Any = None
-        self._record_type: Any = None
-        self._decoded = 0  # JSON items decoded so far
+        self.reader = LogsApiReader(
+            fmt,
+            lambda fields, structs: self.bind(fields, positional=True, structs=structs),
+            dict(resource_mapping.fields),
+        )
         self.details: dict[str, Any] = {}
         """What load_log.details reports of this file (the identity it was keyed by)."""
 
@@ -337,7 +326,8 @@ class AppMetricaFile:
         `positional`: records are value lists in the order of `fields` (a CSV header), or
         with `structs` msgspec Structs of these fields in this order.
         """
-        formatter = self.resource_mapping.formatter(
+        formatter = RowFormatter(
+            self.resource_mapping,
             self.application_id,
             fields,
             header=fields if positional else None,
@@ -354,8 +344,9 @@ class AppMetricaFile:
         unmapped = [name for name in fields if name not in known]
         if unmapped:
             log.warning(
-                "%s: field(s) not in the AppMetrica mapping, not loaded: %s (add them to "
-                "transform/mappings/appmetrica.yaml to load them)",
+                "%s: field(s) not in the AppMetrica mapping, not loaded: %s (to load them, "
+                "declare them in dwh_helper/catalogue/appmetrica.py with a migration: "
+                "docs/appmetrica.md, 'Adding a field or a resource')",
                 self.label,
                 ", ".join(unmapped),
             )
@@ -382,7 +373,6 @@ class AppMetricaFile:
                 n for n in self.resource_mapping.identity if n in formatter.missing
             ]
         self.formatter = formatter
-        self._header = tuple(fields) if positional else None
         self.table.columns = formatter.columns
         self._line = formatter.line
         return formatter
@@ -419,163 +409,20 @@ class AppMetricaFile:
                 yield entry, first + offset, record
 
     def chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
-        """(file name, number of the first record from 1, records) in chunks of CHUNK records.
-
-        A CSV record is the list of its values in the header's order (no dict per row: the
-        hot path picks values by position); a JSON record is a msgspec Struct of the file's
-        fields (the first item's keys), typed fields first.
-        """
-        if self.fmt == "csv":
-            return self._csv_chunks(source)
-        return self._json_chunks(source)
-
-    def _csv_chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
-        entry = Path(getattr(source, "name", "file.csv")).name
+        """(file name, number of the first record from 1, records) in chunks (see
+        `sources.appmetrica_parse.LogsApiReader`); CorruptFile when the file is unreadable."""
         try:
-            with io.TextIOWrapper(source, encoding="utf-8-sig", newline="") as handle:
-                reader = csv.reader(handle, strict=True)  # a file cut in a quoted value fails
-                header = next(reader, None)
-                if header is None:
-                    return
-                self.bind(header, positional=True)
-                width = len(header)
-                number = 1
-                while rows := list(itertools.islice(reader, CHUNK)):
-                    if len(rows[0]) == width and len(set(map(len, rows))) == 1:
-                        yield entry, number, rows
-                    else:
-                        yield from _regular_rows(entry, number, rows, width)
-                    number += len(rows)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise CorruptFile(f"not a readable UTF-8 CSV: {exc}") from exc
-
-    def _json_chunks(self, source: BinaryIO) -> Iterator[tuple[str, int, list[Any]]]:
-        entry = Path(getattr(source, "name", "file.json")).name
-        number = 1
-        with source as handle:
-            try:
-                runs = iter_data_runs(handle, self._decode_run)
-                try:
-                    first = next(runs, [])
-                except NotADataArray as other:  # another shape: the general streaming parser
-                    runs = self._ijson_runs(other.replay(handle))
-                    first = next(runs, [])
-                for run in itertools.chain([first], runs):
-                    for offset in range(0, len(run), CHUNK):
-                        chunk = run[offset : offset + CHUNK]
-                        yield entry, number, chunk
-                        number += len(chunk)
-            except (ijson.JSONError, msgspec.DecodeError) as exc:
-                raise CorruptFile(
-                    f"not a complete Logs API JSON file after record {self._decoded} ({exc}); "
-                    "re-export the day"
-                ) from exc
-
-    def _decode_run(self, array: Any) -> list[Any]:
-        """A JSON array of items → their records (structs of the bound fields).
-
-        The first run binds the file's fields (the first item's keys); later runs decode
-        straight into a struct of those fields — a missing field reads as "" — and fall
-        back to a general decode when a value is not a string (a JSON null or number).
-        """
-        if self._decode_typed is not None:
-            try:
-                records = self._decode_typed(array)
-            except msgspec.ValidationError:  # a value that is not a string
-                records = self._as_records(_decode_any(array))
-        else:
-            items = _decode_any(array)
-            if items and isinstance(items[0], dict):
-                self._bind_json(list(items[0]))
-            records = self._as_records(items)
-        self._decoded += len(records)
-        return records
-
-    def _bind_json(self, keys: list[str]) -> None:
-        """Bind the formatter to the first item's keys and make the typed decoder.
-
-        The struct's fields are the keys with the typed mapped fields first and the text
-        ones next (so the formatter takes the texts as one slice), unmapped keys last.
-        """
-        kinds = dict(self.resource_mapping.fields)
-        fields = sorted(keys, key=lambda key: 2 if key not in kinds else kinds[key] == "text")
-        names = [f"f{i}" for i in range(len(fields))]  # any JSON key, even not an identifier
-        self._record_type = msgspec.defstruct(
-            "AppMetricaRecord",
-            [(name, str, "") for name in names],
-            rename=dict(zip(names, fields, strict=True)),
-            gc=False,
-        )
-        self._decode_typed = msgspec.json.Decoder(list[self._record_type]).decode
-        self.bind(fields, positional=True, structs=True)
-
-    def _as_records(self, items: list[Any]) -> list[Any]:
-        """Items decoded in general → records; an item that is not an object is CorruptFile."""
-        fields, record = self._header, self._record_type
-        records = []
-        for index, item in enumerate(items):
-            if not isinstance(item, dict) or not fields:
-                raise CorruptFile(
-                    f"JSON record {self._decoded + index + 1} is a {type(item).__name__}, "
-                    "not an object"
-                )
-            records.append(record(*[field_text(item.get(name)) for name in fields]))
-        return records
-
-    def _ijson_runs(self, handle: BinaryIO) -> Iterator[list[Any]]:
-        """Records of a JSON file in another shape than `{"data": [...]}`, via ijson.
-
-        A file without a top-level `data` array (an error answer saved as the file, a bare
-        array) is CorruptFile, not an empty load.
-        """
-        found: list[bool] = []
-
-        def events(parser: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, str, Any]]:
-            for prefix, event, value in parser:
-                if prefix == "data" and event == "start_array":
-                    found.append(True)
-                yield prefix, event, value
-
-        items = ijson.items(events(ijson.parse(handle, use_float=True)), "data.item")
-        while run := list(itertools.islice(items, CHUNK)):
-            if self._header is None and isinstance(run[0], dict):
-                self._bind_json(list(run[0]))
-            records = self._as_records(run)
-            self._decoded += len(records)
-            yield records
-        if not found:
-            raise CorruptFile(
-                'no top-level "data" array: not a Logs API JSON export (an error answer saved '
-                "as the file?)"
-            )
+            yield from self.reader.chunks(source)
+        except UnreadableFile as exc:
+            raise CorruptFile(str(exc)) from exc
 
     def reject_record(self, raw: Any) -> Any:
         """A rejected record as kept in load_rejects: field → value."""
-        if self._header is not None:
-            if isinstance(raw, msgspec.Struct):
-                raw = msgspec.structs.astuple(raw)
-            if isinstance(raw, list | tuple):
-                return dict(zip(self._header, raw, strict=False))
-        return raw
+        return self.reader.as_dict(raw)
 
     def raw_format(self) -> RawFormat:
         """The RawFormat reading this file."""
         return RawFormat(source=SOURCE, records=self.records, chunks=self.chunks, streamed=True)
-
-
-def _regular_rows(
-    entry: str, first: int, rows: list[list[str]], width: int
-) -> Iterator[tuple[str, int, list[Any]]]:
-    """The rows of a chunk one by one, blank lines skipped; a row of another width is a
-    CorruptFile naming it."""
-    for offset, values in enumerate(rows):
-        if len(values) == width:
-            yield entry, first + offset, [values]
-        elif values:
-            raise CorruptFile(
-                f"CSV record {first + offset} has {len(values)} values, the header has "
-                f"{width}: the file is truncated or not a Logs API CSV; re-export the day"
-            )
 
 
 def load_appmetrica_file(

@@ -1,328 +1,207 @@
-"""Streaming reads of AppMetrica Logs API files (CSV or `{"data": [...]}` JSON) and value casts.
+"""Streaming reads of AppMetrica Logs API files (CSV, or JSON `{"data": [...]}`) in chunks.
 
-The Logs API sends every value as a string. `iter_records` yields each record
-as it was sent (strings, a UTF-8 BOM stripped) without holding the file in
-memory; `cast_record` turns one record into typed values by field name:
-
-| field                                 | kind      | Python value                       |
-|---------------------------------------|-----------|------------------------------------|
-| `*_timestamp` (Unix seconds)          | timestamp | aware `datetime` in UTC            |
-| `*_datetime` (`YYYY-MM-DD hh:mm:ss`)  | datetime  | naive `datetime` (zone unstated)   |
-| application/session/publisher/tracking id | bigint | `int` (signed 64-bit)            |
-| `appmetrica_device_id`                | uint64    | `int` (unsigned 64-bit)            |
-| `is_reattribution`, `is_reinstallation` | bool    | `bool`                             |
-| `event_json`                          | json      | the parsed JSON value              |
-| anything else                         | text      | `str`                              |
-
-An empty string is `None` whatever the kind.
+`LogsApiReader(fmt, bind, kinds).chunks(stream)` yields (file name, number of the first
+record from 1, records) without holding the file in memory. A CSV record is the list of its
+values in the header's order; a JSON record a msgspec Struct of the file's fields (the first
+item's keys, the typed fields of `kinds` first, then its text fields, unknown ones last). The
+header (or the first item's keys) is handed to `bind(fields, structs)` before the first
+record, so the caller can compile its formatter for exactly these fields. A file that cannot
+be read (not UTF-8, cut short, not a Logs API JSON) is an `UnreadableFile` naming why.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Callable, Iterator
+import io
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import ijson
+import msgspec
 
-from dwh_helper.transform import values
+from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS, FORMATS, field_text
+from dwh_helper.sources.appmetrica_data_array import NotADataArray, iter_data_runs
 
-FORMATS: tuple[str, ...] = ("csv", "json")
+__all__ = ["CHUNK", "DEFAULT_FIELDS", "FORMATS", "LogsApiReader", "UnreadableFile"]
 
-EVENTS_FIELDS: tuple[str, ...] = (
-    "event_datetime",
-    "event_json",
-    "event_name",
-    "event_receive_datetime",
-    "event_receive_timestamp",
-    "event_timestamp",
-    "session_id",
-    "installation_id",
-    "appmetrica_device_id",
-    "city",
-    "connection_type",
-    "country_iso_code",
-    "device_ipv6",
-    "device_locale",
-    "device_manufacturer",
-    "device_model",
-    "device_type",
-    "google_aid",
-    "ios_ifa",
-    "ios_ifv",
-    "mcc",
-    "mnc",
-    "operator_name",
-    "original_device_model",
-    "os_name",
-    "os_version",
-    "profile_id",
-    "windows_aid",
-    "app_build_number",
-    "app_package_name",
-    "app_version_name",
-    "application_id",
-)
-INSTALLATIONS_FIELDS: tuple[str, ...] = (
-    "application_id",
-    "installation_id",
-    "attributed_touch_type",
-    "click_datetime",
-    "click_id",
-    "click_ipv6",
-    "click_timestamp",
-    "click_url_parameters",
-    "click_user_agent",
-    "profile_id",
-    "publisher_id",
-    "publisher_name",
-    "tracker_name",
-    "tracking_id",
-    "install_datetime",
-    "install_ipv6",
-    "install_receive_datetime",
-    "install_receive_timestamp",
-    "install_timestamp",
-    "is_reattribution",
-    "is_reinstallation",
-    "match_type",
-    "fingerprint_method",
-    "appmetrica_device_id",
-    "city",
-    "connection_type",
-    "country_iso_code",
-    "device_locale",
-    "device_manufacturer",
-    "device_model",
-    "device_type",
-    "google_aid",
-    "oaid",
-    "ios_ifa",
-    "ios_ifv",
-    "mcc",
-    "mnc",
-    "operator_name",
-    "os_name",
-    "os_version",
-    "windows_aid",
-    "app_package_name",
-    "app_version_name",
-)
-SESSIONS_STARTS_FIELDS: tuple[str, ...] = (
-    "session_id",
-    "session_start_datetime",
-    "session_start_receive_datetime",
-    "session_start_receive_timestamp",
-    "session_start_timestamp",
-    "appmetrica_device_id",
-    "city",
-    "connection_type",
-    "country_iso_code",
-    "device_ipv6",
-    "device_locale",
-    "device_manufacturer",
-    "device_model",
-    "device_type",
-    "google_aid",
-    "ios_ifa",
-    "ios_ifv",
-    "mcc",
-    "mnc",
-    "operator_name",
-    "os_name",
-    "os_version",
-    "profile_id",
-    "windows_aid",
-    "app_build_number",
-    "app_package_name",
-    "app_version_name",
-    "application_id",
-)
+CHUNK = 128
+"""Records per chunk handed to the loader (it maps a chunk in one call)."""
 
-DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
-    "events": EVENTS_FIELDS,
-    "installations": INSTALLATIONS_FIELDS,
-    "sessions_starts": SESSIONS_STARTS_FIELDS,
-}
-"""Every field of each supported Logs API resource, in the documentation's order."""
-
-BIGINT_FIELDS = frozenset({"application_id", "session_id", "publisher_id", "tracking_id"})
-UINT64_FIELDS = frozenset({"appmetrica_device_id"})
-BOOL_FIELDS = frozenset({"is_reattribution", "is_reinstallation"})
-JSON_FIELDS = frozenset({"event_json"})
+Chunk = tuple[str, int, list[Any]]
+_decode_any = msgspec.json.Decoder().decode
 
 
-class CastError(ValueError):
-    """A value that cannot be converted: names the field, the value, why, and the row if known."""
-
-    def __init__(self, field: str, value: str, reason: str, row: int | None = None) -> None:
-        where = f"row {row}: " if row is not None else ""
-        shown = value if len(value) <= 200 else value[:200] + "..."
-        super().__init__(f"{where}field {field!r} = {shown!r}: {reason}")
-        self.field = field
-        self.value = value
-        self.reason = reason
-        self.row = row
+class UnreadableFile(Exception):
+    """The file itself (not one record) cannot be read; the message says why."""
 
 
-def field_kind(name: str) -> str:
-    """The kind of a field by its name: timestamp, datetime, bigint, uint64, bool, json or text."""
-    if name.endswith("_timestamp"):
-        return "timestamp"
-    if name.endswith("_datetime"):
-        return "datetime"
-    if name in BIGINT_FIELDS:
-        return "bigint"
-    if name in UINT64_FIELDS:
-        return "uint64"
-    if name in BOOL_FIELDS:
-        return "bool"
-    if name in JSON_FIELDS:
-        return "json"
-    return "text"
+class LogsApiReader:
+    """The records of one Logs API file, in chunks; `bind(fields, structs)` is called with the
+    file's fields before the first record (`structs`: records are msgspec Structs)."""
 
+    def __init__(
+        self,
+        fmt: str,
+        bind: Callable[[Sequence[str], bool], Any],
+        kinds: Mapping[str, str] | None = None,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format {fmt!r}: use 'csv' or 'json'")
+        self.fmt = fmt
+        self._bind = bind
+        self._kinds = kinds or {}
+        self.header: tuple[str, ...] | None = None
+        """The fields of the records, in their order (once bound)."""
+        self._decode_typed: Any = None
+        self._record_type: Any = None
+        self._decoded = 0  # JSON items decoded so far
 
-# The casts are the value layer's (`transform.values`): one definition of a valid value.
+    def chunks(self, source: BinaryIO) -> Iterator[Chunk]:
+        """(file name, number of the first record from 1, records) in chunks of CHUNK."""
+        if self.fmt == "csv":
+            return self._csv_chunks(source)
+        return self._json_chunks(source)
 
+    def as_dict(self, raw: Any) -> Any:
+        """A record as field → value (a record that is not a row or Struct as it is)."""
+        if self.header is not None:
+            if isinstance(raw, msgspec.Struct):
+                raw = msgspec.structs.astuple(raw)
+            if isinstance(raw, list | tuple):
+                return dict(zip(self.header, raw, strict=False))
+        return raw
 
-def _checked(cast: Callable[[str], Any]) -> Callable[[str], Any]:
-    def check(value: str) -> Any:
+    def _csv_chunks(self, source: BinaryIO) -> Iterator[Chunk]:
+        entry = Path(getattr(source, "name", "file.csv")).name
         try:
-            return cast(value)
-        except values.InvalidValue as exc:
-            raise ValueError(exc.reason) from None
+            with io.TextIOWrapper(source, encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle, strict=True)  # a file cut in a quoted value fails
+                header = next(reader, None)
+                if header is None:
+                    return
+                self.header = tuple(header)
+                self._bind(header, False)
+                width = len(header)
+                number = 1
+                while rows := list(itertools.islice(reader, CHUNK)):
+                    if len(rows[0]) == width and len(set(map(len, rows))) == 1:
+                        yield entry, number, rows
+                    else:
+                        yield from _regular_rows(entry, number, rows, width)
+                    number += len(rows)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise UnreadableFile(f"not a readable UTF-8 CSV: {exc}") from exc
 
-    return check
+    def _json_chunks(self, source: BinaryIO) -> Iterator[Chunk]:
+        entry = Path(getattr(source, "name", "file.json")).name
+        number = 1
+        with source as handle:
+            try:
+                runs = iter_data_runs(handle, self._decode_run)
+                try:
+                    first = next(runs, [])
+                except NotADataArray as other:  # another shape: the general streaming parser
+                    runs = self._ijson_runs(other.replay(handle))
+                    first = next(runs, [])
+                for run in itertools.chain([first], runs):
+                    for offset in range(0, len(run), CHUNK):
+                        chunk = run[offset : offset + CHUNK]
+                        yield entry, number, chunk
+                        number += len(chunk)
+            except (ijson.JSONError, msgspec.DecodeError) as exc:
+                raise UnreadableFile(
+                    f"not a complete Logs API JSON file after record {self._decoded} ({exc}); "
+                    "re-export the day"
+                ) from exc
 
+    def _decode_run(self, array: Any) -> list[Any]:
+        """A JSON array of items → their records (structs of the bound fields).
 
-_to_timestamp = _checked(values.unix_seconds_value)
-_to_datetime = _checked(values.plain_datetime_value)
-_to_bigint = _checked(lambda value: values.integer_number(value, "bigint"))
-_to_uint64 = _checked(lambda value: values.integer_number(value, "uint64"))
-_to_bool = _checked(values.loose_boolean_value)
-_to_json = _checked(lambda value: values.clean_json(values.parse_json(value)))
+        The first run binds the file's fields (the first item's keys); later runs decode
+        straight into a struct of those fields — a missing field reads as "" — and fall
+        back to a general decode when a value is not a string (a JSON null or number).
+        """
+        if self._decode_typed is not None:
+            try:
+                records = self._decode_typed(array)
+            except msgspec.ValidationError:  # a value that is not a string
+                records = self._as_records(_decode_any(array))
+        else:
+            items = _decode_any(array)
+            if items and isinstance(items[0], dict):
+                self._bind_json(list(items[0]))
+            records = self._as_records(items)
+        self._decoded += len(records)
+        return records
 
-
-_CASTERS: dict[str, Callable[[str], Any] | None] = {
-    "timestamp": _to_timestamp,
-    "datetime": _to_datetime,
-    "bigint": _to_bigint,
-    "uint64": _to_uint64,
-    "bool": _to_bool,
-    "json": _to_json,
-    "text": None,
-}
-_CASTER_BY_FIELD: dict[str, Callable[[str], Any] | None] = {}
-
-
-def field_caster(name: str) -> Callable[[str], Any] | None:
-    """The function turning a non-empty raw value of this field into its type (None for text);
-    it raises ValueError with the reason on a bad value."""
-    return _caster(name)
-
-
-def _caster(name: str) -> Callable[[str], Any] | None:
-    try:
-        return _CASTER_BY_FIELD[name]
-    except KeyError:
-        caster = _CASTER_BY_FIELD[name] = _CASTERS[field_kind(name)]
-        return caster
-
-
-def check_resource(resource: str) -> None:
-    """Raise a ValueError naming the supported resources when `resource` is not one of them."""
-    if resource not in DEFAULT_FIELDS:
-        raise ValueError(
-            f"unsupported AppMetrica resource {resource!r}; use one of {', '.join(DEFAULT_FIELDS)}"
+    def _bind_json(self, keys: list[str]) -> None:
+        """Bind to the first item's keys and make the typed decoder: the struct's fields are
+        the keys with the typed fields first and the text ones next (so a formatter takes the
+        texts as one slice), unknown keys last."""
+        kinds = self._kinds
+        fields = sorted(keys, key=lambda key: 2 if key not in kinds else kinds[key] == "text")
+        names = [f"f{i}" for i in range(len(fields))]  # any JSON key, even not an identifier
+        self._record_type = msgspec.defstruct(
+            "AppMetricaRecord",
+            [(name, str, "") for name in names],
+            rename=dict(zip(names, fields, strict=True)),
+            gc=False,
         )
+        self._decode_typed = msgspec.json.Decoder(list[self._record_type]).decode
+        self.header = tuple(fields)
+        self._bind(fields, True)
 
-
-def cast_record(resource: str, record: dict[str, str], *, row: int | None = None) -> dict[str, Any]:
-    """Typed values of one raw record (see the module table); `CastError` on a bad value.
-
-    Fields outside the resource's documented list are kept as text.
-    """
-    check_resource(resource)
-    typed: dict[str, Any] = {}
-    for name, value in record.items():
-        if value is None or value == "":
-            typed[name] = None
-            continue
-        caster = _caster(name)
-        if caster is None:
-            typed[name] = value
-            continue
-        try:
-            typed[name] = caster(value)
-        except ValueError as exc:
-            raise CastError(name, value, str(exc), row) from None
-    return typed
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"unsupported AppMetrica file format {fmt!r}; use 'csv' or 'json'")
-
-
-def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """(record number from 1, raw string values) for each record of a Logs API file, streamed.
-
-    CSV goes through the `csv` module row by row; JSON (`{"data": [...]}`)
-    through ijson, item by item. A leading UTF-8 BOM is skipped in both.
-    """
-    _check_format(fmt)
-    path = Path(path)
-    if fmt == "csv":
-        yield from _iter_csv(path)
-    else:
-        yield from _iter_json(path)
-
-
-def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            return
-        width = len(header)
-        for number, values in enumerate(reader, start=1):
-            if len(values) != width:
-                if not values:
-                    continue
-                raise ValueError(
-                    f"{path}: CSV record {number} (line {reader.line_num}) has {len(values)} "
-                    f"values, the header has {width}: the file is truncated or not a Logs API CSV"
+    def _as_records(self, items: list[Any]) -> list[Any]:
+        """Items decoded in general → records; an item that is not an object is unreadable."""
+        fields, record = self.header, self._record_type
+        records = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not fields:
+                raise UnreadableFile(
+                    f"JSON record {self._decoded + index + 1} is a {type(item).__name__}, "
+                    "not an object"
                 )
-            yield number, dict(zip(header, values, strict=True))
+            records.append(record(*[field_text(item.get(name)) for name in fields]))
+        return records
+
+    def _ijson_runs(self, handle: BinaryIO) -> Iterator[list[Any]]:
+        """Records of a JSON file in another shape than `{"data": [...]}`, via ijson.
+
+        A file without a top-level `data` array (an error answer saved as the file, a bare
+        array) is unreadable, not an empty load.
+        """
+        found: list[bool] = []
+
+        def events(parser: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, str, Any]]:
+            for prefix, event, value in parser:
+                if prefix == "data" and event == "start_array":
+                    found.append(True)
+                yield prefix, event, value
+
+        items = ijson.items(events(ijson.parse(handle, use_float=True)), "data.item")
+        while run := list(itertools.islice(items, CHUNK)):
+            if self.header is None and isinstance(run[0], dict):
+                self._bind_json(list(run[0]))
+            records = self._as_records(run)
+            self._decoded += len(records)
+            yield records
+        if not found:
+            raise UnreadableFile(
+                'no top-level "data" array: not a Logs API JSON export (an error answer saved '
+                "as the file?)"
+            )
 
 
-def field_text(value: Any) -> str:
-    """A JSON value as the Logs API would send it: a string ("" for null, JSON for objects)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    with open(path, "rb") as handle:
-        if handle.read(3) != b"\xef\xbb\xbf":
-            handle.seek(0)
-        try:
-            for number, item in enumerate(ijson.items(handle, "data.item"), start=1):
-                if not isinstance(item, dict):
-                    raise ValueError(
-                        f"{path}: JSON record {number} is a {type(item).__name__}, not an object"
-                    )
-                yield number, {key: field_text(value) for key, value in item.items()}
-        except ijson.JSONError as exc:
-            raise ValueError(
-                f"{path}: not a complete Logs API JSON file ({exc}); re-export the window"
-            ) from exc
+def _regular_rows(entry: str, first: int, rows: list[list[str]], width: int) -> Iterator[Chunk]:
+    """The rows of a chunk one by one, blank lines skipped; a row of another width is
+    unreadable, naming it."""
+    for offset, row in enumerate(rows):
+        if len(row) == width:
+            yield entry, first + offset, [row]
+        elif row:
+            raise UnreadableFile(
+                f"CSV record {first + offset} has {len(row)} values, the header has "
+                f"{width}: the file is truncated or not a Logs API CSV; re-export the day"
+            )

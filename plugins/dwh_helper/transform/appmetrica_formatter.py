@@ -4,7 +4,8 @@
 code: for the fields one file holds it compiles a `line(record)` function with the
 field positions baked in, each value checked and cast (with per-file caches for the
 timestamps and datetimes that repeat within a day), `row_uuid` computed exactly as
-`dwh.appmetrica_schema.row_uuid` computes it, and the line assembled in one f-string.
+the reference `row_uuid` of the tests computes it (`tests/support/appmetrica_oracle.py`), and
+the line assembled in one f-string.
 Only a line that needs COPY escaping (a backslash, tab or line break in a value)
 takes a second, escaping variant of the same generated code.
 """
@@ -17,21 +18,30 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from msgspec.structs import astuple
 
+from dwh_helper.catalogue.appmetrica import LOADER_COLUMNS, field_text
 from dwh_helper.dwh.appmetrica_schema import FALLBACK_MARK, ROW_UUID_NAMESPACE, fallback_identity
 from dwh_helper.dwh.copy_text import CopyDialect, escape
-from dwh_helper.sources.appmetrica_parse import CastError, field_text
 from dwh_helper.transform import values
+from dwh_helper.transform.appmetrica_mapping import ResourceMapping
 
-if TYPE_CHECKING:
-    from dwh_helper.transform.appmetrica_mapping import ResourceMapping
 
-LOADER_COLUMNS = ("row_uuid", "application_id")
-"""The columns the loader fills itself, first in every COPY line."""
+class CastError(ValueError):
+    """A value that cannot be converted: names the field, the value, why, and the row if known."""
+
+    def __init__(self, field: str, value: str, reason: str, row: int | None = None) -> None:
+        where = f"row {row}: " if row is not None else ""
+        shown = value if len(value) <= 200 else value[:200] + "..."
+        super().__init__(f"{where}field {field!r} = {shown!r}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.row = row
+
 
 COPY_DIALECT = CopyDialect(null="")
 """The COPY text a RowFormatter writes: NULL as an empty field (an empty string is NULL
@@ -46,10 +56,11 @@ _EPOCH = date(1970, 1, 1)
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31 23:59:59
 
 
-def _layer(cast: Callable[[str], str]) -> Callable[[str], str]:
-    """A value-layer cast raising a plain ValueError with the reason."""
+def checked_cast(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A value-layer cast raising a plain ValueError with the reason (what the generated
+    code and the checked path catch)."""
 
-    def check(raw: str) -> str:
+    def check(raw: str) -> Any:
         try:
             return cast(raw)
         except values.InvalidValue as exc:
@@ -123,11 +134,11 @@ def canonical_json(raw: str) -> str:
 
 
 CASTS: dict[str, Callable[[str], str]] = {
-    "timestamp": _layer(values.unix_seconds),
-    "datetime": _layer(values.plain_datetime),
-    "bigint": _layer(values.bigint),
-    "uint64": _layer(values.uint64),
-    "bool": _layer(values.loose_boolean),
+    "unix_seconds": checked_cast(values.unix_seconds),
+    "timestamp": checked_cast(values.plain_datetime),
+    "bigint": checked_cast(values.bigint),
+    "uint64": checked_cast(values.uint64),
+    "boolean": checked_cast(values.loose_boolean),
     "json": canonical_json,
 }
 """Per kind: a non-empty raw string → its COPY text, or ValueError saying what was expected."""
@@ -357,7 +368,7 @@ class RowFormatter:
                 else f"v{i} = record[{access!r}]"
             )
             namespace[f"cast{i}"] = _or_empty(CASTS[kind])
-            if kind == "timestamp":  # Unix seconds: day text (remembered) + time of day
+            if kind == "unix_seconds":  # Unix seconds: day text (remembered) + time of day
                 casts += [
                     f"if v{i}:",
                     f"    if not v{i}.isdigit() or not v{i}.isascii():",
@@ -369,13 +380,13 @@ class RowFormatter:
                     "else:",
                     f'    c{i} = k{i} = ""',
                 ]
-            elif kind == "datetime":  # checked as is: 'YYYY-MM-DD hh:mm:ss'
+            elif kind == "timestamp":  # checked as is: 'YYYY-MM-DD hh:mm:ss'
                 casts.append(  # the separators fixed, digits and ranges checked in C
                     f'c{i} = v{i} if len(v{i}) == 19 and v{i}[10] == " " and v{i}[4] == "-" '
                     f'and v{i}[7] == "-" and v{i}[13] == ":" and v{i}[16] == ":" '
                     f"and v{i}.isascii() and fromisoformat(v{i}) else cast{i}(v{i})"
                 )
-            elif kind == "bool":
+            elif kind == "boolean":
                 casts += [
                     f"c{i} = bools_get(v{i})",
                     f"if c{i} is None:",
@@ -403,13 +414,13 @@ class RowFormatter:
                 identity.append(f"{{texts[{text_names.index(name)}]}}")
             else:
                 i = self._names.index(name)
-                if kind == "bool":
+                if kind == "boolean":
                     casts.append(f'b{i} = {{"t": "true", "f": "false"}}.get(c{i}, "")')
                 identity.append(
                     {
-                        "timestamp": f"{{k{i}}}",
-                        "datetime": f"{{v{i}}}",  # the raw text, as checked
-                        "bool": f"{{b{i}}}",
+                        "unix_seconds": f"{{k{i}}}",
+                        "timestamp": f"{{v{i}}}",  # the raw text, as checked
+                        "boolean": f"{{b{i}}}",
                     }.get(kind, f"{{c{i}}}")  # integers and JSON: their cast text
                 )
         if text_names:

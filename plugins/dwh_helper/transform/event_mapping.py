@@ -8,21 +8,42 @@ line (see `dwh.copy_text`), so the hot path does no lookups in the rules.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dwh_helper.dwh.copy_text import NULL, TEXT, CopyDialect, escape
+from dwh_helper.dwh.copy_text import NULL, TEXT, CopyDialect
 from dwh_helper.dwh.tables import TableSpec, get_table
 from dwh_helper.transform import values
+from dwh_helper.transform.deep_fields import drop_deep_fields
+from dwh_helper.transform.event_casts import (
+    BOUNDS,
+    CASTERS,
+    NEEDS_ESCAPE,
+    UUID_FORM,
+    Caster,
+    NeedsCheck,
+    Unreadable,
+    cast_json,
+    cast_text,
+    json_value_field,
+    raw_json,
+    raw_json_checked,
+)
+from dwh_helper.transform.event_mapping_file import (
+    DEFAULT_TYPE,
+    ColumnRule,
+    EventMappingFile,
+    MappingFileError,
+    TableRule,
+    ValueType,
+)
 from dwh_helper.transform.mapping_file import read_mapping_file
 from dwh_helper.transform.values import (
     CheckedRecord,
@@ -31,36 +52,25 @@ from dwh_helper.transform.values import (
     RefusedValue,
     Repairs,
     ValueReport,
-    yaml_null_policy,
 )
 
-MAPPINGS_DIR = Path(__file__).with_name("mappings")
-
-ValueType = Literal[
-    "text", "uuid", "bigint", "integer", "double", "boolean", "timestamp", "json", "inet"
+__all__ = [
+    "ColumnRule",
+    "NeedsCheck",
+    "EventMapping",
+    "EventMappingFile",
+    "MappingError",
+    "MappingFileError",
+    "TableMapper",
+    "TableRule",
+    "ValueType",
+    "amplitude_mapping",
+    "compile_mapping",
+    "load_event_mapping",
+    "parse_json_line",
 ]
-_DEFAULT_TYPE: dict[str, ValueType] = {
-    "text": "text",
-    "uuid": "uuid",
-    "bigint": "bigint",
-    "integer": "integer",
-    "double precision": "double",
-    "boolean": "boolean",
-    "timestamp": "timestamp",
-    "jsonb": "json",
-    "inet": "inet",
-}
-_ALLOWED: dict[str, set[str]] = {
-    "text": {"text"},
-    "uuid": {"uuid", "text"},
-    "bigint": {"bigint", "integer"},
-    "integer": {"integer"},
-    "double precision": {"double"},
-    "boolean": {"boolean"},
-    "timestamp": {"timestamp"},
-    "jsonb": {"json"},
-    "inet": {"inet", "text"},
-}
+
+MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
 
 class MappingError(RefusedValue):
@@ -68,138 +78,6 @@ class MappingError(RefusedValue):
 
     def __init__(self, table: str, column: str, value: Any, reason: str) -> None:
         super().__init__(column, value, reason, table)
-
-
-class MappingFileError(ValueError):
-    """A mapping file is invalid; the message names the file and the entry."""
-
-
-class ColumnRule(BaseModel):
-    """How one column is filled: the event field, its type, the raw values meaning NULL."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    source: str | None = Field(None, alias="from", description="event field (default: column)")
-    type: ValueType | None = None
-    null_values: list[str | int | float | bool] = Field(default_factory=list)
-    required: bool = False
-    on_invalid: OnInvalid | None = Field(
-        None,
-        description="what an invalid value costs: reject the record, or store NULL and report "
-        "it (default: reject for required and key columns, null for the others)",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_null(cls, data: Any) -> Any:
-        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
-        return yaml_null_policy(data)
-
-
-class TableRule(BaseModel):
-    """The columns of one target table, and when an event gives it no row."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    columns: dict[str, ColumnRule | None]
-    skip_when_null: str | None = Field(None, description="no row when this column is NULL")
-    first_per_file: bool = Field(False, description="keep the first row per key within a file")
-
-
-class EventMappingFile(BaseModel):
-    """A whole mapping file: the source it is for and its target tables in load order."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: str
-    record_id: str = Field(description="event field that identifies a record in rejects")
-    tables: dict[str, TableRule]
-
-    @model_validator(mode="after")
-    def _check_against_tables(self) -> EventMappingFile:
-        for table, rule in self.tables.items():
-            try:
-                spec = get_table(table)
-            except KeyError as exc:
-                raise ValueError(f"tables.{table}: {exc.args[0]}") from None
-            for column, column_rule in rule.columns.items():
-                if column not in spec.column_names:
-                    raise ValueError(
-                        f"tables.{table}.columns.{column}: not a column of {table}; "
-                        f"valid: {', '.join(spec.column_names)}"
-                    )
-                sql_type = spec.column(column).type
-                chosen = (column_rule.type if column_rule else None) or _DEFAULT_TYPE[sql_type]
-                if chosen not in _ALLOWED[sql_type]:
-                    raise ValueError(
-                        f"tables.{table}.columns.{column}: type {chosen!r} cannot fill a "
-                        f"{sql_type} column; use one of {sorted(_ALLOWED[sql_type])}"
-                    )
-            for column in spec.columns:
-                if column.not_null and column.default is None and column.name not in rule.columns:
-                    raise ValueError(f"tables.{table}: NOT NULL column {column.name} is not mapped")
-            if rule.skip_when_null and rule.skip_when_null not in rule.columns:
-                raise ValueError(f"tables.{table}.skip_when_null: {rule.skip_when_null} not mapped")
-        return self
-
-
-# -- casters: raw JSON value -> COPY text field (or InvalidValue), from the value layer ------
-
-Caster = Callable[[Any], str]
-
-
-def _text(value: Any) -> str:
-    """Fast path text: NeedsCheck for a NUL (the checked path removes and counts it)."""
-    if value.__class__ is str:
-        if "\x00" in value:
-            raise NeedsCheck("a NUL in a text value")
-        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-            return escape(value)
-        return value
-    return _unrepaired(values.text, value)
-
-
-def _json(value: Any) -> str:
-    return _unrepaired(values.json_value, value)
-
-
-def _unrepaired(cast: Callable[..., str], value: Any) -> str:
-    """`cast(value)`, or NeedsCheck when it had to repair the value (to be counted)."""
-    repairs = Repairs()
-    text = cast(value, repairs)
-    if repairs.count:
-        raise NeedsCheck("a value to repair")
-    return text
-
-
-def _raw_json_checked(value: Any, repairs: Repairs | None = None) -> str:
-    """A JSON field of the checked path: undecoded text checked as is, or a decoded value."""
-    if isinstance(value, msgspec.Raw):
-        try:
-            text = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidValue("not valid UTF-8") from None
-        if text == "null":
-            return NULL
-        return values.json_text(text, repairs)
-    return values.json_value(value, repairs)
-
-
-_CASTERS: dict[str, Caster] = {
-    "text": _text,
-    "uuid": values.uuid,
-    "bigint": values.bigint,
-    "integer": values.int4,
-    "double": values.double,
-    "boolean": values.boolean,
-    "timestamp": values.timestamp,
-    "json": _json,
-    "inet": values.inet,
-}
-_BOUNDS = {"bigint": 2**63, "integer": 2**31}
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-)
 
 
 @dataclass(frozen=True)
@@ -234,7 +112,7 @@ class TableMapper:
     def __post_init__(self) -> None:
         plan = tuple(
             (
-                _raw_json if column.cast is _json else column.cast,
+                raw_json if column.cast is cast_json else column.cast,
                 column.nulls or None,
                 column.name == self.skip_when_null,
                 column.required,
@@ -288,12 +166,12 @@ class TableMapper:
                 append(NULL)
                 continue
             try:
-                if isinstance(value, _Unreadable):
+                if isinstance(value, Unreadable):
                     raise InvalidValue(value.reason)
-                if column.cast is _text:
+                if column.cast is cast_text:
                     text = values.text(value, repairs)
-                elif column.cast is _json or column.cast is _json_value:
-                    text = _raw_json_checked(value, repairs)
+                elif column.cast is cast_json or column.cast is json_value_field:
+                    text = raw_json_checked(value, repairs)
                 else:
                     text = column.cast(value)
             except InvalidValue as invalid:
@@ -313,35 +191,6 @@ class TableMapper:
         return "\t".join(fields), key
 
 
-def _raw_json(value: Any) -> str:
-    """A JSON value kept undecoded (`msgspec.Raw`) as an escaped COPY field (fast path);
-    NeedsCheck for a NUL escape, which only the checked path may remove and count."""
-    text = bytes(value).decode()
-    if text == "null":
-        return NULL
-    if "\\" in text:
-        if "\\u0000" in text:
-            raise NeedsCheck("a NUL in JSON")
-        return text.translate(_ESCAPES)
-    return text
-
-
-class _Unreadable:
-    """A field the checked decoder could not read (nested too deep): refused per value."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"<{self.reason}>"
-
-
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]").search
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], Any]:
     """Compile one straight-line function for a table: no loop, no per-column dispatch.
 
@@ -353,9 +202,9 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         "NULL": NULL,
         "SCALARS": _SCALARS,
         "Invalid": _Invalid,
-        "TEXT": _text,
-        "NEEDS_ESCAPE": _NEEDS_ESCAPE,
-        "IS_UUID": _UUID.fullmatch,
+        "TEXT": cast_text,
+        "NEEDS_ESCAPE": NEEDS_ESCAPE,
+        "IS_UUID": UUID_FORM.fullmatch,
         "FROMISO": datetime.fromisoformat,
     }
     body = ["def line(r):"]
@@ -370,10 +219,10 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         null_test = "v is None"
         if nulls:
             null_test += f" or (v.__class__ in SCALARS and v in N{index})"
-        if cast is _text:
+        if cast is cast_text:
             convert = "(v if v.__class__ is str and not NEEDS_ESCAPE(v) else TEXT(v))"
-        elif cast is _CASTERS["bigint"] or cast is _CASTERS["integer"]:
-            bound = _BOUNDS["bigint" if cast is _CASTERS["bigint"] else "integer"]
+        elif cast is CASTERS["bigint"] or cast is CASTERS["integer"]:
+            bound = BOUNDS["bigint" if cast is CASTERS["bigint"] else "integer"]
             convert = f"(str(v) if v.__class__ is int and {-bound} <= v < {bound} else C{index}(v))"
         elif cast is values.uuid:
             convert = f"(v if v.__class__ is str and IS_UUID(v) else C{index}(v))"
@@ -401,10 +250,6 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
 
 class _Invalid(Exception):
     """Raised by a generated line function; the checked path then names the problem."""
-
-
-class NeedsCheck(ValueError):
-    """The fast path declines a record: the checked path must map it (never a reject itself)."""
 
 
 _decode_json = msgspec.json.Decoder().decode
@@ -478,7 +323,7 @@ class EventMapping:
             if b"out of range" not in str(exc).encode():
                 raise ValueError(f"not an event object: {exc}") from None
         text = bytes(data).decode("utf-8", "surrogateescape")
-        text, unreadable = _drop_deep_fields(text)
+        text, unreadable = drop_deep_fields(text)
         try:
             event = values.parse_json(text)
         except values.InvalidValue as exc:
@@ -488,7 +333,7 @@ class EventMapping:
         kwargs = {}
         for source, attribute in self._fields:  # type: ignore[attr-defined]
             if source in unreadable:
-                kwargs[attribute] = _Unreadable(unreadable[source])
+                kwargs[attribute] = Unreadable(unreadable[source])
             elif source in event:
                 kwargs[attribute] = event[source]
         return self.record_type(**kwargs)
@@ -502,41 +347,6 @@ class EventMapping:
             return self.map_checked(data).lines
 
 
-def _drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
-    """Top-level fields nested deeper than the JSON limit replaced by null (and named), so
-    the rest of the event can still be read; other lines unchanged."""
-    if text.count("[") + text.count("{") <= values.MAX_JSON_DEPTH:
-        return text, {}
-    if values.json_depth(text) <= values.MAX_JSON_DEPTH:
-        return text, {}
-    unreadable: dict[str, str] = {}
-    parts: list[str] = []
-    depth, deepest, last_key, value_start, copied = 0, 0, None, 0, 0
-    for token in _TOKENS.finditer(text):
-        piece = token.group()
-        if piece[0] == '"':
-            if depth == 1 and text[token.end() :].lstrip().startswith(":"):
-                last_key = json.loads(piece)
-                value_start = text.index(":", token.end()) + 1
-                deepest = 1
-            continue
-        if piece in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif piece in "]}":
-            depth -= 1
-            if depth == 1 and deepest - 1 > values.MAX_JSON_DEPTH and last_key is not None:
-                parts += [text[copied:value_start], "null"]
-                copied = token.end()
-                unreadable[last_key] = f"JSON nested deeper than {values.MAX_JSON_DEPTH} levels"
-                deepest = 1
-    parts.append(text[copied:])
-    return "".join(parts), unreadable
-
-
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-
 def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventMapping:
     """Compile a validated mapping model into a record type and per-table mappers."""
     attributes: dict[str, tuple[str, Any]] = {}  # source field -> (attribute, decoded type)
@@ -548,7 +358,7 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
             if column.name not in rule.columns:
                 continue
             column_rule = rule.columns[column.name] or ColumnRule()
-            value_type = column_rule.type or _DEFAULT_TYPE[column.type]
+            value_type = column_rule.type or DEFAULT_TYPE[column.type]
             source = column_rule.source or column.name
             decoded = msgspec.Raw if value_type == "json" else Any
             if source in attributes and attributes[source][1] is not decoded:
@@ -562,7 +372,7 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
                 _CompiledColumn(
                     name=column.name,
                     source=source,
-                    cast=_CASTERS[value_type],
+                    cast=CASTERS[value_type],
                     nulls=frozenset(v for v in column_rule.null_values if _hashable_null(v)),
                     required=required,
                     on_invalid=column_rule.on_invalid
@@ -582,11 +392,11 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
         }
         compiled = [
             column
-            if column.source in raw_fields or column.cast is not _json
+            if column.source in raw_fields or column.cast is not cast_json
             else _CompiledColumn(
                 column.name,
                 column.source,
-                _json_value,
+                json_value_field,
                 column.nulls,
                 column.required,
                 column.on_invalid,
@@ -609,11 +419,6 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
 def record_attribute(source: str) -> str:
     """The record attribute holding event field `source` (`$insert_id` → `f__insert_id`)."""
     return "f_" + re.sub(r"\W", "_", source)
-
-
-def _json_value(value: Any) -> str:
-    """A decoded JSON value as an escaped COPY field (for fields decoded for another column)."""
-    return _unrepaired(values.json_value, value)
 
 
 def default_on_invalid(spec: TableSpec, column: str, required: bool) -> OnInvalid:

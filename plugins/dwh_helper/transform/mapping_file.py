@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from dwh_helper.transform.values import OnInvalid, yaml_null_policy
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class PolicyRule(BaseModel):
+    """A mapping entry that may say what an invalid value costs (`on_invalid`)."""
+
+    on_invalid: OnInvalid | None = Field(
+        None,
+        description="what an invalid value costs: reject the record, or store NULL and report "
+        "it (default: reject for required, key and identity fields, null for the others)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_null(cls, data: Any) -> Any:
+        """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
+        return yaml_null_policy(data)
 
 
 def read_mapping_file(path: Path, model: type[Model], error: type[Exception]) -> Model:
