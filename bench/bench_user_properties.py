@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from services import add_server_flags, fresh_database, load_average, peak_rss_mb, postgres
 
 from devtools.sandbox.amplitude_events import iter_hour
@@ -83,9 +84,10 @@ def run_step(dsn: str, batch_size: int) -> dict:
     """(child process) Run the step once and report its result, rate and peak memory."""
     from dwh_helper.pipeline.user_properties import migrate_user_properties
 
-    with open_connection(dsn) as conn:
+    # as the operator runs it: a second connection reads the next batch while one is written
+    with open_connection(dsn) as conn, psycopg.connect(dsn, autocommit=True) as reader:
         started = time.perf_counter()
-        result = migrate_user_properties(Repository(conn), batch_size=batch_size)
+        result = migrate_user_properties(Repository(conn), batch_size=batch_size, reader=reader)
         seconds = time.perf_counter() - started
     rows = result.processed + result.rejected
     return {
