@@ -1,22 +1,32 @@
-"""Benchmark: the Amplitude load end to end against the idempotent load limit, same run.
+"""Benchmark: the Amplitude load end to end against the raw-COPY and idempotent limits, same run.
 
 For each size (default 100,000, 300,000 and 1,000,000 events) it generates a realistic
 day archive with the sandbox generator, puts it in moto's S3 server (its own process),
-and measures in child processes on fresh databases:
-  (a) limit: the same events already mapped to COPY text, loaded batch by batch with
-      COPY into staging + INSERT ... ON CONFLICT DO NOTHING into the six tables;
-  (b) e2e:   `load_amplitude_file` from S3 into PostgreSQL (download, unzip, parse, map, load).
-It prints events/s for both, their ratio and the loader's peak memory.
+and measures in child processes on fresh databases, in interleaved rounds:
+  (r) raw:    the same events already mapped to COPY text, COPY'd batch by batch straight
+              into the six tables (the physical limit; not idempotent);
+  (a) limit:  the same COPY text through staging + INSERT ... ON CONFLICT DO NOTHING (the
+              idempotent limit);
+  (b) e2e:    `load_amplitude_file` from S3 into PostgreSQL (download, unzip, parse, map, load);
+  (c) reload: `load_amplitude_file(..., reload=True)` of the same file into a database that
+              holds it already (the re-run of a loaded day; inserts nothing).
+It prints events/s of each (median of the rounds), the ratios, the loader's peak memory, the
+server's durability settings and the machine's load average.
 
-Usage: python bench/bench_amplitude_load.py [--events 100000 300000 1000000] [--batch-size N]
-Targets (issue 3): e2e >= 80% of the limit; peak memory < 300 MB at 1,000,000 events and
-within 50 MB of the 100,000-event run.
+Usage: python bench/bench_amplitude_load.py [--events 100000 300000 1000000] [--rounds 3]
+                                            [--batch-size N] [--fast] [--no-reload]
+By default PostgreSQL runs with its default durability (fsync, synchronous_commit,
+full_page_writes on); `--fast` measures on the test suite's fsync-off cluster instead.
+Targets (issue 15): e2e >= 0.8 x raw and >= 1.0 x idempotent; reload >= 0.9 x idempotent;
+peak memory <= 300 MB at 1,000,000 events and within 50 MB of the 100,000-event run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
 import time
 from datetime import date
@@ -25,7 +35,9 @@ from pathlib import Path
 from services import (
     ROOT,
     CopyBatches,
+    add_server_flags,
     fresh_database,
+    load_average,
     moto_process,
     peak_rss_mb,
     postgres,
@@ -60,8 +72,8 @@ def archive_for(events: int) -> Path:
     return path
 
 
-def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
-    """(a): pre-map the events to per-batch COPY text files, then time only their loading."""
+def child_limit(dsn: str, archive: Path, batch_size: int, raw: bool) -> dict:
+    """(r)/(a): pre-map the events to per-batch COPY text files, then time only their loading."""
     mapping = amplitude_mapping()
     seen: set[str] = set()
     count = 0
@@ -80,17 +92,22 @@ def child_limit(dsn: str, archive: Path, batch_size: int) -> dict:
         batches.flush()
         conn = open_connection(dsn)
         ensure_month_partitions(conn, [DAY])
-        seconds = batches.load_seconds(Repository(conn))
+        seconds = batches.load_seconds(Repository(conn), raw=raw)
     return {"events": count, "seconds": seconds}
 
 
-def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int) -> dict:
-    """(b): the real loader, from S3 to PostgreSQL."""
+def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int, reload: bool) -> dict:
+    """(b)/(c): the real loader, from S3 to PostgreSQL (`reload`: timed on a second load)."""
     repo = Repository(open_connection(dsn))
+    if reload:
+        load_amplitude_file(store_for(s3_url), key, repo, batch_size=batch_size)
     started = time.perf_counter()
-    result = load_amplitude_file(store_for(s3_url), key, repo, batch_size=batch_size)
+    result = load_amplitude_file(store_for(s3_url), key, repo, batch_size=batch_size, reload=reload)
     seconds = time.perf_counter() - started
     return {"events": result.rows_read, "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+KINDS = ("raw", "limit", "e2e", "reload", "staged")
 
 
 def main() -> None:
@@ -100,24 +117,40 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size")
+    parser.add_argument("--no-reload", action="store_true", help="skip the re-load measurement")
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=2,
-        help="interleaved measurements per size; the best of each counts",
+        "--memory-only",
+        action="store_true",
+        help="measure e2e only (peak RSS of large days; no limits, no ratios)",
     )
+    parser.add_argument(
+        "--staged",
+        action="store_true",
+        help="also measure e2e with ETL_OPTIMISTIC_COPY=false (every batch through staging)",
+    )
+    add_server_flags(parser)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        if kind == "limit":
-            print(json.dumps(child_limit(rest[0], Path(rest[1]), args.batch_size)))
+        if kind in ("raw", "limit"):
+            answer = child_limit(rest[0], Path(rest[1]), args.batch_size, raw=kind == "raw")
         else:
-            print(json.dumps(child_e2e(rest[0], rest[1], rest[2], args.batch_size)))
+            if kind == "staged":
+                os.environ["ETL_OPTIMISTIC_COPY"] = "false"
+            answer = child_e2e(rest[0], rest[1], rest[2], args.batch_size, kind == "reload")
+        print(json.dumps(answer))
         return
 
+    skipped = {"reload"} if args.no_reload else set()
+    if not args.staged:
+        skipped.add("staged")
+    kinds = [kind for kind in KINDS if kind not in skipped]
+    if args.memory_only:
+        kinds = ["e2e"]
     rows = []
-    with postgres() as pg, moto_process() as s3_url:
+    with postgres(fast=args.fast) as pg, moto_process() as s3_url:
         store = store_for(s3_url)
         for events in args.events:
             archive = archive_for(events)
@@ -132,47 +165,59 @@ def main() -> None:
                     "window-end": f"{DAY}T23:00:00+00:00",
                 },
             )
-            limits, e2es = [], []
-            for _ in range(args.rounds):  # interleaved rounds; the best of each is kept
-                limits.append(
-                    run_child(
-                        __file__,
-                        "limit",
-                        fresh_database(pg, "bench_limit"),
-                        str(archive),
-                        batch_size=args.batch_size,
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for number in range(1, args.rounds + 1):  # interleaved rounds
+                for kind in kinds:
+                    dsn = fresh_database(pg, f"bench_{kind}")
+                    where = [str(archive)] if kind in ("raw", "limit") else [s3_url, key]
+                    run = run_child(__file__, kind, dsn, *where, batch_size=args.batch_size)
+                    assert run["events"] == events, (kind, run)
+                    runs[kind].append(run)
+                print(
+                    f"  {events:>9,} events, round {number}: "
+                    + ", ".join(
+                        f"{kind} {events / runs[kind][-1]['seconds']:,.0f}/s" for kind in kinds
                     )
+                    + f"; e2e peak {runs['e2e'][-1]['peak_mb']:.0f} MB; {load_average()}",
+                    flush=True,
                 )
-                e2es.append(
-                    run_child(
-                        __file__,
-                        "e2e",
-                        fresh_database(pg, "bench_e2e"),
-                        s3_url,
-                        key,
-                        batch_size=args.batch_size,
-                    )
-                )
-            limit = min(limits, key=lambda run: run["seconds"])
-            e2e = min(e2es, key=lambda run: run["seconds"])
-            e2e["peak_mb"] = max(run["peak_mb"] for run in e2es)
-            assert limit["events"] == e2e["events"] == events, (limit, e2e)
-            rows.append(
-                (events, events / limit["seconds"], events / e2e["seconds"], e2e["peak_mb"])
+            rate = {
+                kind: events / statistics.median(r["seconds"] for r in runs[kind]) for kind in kinds
+            }
+            peak = max(
+                run["peak_mb"]
+                for kind in kinds
+                if kind in ("e2e", "reload", "staged")
+                for run in runs[kind]
             )
-            print(
-                f"  {events:>9,} events: limit {rows[-1][1]:,.0f}/s, e2e {rows[-1][2]:,.0f}/s, "
-                f"peak {e2e['peak_mb']:.0f} MB",
-                flush=True,
-            )
+            rows.append((events, rate, peak))
     print()
+    if args.memory_only:
+        for events, rate, peak in rows:
+            print(f"{events:,} events: e2e {rate['e2e']:,.0f}/s, peak RSS {peak:.0f} MB")
+        return
+    print(f"median of {args.rounds} interleaved rounds; {load_average()}")
+    reload_head = " reload (events/s) | reload / idempotent |" if "reload" in kinds else ""
     print(
-        "| events | idempotent limit (events/s) | load_raw_file e2e (events/s) | e2e / limit "
-        "| loader peak RSS (MB) |"
+        "| events | raw COPY (events/s) | idempotent limit (events/s) | e2e (events/s) "
+        "| e2e / raw | e2e / idempotent | idempotent / raw |" + reload_head + " peak RSS (MB) |"
     )
-    print("|---:|---:|---:|---:|---:|")
-    for events, limit, e2e, peak in rows:
-        print(f"| {events:,} | {limit:,.0f} | {e2e:,.0f} | {e2e / limit:.0%} | {peak:.0f} |")
+    print("|---:" * (8 + (2 if "reload" in kinds else 0)) + "|")
+    for events, rate, peak in rows:
+        raw, limit, e2e = rate["raw"], rate["limit"], rate["e2e"]
+        reload_cells = (
+            f" {rate['reload']:,.0f} | {rate['reload'] / limit:.2f} |" if "reload" in rate else ""
+        )
+        print(
+            f"| {events:,} | {raw:,.0f} | {limit:,.0f} | {e2e:,.0f} | {e2e / raw:.2f} "
+            f"| {e2e / limit:.2f} | {limit / raw:.2f} |{reload_cells} {peak:.0f} |"
+        )
+    if "staged" in kinds:
+        for events, rate, _peak in rows:
+            print(
+                f"{events:,} events: e2e with every batch through staging "
+                f"{rate['staged']:,.0f}/s; optimistic / staged {rate['e2e'] / rate['staged']:.2f}"
+            )
 
 
 if __name__ == "__main__":

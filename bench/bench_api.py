@@ -29,7 +29,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
-from services import BUCKET, ROOT, fresh_database, moto_process, postgres, store_for
+from services import (
+    BUCKET,
+    ROOT,
+    add_server_flags,
+    fresh_database,
+    moto_process,
+    postgres,
+    store_for,
+)
 
 from devtools.sandbox.postgres import free_port
 from devtools.sandbox.yandex_id import DEMO_TOKENS, YandexIdSandbox
@@ -188,13 +196,14 @@ def main() -> int:
     """Run the scenarios and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per scenario")
+    add_server_flags(parser)
     args = parser.parse_args()
     lines = [
         "| scenario | clients | req/s | p50 ms | p99 ms | non-200 |",
         "|---|---|---|---|---|---|",
     ]
     with (
-        postgres() as pg,
+        postgres(fast=args.fast) as pg,
         moto_process() as s3_url,
         YandexIdSandbox(DEMO_TOKENS, hang_seconds=3600) as yandex,
     ):

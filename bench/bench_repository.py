@@ -1,6 +1,9 @@
 """Benchmark: 100,000 events_part rows through insert_batch, copy_rows and raw COPY.
 
-Usage: python bench/bench_repository.py [--rows 100000]
+Usage: python bench/bench_repository.py [--rows 100000] [--fast]
+By default PostgreSQL runs with its default durability (fsync, synchronous_commit,
+full_page_writes on); `--fast` measures on the test suite's fsync-off cluster instead.
+copy_rows is the idempotent path (staging + ON CONFLICT DO NOTHING); raw COPY the limit.
 Targets (issue 2): copy_rows >= 50% of raw COPY and >= 2.5x insert_batch.
 """
 
@@ -11,7 +14,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
-from services import fresh_database, postgres
+from services import add_server_flags, fresh_database, load_average, postgres
 
 from dwh_helper.dwh.repository import Repository, open_connection
 from dwh_helper.dwh.tables import EVENTS_PART
@@ -65,11 +68,12 @@ def main() -> None:
     """Run the three loads on fresh databases and print rows/s with their ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
+    add_server_flags(parser)
     args = parser.parse_args()
     rows = make_rows(args.rows)
     dicts = [dict(zip(EVENTS_PART.column_names, row, strict=True)) for row in rows]
     columns = ", ".join(EVENTS_PART.column_names)
-    with postgres() as pg:
+    with postgres(fast=args.fast) as pg:
         repo = prepare(fresh_database(pg, "bench_insert"))
         insert = timed(
             "insert_batch", len(rows), lambda: repo.insert_batch("events_part", dicts).count
@@ -90,6 +94,7 @@ def main() -> None:
         raw = timed("raw COPY", len(rows), raw_copy)
     print(f"copy_rows / raw COPY     = {copy_rows / raw:5.2f}  (target >= 0.50)")
     print(f"copy_rows / insert_batch = {copy_rows / insert:5.2f}  (target >= 2.50)")
+    print(load_average())
 
 
 if __name__ == "__main__":

@@ -7,8 +7,15 @@ values the mapping rejects), then runs the step in a child process so the
 seeding does not count towards its memory, and prints rows/s and the child's
 peak RSS (`resource.getrusage`).
 
-Usage: python bench/bench_user_properties.py [--rows 100000 1000000] [--batch-size 5000]
-Target (issue 5): >= 20,000 rows/s at 1,000,000 rows, memory flat in the number of rows.
+Beside the step (e2e) it times the write limits of the same output: the permanent and
+changeable rows the step produced, dumped and loaded into a fresh database in one
+transaction straight (raw COPY, not idempotent) and through staging + ON CONFLICT DO NOTHING
+(the idempotent limit); all three as pending rows per second of the same input.
+
+Usage: python bench/bench_user_properties.py [--rows 100000 1000000] [--batch-size 5000] [--fast]
+By default PostgreSQL runs with its default durability (fsync, synchronous_commit,
+full_page_writes on); `--fast` measures on the test suite's fsync-off cluster instead.
+Target (issue 15): >= 20,000 rows/s on the durable server, memory flat in the number of rows.
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from services import fresh_database, peak_rss_mb, postgres
+import psycopg
+from services import add_server_flags, fresh_database, load_average, peak_rss_mb, postgres
 
 from devtools.sandbox.amplitude_events import iter_hour
 from dwh_helper.dwh.repository import Repository, open_connection
+from dwh_helper.dwh.tables import get_table
 
+OUTPUT_TABLES = ("permanent_user_properties", "changeable_user_properties")
 START = datetime(2024, 3, 1, tzinfo=UTC)
 PROJECT_ID = 374182
 
@@ -74,9 +84,10 @@ def run_step(dsn: str, batch_size: int) -> dict:
     """(child process) Run the step once and report its result, rate and peak memory."""
     from dwh_helper.pipeline.user_properties import migrate_user_properties
 
-    with open_connection(dsn) as conn:
+    # as the operator runs it: a second connection reads the next batch while one is written
+    with open_connection(dsn) as conn, psycopg.connect(dsn, autocommit=True) as reader:
         started = time.perf_counter()
-        result = migrate_user_properties(Repository(conn), batch_size=batch_size)
+        result = migrate_user_properties(Repository(conn), batch_size=batch_size, reader=reader)
         seconds = time.perf_counter() - started
     rows = result.processed + result.rejected
     return {
@@ -93,18 +104,40 @@ def run_step(dsn: str, batch_size: int) -> dict:
     }
 
 
+def write_limits(pg, dsn: str) -> dict[str, float]:
+    """Seconds to write the step's output rows again into a fresh database: raw and idempotent."""
+    dumped = {}
+    with open_connection(dsn) as conn, conn.cursor() as cursor:
+        for name in OUTPUT_TABLES:
+            with cursor.copy(f"COPY {name} TO STDOUT") as copy:
+                dumped[name] = b"".join(bytes(chunk) for chunk in copy)
+    seconds = {}
+    for kind in ("raw", "idempotent"):
+        with open_connection(fresh_database(pg, f"bench_write_{kind}")) as conn:
+            repo = Repository(conn)
+            copy = repo.copy_text_direct if kind == "raw" else repo.copy_text
+            started = time.perf_counter()
+            with repo.transaction():
+                for name, data in dumped.items():
+                    spec = get_table(name)
+                    copy(spec, spec.column_names, [data])
+            seconds[kind] = time.perf_counter() - started
+    return seconds
+
+
 def main() -> None:
     """Seed, run in a child process, print rows/s and peak RSS for each size."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=5000)
+    add_server_flags(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_step(args.child, args.batch_size)))
         return
     print(f"user-properties ETL over sandbox events, batch size {args.batch_size}")
-    with postgres() as pg:
+    with postgres(fast=args.fast) as pg:
         for count in args.rows:
             dsn = fresh_database(pg, f"bench_user_properties_{count}")
             seconds = seed(dsn, count)
@@ -123,6 +156,16 @@ def main() -> None:
                 f"({report['processed']:,} processed, {report['rejected']:,} rejected, "
                 f"{report['permanent']:,} permanent, {report['changeable']:,} changeable, "
                 f"{report['batches']} batches)",
+                flush=True,
+            )
+            limits = write_limits(pg, dsn)
+            raw, idempotent = (report["rows"] / limits[kind] for kind in ("raw", "idempotent"))
+            e2e = report["rows_per_second"]
+            print(
+                f"  write limits of the same output: raw COPY {raw:,.0f} rows/s, idempotent "
+                f"{idempotent:,.0f} rows/s; e2e / raw {e2e / raw:.2f}, e2e / idempotent "
+                f"{e2e / idempotent:.2f}, idempotent / raw {idempotent / raw:.2f}; "
+                f"{load_average()}",
                 flush=True,
             )
 

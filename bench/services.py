@@ -1,7 +1,13 @@
-"""What the benchmarks run against: a throwaway PostgreSQL, moto S3 in a process of its own."""
+"""What the benchmarks run against: a throwaway PostgreSQL, moto S3 in a process of its own.
+
+The PostgreSQL runs with its default durability settings (fsync, synchronous_commit and
+full_page_writes on: what a DWH runs) unless a benchmark is given `--fast` (all three off,
+the test suite's cluster). Every benchmark prints the settings it measured against.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -58,10 +64,42 @@ def moto_process() -> Iterator[str]:
         process.wait()
 
 
+SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers")
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """The `--fast` flag every benchmark takes."""
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="measure on the fsync-off test cluster instead of a durable (default) PostgreSQL",
+    )
+
+
+def server_settings(dsn: str) -> str:
+    """The settings that decide write speed, as one line."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        shown = [
+            f"{name}={conn.execute(sql.SQL('SHOW {}').format(sql.Identifier(name))).fetchone()[0]}"
+            for name in SETTINGS
+        ]
+    return "PostgreSQL " + ", ".join(shown)
+
+
+def load_average() -> str:
+    """The machine's load average (1, 5, 15 minutes): the benchmarks' numbers are only as
+    good as the machine is quiet."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPU(s)"
+
+
 @contextmanager
-def postgres() -> Iterator[TemporaryPostgres]:
-    """A throwaway PostgreSQL with a migrated template database `bench_template`."""
-    with TemporaryPostgres() as pg:
+def postgres(fast: bool = False) -> Iterator[TemporaryPostgres]:
+    """A throwaway PostgreSQL with a migrated template database `bench_template`: durable
+    unless `fast`; prints its settings."""
+    with TemporaryPostgres(durable=not fast) as pg:
+        print(server_settings(pg.dsn), flush=True)
+        print(load_average(), flush=True)
         with psycopg.connect(pg.dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench_template")
         with open_connection(pg.dsn_for("bench_template")) as conn:
@@ -107,8 +145,10 @@ def run_child(script: str, *args: str, batch_size: int) -> dict:
 
 
 class CopyBatches:
-    """The limit's input: COPY text per table written to files batch by batch while the
-    records are mapped, then loaded — and only that timed — in one transaction."""
+    """The limits' input: COPY text per table written to files batch by batch while the
+    records are mapped, then loaded — and only that timed — in one transaction: through
+    staging + ON CONFLICT DO NOTHING (the idempotent limit) or straight into the target
+    tables (`raw`: the raw-COPY limit, not idempotent)."""
 
     def __init__(self, directory: Path, tables: Any) -> None:
         self.directory = Path(directory)
@@ -126,14 +166,16 @@ class CopyBatches:
                 lines.clear()
         self.batches.append(files)
 
-    def load_seconds(self, repo: Any) -> float:
-        """Load every batch with `Repository.copy_text` in one transaction; the seconds taken."""
+    def load_seconds(self, repo: Any, *, raw: bool = False) -> float:
+        """Load every batch in one transaction — `Repository.copy_text` (idempotent) or, `raw`,
+        a plain COPY into each table — and return the seconds taken."""
+        copy = repo.copy_text_direct if raw else repo.copy_text
         started = time.perf_counter()
         with repo.transaction():
             for files in self.batches:
                 for table, path in files:
                     data = [path.read_bytes()]
-                    repo.copy_text(table.spec, table.columns, data, dialect=table.copy_dialect)
+                    copy(table.spec, table.columns, data, dialect=table.copy_dialect)
         return time.perf_counter() - started
 
 

@@ -61,8 +61,13 @@ class TemporaryPostgres:
     commands run as the `postgres` user through `runuser`.
     """
 
-    def __init__(self, port: int | None = None, user: str = "postgres") -> None:
+    def __init__(
+        self, port: int | None = None, user: str = "postgres", *, durable: bool = False
+    ) -> None:
         self.port = port or free_port()
+        self.durable = durable
+        """True: PostgreSQL's default durability (fsync, synchronous_commit, full_page_writes
+        on), what a DWH runs; False (tests): all three off, faster and crash-unsafe."""
         self.user = user
         self.bin = find_pg_bin()
         self.root = Path(tempfile.mkdtemp(prefix="dwh-pg-"))
@@ -106,9 +111,10 @@ class TemporaryPostgres:
         )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=100 -c shared_buffers=128MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "-D",

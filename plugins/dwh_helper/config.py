@@ -188,6 +188,10 @@ class EtlSettings(BaseSettings):
     """Seconds after which a load's leftover temporary directory counts as abandoned."""
     retry_delay: float = Field(120.0, gt=0)
     """Seconds before a failed task's first retry (doubling per retry, at most 30 minutes)."""
+    optimistic_copy: bool = True
+    """Loaders COPY each batch straight into its tables, falling back to staging on a conflict."""
+    writer_switch_interval: float = Field(0.0005, ge=0)
+    """Python's GIL switch interval (seconds) while a batch writer thread runs; 0: unchanged."""
 
 
 class LoggingSettings(BaseSettings):

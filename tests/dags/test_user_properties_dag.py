@@ -97,7 +97,10 @@ def test_dag_test_migrates_sandbox_user_properties(airflow_db, dwh_dsn, dwh_conn
             "SELECT count(*) FROM tmp_user_properties WHERE NOT migrated"
         ).fetchone()[0]
         rejects = conn.execute(
-            "SELECT count(*) FROM load_rejects WHERE source = 'user_properties'"
+            "SELECT count(*) FROM load_rejects WHERE source = 'user_properties' AND kind = 'record'"
+        ).fetchone()[0]
+        nulled = conn.execute(
+            "SELECT count(*) FROM load_rejects WHERE source = 'user_properties' AND kind = 'value'"
         ).fetchone()[0]
         outside = conn.execute(
             "SELECT count(*) FROM tmp_user_properties WHERE event_time < '2024-03-02' "
@@ -114,6 +117,7 @@ def test_dag_test_migrates_sandbox_user_properties(airflow_db, dwh_dsn, dwh_conn
     )
     assert result["processed"] + result["rejected"] == seeded - outside
     assert result["rejected"] == rejects and result["batches"] >= (seeded - outside) // 50
+    assert result["values_nulled"] == nulled
     assert result["permanent_inserted"] == people
     assert result["changeable_inserted"] == history
     assert result["unknown_keys"].get("Ehr Count", 0) > 0
@@ -161,7 +165,15 @@ def test_operator_returns_the_result_and_fails_past_the_reject_ratio(
                     HOUR,
                     False,
                 ),
-                ("00000000-0000-0000-0000-000000000002", {"age": "x"}, "ru", 5, "1", HOUR, False),
+                (
+                    "00000000-0000-0000-0000-000000000002",
+                    {"EHR_ID": "x", "age": "x"},
+                    "ru",
+                    5,
+                    "1",
+                    HOUR,
+                    False,
+                ),
             ],
         )
     operator = MigrateUserPropertiesOperator(task_id="t", max_reject_ratio=0.6, batch_size="10")

@@ -242,40 +242,60 @@ def test_rejects_are_recorded_stay_pending_and_are_retried(repo, dwh_conn):
         ],
     )
     result = migrate_user_properties(repo, batch_size=3)
-    assert (result.processed, result.rejected, result.rejected_before) == (2, 2, 0)
-    assert result.new_reject_ratio == 0.5
-    assert result.error_keys == {"age": 1, "registered_via_app": 1, "EHR_ID": 1}
+    # an invalid age or registered_via_app costs the value (NULL, reported), an invalid
+    # EHR_ID (the person, on_invalid: reject) the record
+    assert (result.processed, result.rejected, result.rejected_before) == (3, 1, 0)
+    assert result.values_nulled == 2 and result.values_repaired == 0
+    assert result.new_reject_ratio == 0.25
+    assert result.error_keys == {"EHR_ID": 1}
     assert fetch(
         dwh_conn, "SELECT uuid FROM tmp_user_properties WHERE NOT migrated ORDER BY uuid"
-    ) == [(uid(2),), (uid(3),)]
+    ) == [(uid(3),)]
+    assert fetch(
+        dwh_conn, "SELECT age FROM changeable_user_properties WHERE uuid = %s", uid(2)
+    ) == [(None,)]
     rejects = fetch(
         dwh_conn,
-        "SELECT source, s3_key, record_id, reason, raw FROM load_rejects ORDER BY record_id",
+        "SELECT source, s3_key, record_id, kind, table_name, column_name, value, reason, raw "
+        "FROM load_rejects ORDER BY record_id, column_name",
     )
-    assert [row[:3] for row in rejects] == [
-        (REJECT_SOURCE, None, str(uid(2))),
-        (REJECT_SOURCE, None, str(uid(3))),
+    assert [row[:7] for row in rejects] == [
+        (REJECT_SOURCE, None, str(uid(2)), "value", "changeable_user_properties", "age", "old"),
+        (
+            REJECT_SOURCE,
+            None,
+            str(uid(2)),
+            "value",
+            "permanent_user_properties",
+            "registered_via_app",
+            "yes",
+        ),
+        (REJECT_SOURCE, None, str(uid(3)), "record", "changeable_user_properties", "ehr_id", "abc"),
     ]
-    assert "age='old': age: no match for extract_regex" in rejects[0][3]
-    assert {error["key"] for error in rejects[0][4]["errors"]} == {"age", "registered_via_app"}
-    assert rejects[1][4]["errors"] == [
-        {"key": "EHR_ID", "value": "abc", "reason": "ehr_id: not an integer"}
+    assert "age='old': age: no match for extract_regex" in rejects[0][7]
+    assert rejects[2][8]["errors"] == [
+        {
+            "key": "EHR_ID",
+            "value": "abc",
+            "reason": "ehr_id: not an integer (ASCII digits with an optional sign)",
+        }
     ]
 
     again = migrate_user_properties(repo)
-    assert (again.processed, again.rejected, again.rejected_before) == (0, 2, 2)
-    assert again.new_reject_ratio == 0.0
-    assert fetch(dwh_conn, "SELECT count(*) FROM load_rejects") == [(2,)]
+    assert (again.processed, again.rejected, again.rejected_before) == (0, 1, 1)
+    assert again.new_reject_ratio == 0.0 and again.values_nulled == 0
+    assert fetch(dwh_conn, "SELECT kind, count(*) FROM load_rejects GROUP BY kind ORDER BY 1") == [
+        ("record", 1),
+        ("value", 2),
+    ]
 
     data = copy.deepcopy(yaml.safe_load(DEFAULT_MAPPING_PATH.read_text(encoding="utf-8")))
-    age = next(rule for rule in data["changeable"] if rule["column"] == "age")
-    age["null_values"] = ["old"]
-    via_app = next(rule for rule in data["permanent"] if rule["column"] == "registered_via_app")
-    via_app["true_values"].append("yes")
     data["ehr_id"]["null_values"].append("abc")
     fixed = migrate_user_properties(repo, mapping=parse_field_mappings(data))
-    assert (fixed.processed, fixed.rejected) == (2, 0)
-    assert fetch(dwh_conn, "SELECT count(*) FROM load_rejects") == [(0,)]
+    assert (fixed.processed, fixed.rejected) == (1, 0)
+    assert fetch(dwh_conn, "SELECT kind, count(*) FROM load_rejects GROUP BY kind") == [
+        ("value", 2)
+    ]
     assert fetch(dwh_conn, "SELECT count(*) FROM tmp_user_properties WHERE NOT migrated") == [(0,)]
     assert fetch(
         dwh_conn, "SELECT registered_via_app FROM permanent_user_properties WHERE ehr_id = 7"

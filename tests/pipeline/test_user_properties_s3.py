@@ -81,21 +81,22 @@ def test_ndjson_file_with_bad_lines(repo, dwh_conn, store):
     ]
     put(store, KEY, ndjson(rows))
     result = migrate_user_properties(repo, source="s3", store=store, key=KEY, batch_size=5)
-    assert (result.processed, result.rejected, result.last_line) == (12, 3, 15)
+    assert (result.processed, result.rejected, result.last_line) == (13, 2, 15)
+    assert result.values_nulled == 1
     assert (result.key, result.status, result.failed_line) == (KEY, "completed", None)
     assert result.batches == 3
     assert dwh_conn.execute("SELECT count(*) FROM permanent_user_properties").fetchone() == (4,)
     rejects = dwh_conn.execute(
-        "SELECT source, s3_key, record_id, line, reason, raw FROM load_rejects ORDER BY line"
+        "SELECT source, s3_key, record_id, line, kind, reason, raw FROM load_rejects ORDER BY line"
     ).fetchall()
-    assert [row[:4] for row in rejects] == [
-        (REJECT_SOURCE, KEY, None, 13),
-        (REJECT_SOURCE, KEY, str(uuid.UUID(int=13)), 14),
-        (REJECT_SOURCE, KEY, None, 15),
+    assert [row[:5] for row in rejects] == [
+        (REJECT_SOURCE, KEY, None, 13, "record"),
+        (REJECT_SOURCE, KEY, str(uuid.UUID(int=13)), 14, "value"),  # age 'old' stored NULL
+        (REJECT_SOURCE, KEY, None, 15, "record"),
     ]
-    assert "not JSON" in rejects[0][4]
-    assert rejects[1][5]["event"]["user_properties"] == {"EHR_ID": "1", "age": "old"}
-    assert "not a JSON object" in rejects[2][4]
+    assert "not JSON" in rejects[0][5]
+    assert "age='old'" in rejects[1][5]
+    assert "not a JSON object" in rejects[2][5]
     # session -1 → null, the event's own fields reach the changeable row
     assert dwh_conn.execute(
         "SELECT session_id, language FROM changeable_user_properties WHERE uuid = %s",
@@ -103,7 +104,7 @@ def test_ndjson_file_with_bad_lines(repo, dwh_conn, store):
     ).fetchone() == (None, "Russian")
 
     again = migrate_user_properties(repo, source="s3", store=store, key=KEY, batch_size=5)
-    assert (again.processed, again.rejected, again.rejected_before) == (12, 3, 3)
+    assert (again.processed, again.rejected, again.rejected_before) == (13, 2, 2)
     assert (again.permanent_inserted, again.changeable_inserted) == (0, 0)
     assert dwh_conn.execute("SELECT count(*) FROM load_rejects").fetchone() == (3,)
 
@@ -197,10 +198,23 @@ def test_truncated_gzip_reports_the_failing_line_and_keeps_the_lines_before(repo
 
 
 def test_nul_characters_and_missing_objects(repo, dwh_conn, store):
-    put(store, KEY, ndjson([event(1, {"EHR_ID": "1", "source": "bad\u0000value"})]))
+    put(
+        store,
+        KEY,
+        ndjson(
+            [
+                event(1, {"EHR_ID": "1", "source": "bad\u0000value"}),
+                event(2, {"EHR_ID": "x\u0000", "source": "a\u0000b"}),
+            ]
+        ),
+    )
     result = migrate_user_properties(repo, source="s3", store=store, key=KEY)
-    assert result.rejected == 1
+    assert (result.processed, result.rejected, result.values_repaired) == (1, 1, 1)
+    assert dwh_conn.execute("SELECT source FROM permanent_user_properties").fetchall() == [
+        ("badvalue",)
+    ]
     raw = dwh_conn.execute("SELECT raw FROM load_rejects").fetchone()[0]
-    assert raw["errors"][0]["key"] == "source" and "\\u0000" in raw["errors"][0]["value"]
+    assert raw["errors"][0]["key"] == "EHR_ID" and raw["errors"][0]["value"] == "x\\u0000"
+    assert raw["event"]["user_properties"]["source"] == "a\\u0000b"
     with pytest.raises(ObjectNotFound):
         migrate_user_properties(repo, source="s3", store=store, key="raw/missing.zip")

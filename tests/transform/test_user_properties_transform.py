@@ -51,10 +51,15 @@ def permanent_value(props: dict, column: str):
 
 
 def error_of(props: dict) -> FieldError:
+    """The one invalid value of a non-key column: stored NULL, the record kept, the value
+    reported (on_invalid: null, the default for every column but ehr_id)."""
     result = transform_record(tmp_row({"EHR_ID": "7", **props}))
-    assert result.permanent is None and result.changeable is None
-    assert len(result.errors) == 1, result.errors
-    return result.errors[0]
+    assert result.errors == [] and result.changeable is not None
+    assert len(result.reports) == 1, result.reports
+    report = result.reports[0]
+    row = result.permanent if report.table == "permanent_user_properties" else result.changeable
+    assert row[report.column] is None
+    return report
 
 
 def test_raw_amplitude_event_maps_to_both_rows():
@@ -128,16 +133,30 @@ def test_missing_ehr_id_and_missing_properties_still_give_a_changeable_row():
     assert result.permanent is None and result.changeable["uuid"] == UUID
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [("155683", 155683), (155683, 155683), (" 12 ", 12)]
-)
+@pytest.mark.parametrize(("value", "expected"), [("155683", 155683), (155683, 155683), ("+12", 12)])
 def test_ehr_id_forms(value, expected):
     result = transform_record(tmp_row({"EHR_ID": value}))
     assert result.permanent["ehr_id"] == expected == result.changeable["ehr_id"]
 
 
-@pytest.mark.parametrize("value", ["abc", "12a", True, {"id": 1}, "99999999999999999999"])
-def test_bad_ehr_id_is_an_error(value):
+@pytest.mark.parametrize(
+    "value",
+    [
+        "abc",
+        "12a",
+        True,
+        {"id": 1},
+        "99999999999999999999",
+        " 12",
+        "12 ",
+        "５０９０７１",
+        "1_000",
+        "84141a73-5ed4-4a0c-9c1d-4c2f6f5b2b11",
+        1.5,
+        float("inf"),
+    ],
+)
+def test_bad_ehr_id_rejects_the_record(value):
     result = transform_record(tmp_row({"EHR_ID": value}))
     assert result.permanent is None and result.changeable is None
     assert [(error.key, error.value) for error in result.errors] == [("EHR_ID", value)]
@@ -377,19 +396,71 @@ def test_record_fields_errors(field, value, reason):
 def test_properties_that_are_not_an_object_are_an_error():
     result = transform_record(tmp_row("[1, 2]"))
     assert result.errors[0].key == "user_properties_json"
-    assert "expected a JSON object, got array" in result.errors[0].reason
+    assert "expected a JSON object, got a JSON array" in result.errors[0].reason
     result = transform_record(tmp_row("{broken"))
     assert "not valid JSON" in result.errors[0].reason
 
 
-def test_several_errors_are_all_reported():
+def test_several_invalid_values_are_all_reported():
     result = transform_record(tmp_row({"EHR_ID": "7", "age": "old", "cohort_day": "x"}))
-    assert sorted(error.key for error in result.errors) == ["age", "cohort_day"]
+    assert result.errors == []
+    assert sorted((r.key, r.table, r.column) for r in result.reports) == [
+        ("age", "changeable_user_properties", "age"),
+        ("cohort_day", "permanent_user_properties", "cohort_day"),
+    ]
+    assert result.changeable["age"] is None and result.permanent["cohort_day"] is None
 
 
-def test_nul_character_in_a_string_is_an_error():
-    error = error_of({"source": "a\x00b"})
-    assert "NUL character" in error.reason
+def test_several_errors_of_rejecting_columns_are_all_reported():
+    result = transform_record(tmp_row({"EHR_ID": "x"}, uuid="nope", event_time="2022-W46-1"))
+    assert sorted(error.key for error in result.errors) == ["EHR_ID", "event_time", "uuid"]
+
+
+def test_nul_is_removed_from_text_and_counted():
+    result = transform_record(
+        tmp_row({"EHR_ID": "7", "source": "a\x00b", "Gender": "Fe\x00male\x00"}, language="R\x00u")
+    )
+    assert result.errors == [] and result.reports == []
+    assert result.permanent["source"] == "ab" and result.permanent["gender"] == "female"
+    assert result.changeable["language"] == "Ru"
+    assert result.repairs == 3
+
+
+def test_nul_repair_counts_survive_shared_properties():
+    shared = transform_properties({"EHR_ID": "7", "source": "a\x00b"})
+    first = complete_record(tmp_row(None), shared)
+    second = complete_record(tmp_row(None, uuid=uuid.UUID(int=2), language="x\x00"), shared)
+    assert (first.repairs, second.repairs) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2022-W46-1", "2022-11-14 00:57:32,668", "2022-11-14T00", "2022-11-14", "2024-02-30 00:00:00"],
+)
+def test_event_time_forms_postgresql_refuses_reject_the_record(value):
+    result = transform_record(tmp_row({"EHR_ID": 1}, event_time=value))
+    assert result.changeable is None
+    assert [(e.key, e.column) for e in result.errors] == [("event_time", "event_time")]
+    assert "not a" in result.errors[0].reason
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("age", "５０"), ("cohort_day", "５"), ("cohort_day", " 12"), ("telemed_files_sent", "1_0")],
+)
+def test_integers_take_ascii_digits_only(column, value):
+    report = error_of({column: value})
+    assert report.column == column and "not an integer" in report.reason
+
+
+def test_on_invalid_reject_in_the_mapping_rejects_the_record():
+    data = copy.deepcopy(yaml.safe_load(DEFAULT_MAPPING_PATH.read_text(encoding="utf-8")))
+    data["changeable"][1]["on_invalid"] = "reject"  # age
+    data["ehr_id"]["on_invalid"] = None  # YAML `on_invalid: null`
+    mapping = parse_field_mappings(data)
+    result = transform_record(tmp_row({"EHR_ID": "x", "age": "old"}), mapping)
+    assert result.changeable is None
+    assert [(e.key, e.column) for e in result.errors] == [("age", "age")]
 
 
 def test_unknown_keys_are_reported_not_errors():
@@ -437,3 +508,5 @@ def test_properties_converted_once_serve_many_records():
     assert shared.changeable["uuid"] is None and shared.changeable["language"] is None
     bad = transform_properties({"EHR_ID": "x"})
     assert complete_record(tmp_row(None), bad).errors == list(bad.errors)
+    nulled = transform_properties({"EHR_ID": "7", "age": "old"})
+    assert complete_record(tmp_row(None), nulled).reports == list(nulled.reports)

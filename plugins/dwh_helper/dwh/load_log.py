@@ -85,6 +85,23 @@ def complete_attempt(conn: psycopg.Connection, attempt_id: int, completion: Comp
     )
 
 
+def note_details(conn: psycopg.Connection, attempt_id: int, details: Mapping[str, Any]) -> None:
+    """Add facts to an attempt's details (say, a failure after its commit)."""
+    conn.execute(
+        "UPDATE load_log SET details = details || %s::jsonb WHERE id = %s",
+        (json.dumps(dict(details), default=str), attempt_id),
+    )
+
+
+def loaded_before(conn: psycopg.Connection, s3_key: str, attempt_id: int) -> bool:
+    """Whether a load of this key other than this attempt ever committed (`loaded`)."""
+    row = conn.execute(
+        "SELECT 1 FROM load_log WHERE s3_key = %s AND status = 'loaded' AND id <> %s LIMIT 1",
+        (s3_key, attempt_id),
+    ).fetchone()
+    return row is not None
+
+
 def mark_abandoned(conn: psycopg.Connection, s3_key: str, attempt_id: int) -> list[int]:
     """Called holding the key's lock: mark other `running` rows of this key whose backend is
     gone, or is not waiting for the key's lock (so it is not a live load queued behind this

@@ -261,6 +261,42 @@ class Repository:
 
         return self._copy_via_stage(spec, tuple(columns), write, dialect)
 
+    def copy_text_direct(
+        self,
+        table: str | TableSpec,
+        columns: Sequence[str],
+        chunks: Iterable[bytes | str],
+        *,
+        dialect: CopyDialect = TEXT,
+    ) -> int:
+        """COPY lines straight into the table — no staging, no ON CONFLICT — in a savepoint of
+        the open transaction (or a transaction of its own); returns the rows copied.
+
+        The fast path of an idempotent load: a key already in the table (or twice in the
+        lines) raises `UniqueViolation` and the savepoint leaves nothing of the lines behind,
+        so the caller can load them again through `copy_text`.
+        """
+        spec = table if isinstance(table, TableSpec) else get_table(table)
+        unknown = set(columns) - set(spec.column_names)
+        if unknown:
+            raise InvalidQuery("columns", f"unknown columns {sorted(unknown)} for {spec.name}")
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(spec.schema, spec.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        if dialect != TEXT:
+            statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
+                sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
+            )
+        with self.transaction() as conn, conn.cursor() as cursor:
+            encoding = conn.info.encoding
+            writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
+            with cursor.copy(statement, writer=writer) as copy:
+                for chunk in chunks:
+                    copy.write(
+                        memoryview(chunk.encode(encoding) if isinstance(chunk, str) else chunk)
+                    )
+            return cursor.rowcount
+
     def _copy_via_stage(
         self,
         spec: TableSpec,

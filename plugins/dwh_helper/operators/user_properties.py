@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -97,10 +98,18 @@ class MigrateUserPropertiesOperator(BaseOperator):
         except MappingError as exc:
             raise AirflowFailException(str(exc)) from None
         store = self._store() if self.source == "s3" else None
-        with dwh_connection(self.dwh_conn_id) as conn:
+        with ExitStack() as stack:
+            conn = stack.enter_context(dwh_connection(self.dwh_conn_id))
+            # tmp_table reads the next batch on a second connection while the first writes
+            reader = (
+                stack.enter_context(dwh_connection(self.dwh_conn_id))
+                if self.source == "tmp_table"
+                else None
+            )
             try:
                 result = migrate_user_properties(
                     Repository(conn),
+                    reader=reader,
                     source=self.source,  # type: ignore[arg-type]
                     since=since,
                     until=until,

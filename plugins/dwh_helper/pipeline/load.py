@@ -1,48 +1,56 @@
 """Load one raw file from S3 into the DWH: stream, parse, map, COPY — one transaction per file.
 
-The main thread reads and maps records into COPY text; a writer thread ships
-each finished batch to PostgreSQL (COPY into staging, INSERT … ON CONFLICT DO
-NOTHING). Python's work on batch N+1 overlaps the server's work on batch N, and
-at most three batches exist at a time (one being written, one queued, one being filled),
-so memory stays flat whatever the file's size.
+The reader (`load_batches`) decodes and maps records into COPY text; a `BatchWriter` thread
+ships each finished batch to PostgreSQL (`table_writer`). Python's work on batch N+1 overlaps
+the server's work on batch N, and at most three batches exist at a time (one being written,
+one queued, one being filled), so memory stays flat whatever the file's size. This module
+runs a file's lifecycle: journal, key lock, verification, passes, after-commit work.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import re
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
-from dwh_helper.dwh.copy_text import CopyDialect
-from dwh_helper.dwh.load_journal import Reject, write_rejects
+from dwh_helper.config import EtlSettings
 from dwh_helper.dwh.load_log import (
     Completion,
     complete_attempt,
+    loaded_before,
     loaded_since,
     lock_key,
     mark_abandoned,
+    note_details,
     start_attempt,
     unlock_key,
 )
 from dwh_helper.dwh.repository import Repository
-from dwh_helper.dwh.schema import (
-    PartitionUnavailable,
-    create_month_partitions,
-    month_partitions,
+from dwh_helper.dwh.schema import create_month_partitions, month_partitions
+from dwh_helper.pipeline.batch_writer import BatchWriter
+from dwh_helper.pipeline.load_batches import Batches, MissingPartition, read_into
+from dwh_helper.pipeline.load_errors import (
+    CorruptFile,
+    LoadError,
+    as_load_error,
+    describe_error,
+    is_retryable,
 )
-from dwh_helper.dwh.tables import TableSpec
+from dwh_helper.pipeline.load_model import (
+    DEFAULT_BATCH_SIZE,
+    LoadResult,
+    RawFormat,
+    RecordMapping,
+    TargetTable,
+)
+from dwh_helper.pipeline.table_writer import TableWriter
 from dwh_helper.pipeline.temp_files import load_temp_dir
 from dwh_helper.pipeline.verify import (
     Expected,
@@ -52,413 +60,23 @@ from dwh_helper.pipeline.verify import (
     check_size,
     copy_hashing,
 )
-from dwh_helper.storage.s3 import ObjectInfo, ObjectReadError, ObjectStore
-from dwh_helper.transform.event_mapping import parse_json_line
-from dwh_helper.transform.values import RefusedValue, shown
+from dwh_helper.storage.s3 import ObjectInfo, ObjectStore
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "CorruptFile",
+    "LoadError",
+    "LoadResult",
+    "RawFormat",
+    "RecordMapping",
+    "TargetTable",
+    "as_load_error",
+    "describe_error",
+    "is_retryable",
+    "load_raw_file",
+]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZE = 10_000
-FIRST_BATCH_SIZE = 1_000
-PROGRESS_EVERY_SECONDS = 30.0
-
-
-class LoadError(RuntimeError):
-    """A raw file could not be loaded; nothing of it was committed. Names the file (and the
-    entry and line when known); `retryable` says whether running it again may succeed
-    (connection loss, deadlock, serialization failure, timeout) or not (data, corrupt file,
-    too many rejects). The message never carries row data."""
-
-    def __init__(
-        self,
-        key: str,
-        message: str,
-        *,
-        retryable: bool = False,
-        entry: str | None = None,
-        line: int | None = None,
-    ) -> None:
-        where = f" ({entry}" + (f", line {line}" if line is not None else "") + ")" if entry else ""
-        super().__init__(f"{key}{where}: {message}")
-        self.key = key
-        self.retryable = retryable
-        self.entry = entry
-        self.line = line
-
-
-class CorruptFile(Exception):
-    """Raised by a format's reader when the file itself (not one record) is unreadable."""
-
-
-class TargetTable(Protocol):
-    """What the loader needs of a mapping's table: its spec and the columns it fills."""
-
-    spec: TableSpec
-    columns: tuple[str, ...]
-    first_per_file: bool
-    copy_dialect: CopyDialect
-    """The NULL marker and delimiter its COPY lines use."""
-
-
-class RecordMapping(Protocol):
-    """A mapping: its source, its tables in load order, and raw record → per-table COPY lines.
-
-    A mapping with a single table may also offer `line(raw) -> str` (decode and map in one
-    call, ValueError/TypeError for a bad record); with a RawFormat that reads `chunks`, the
-    loader then maps a whole chunk of records in one call. A mapping may also offer
-    `reject_record(raw)`: the record as load_rejects keeps it (say, field → value).
-    """
-
-    source: str
-    record_id: str
-    tables: tuple[Any, ...]
-
-    def decode(self, raw: Any) -> Any:
-        """A raw record (bytes of a line, a dict of strings, ...) as the mapper's record."""
-        ...
-
-    def map_record(self, record: Any) -> list[tuple[Any, str | None, str | None]]:
-        """[(table, COPY line or None, first-per-file key or None), ...]; raises on a bad record."""
-        ...
-
-
-@dataclass(frozen=True)
-class RawFormat:
-    """How to read one kind of raw file: its records (entry, line, raw), and hooks around a load."""
-
-    source: str
-    records: Callable[[Any], Iterator[tuple[str, int, Any]]]
-    month_of: Callable[[Any], str | None] | None = None
-    streamed: bool = False
-    """False: `records` gets the path of the whole downloaded file (a ZIP needs its end).
-    True: `records` gets a binary reader streaming the object from S3 (read once, in order)."""
-    after_commit: Callable[[psycopg.Connection, LoadResult], None] | None = None
-    """Optional work after the load committed (own connection): logged and retried on its
-    own; its failure is noted in the journal and never fails the committed load."""
-    chunks: Callable[[Any], Iterator[tuple[str, int, list[Any]]]] | None = None
-    """Optional: the records in lists, as (entry, number of the first record, records)."""
-
-
-@dataclass
-class LoadResult:
-    """What one file's load did."""
-
-    key: str
-    source: str
-    rows_read: int = 0
-    inserted: dict[str, int] = field(default_factory=dict)
-    rejected: int = 0
-    values_nulled: int = 0
-    values_repaired: int = 0
-    seconds: float = 0.0
-    reject_reasons: list[str] = field(default_factory=list)
-    status: str = "loaded"
-    """`loaded`, or `already loaded` when another load committed the same content meanwhile."""
-    bytes: int | None = None
-    sha256: str | None = None
-    verified: bool | None = None
-    """True: size and SHA-256 matched what extract recorded; None: nothing was recorded."""
-    attempt_id: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    """Extra facts for load_log.details (e.g. the identity an AppMetrica file was keyed by)."""
-
-    def reset_counts(self) -> None:
-        """Forget the counts of a pass that was rolled back (before loading again)."""
-        self.rows_read = 0
-        self.inserted = {}
-        self.rejected = 0
-        self.values_nulled = 0
-        self.values_repaired = 0
-        self.reject_reasons = []
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary (XCom, API answers)."""
-        return {
-            "key": self.key,
-            "source": self.source,
-            "status": self.status,
-            "rows_read": self.rows_read,
-            "inserted": dict(self.inserted),
-            "rejected": self.rejected,
-            "values_nulled": self.values_nulled,
-            "values_repaired": self.values_repaired,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-class _Batch:
-    """COPY lines per table and rejects, gathered until the batch is full."""
-
-    def __init__(self, tables: tuple[Any, ...]) -> None:
-        self.lines: dict[Any, list[str]] = {table: [] for table in tables}
-        self.origins: dict[Any, list[tuple[str, int, int]]] = {table: [] for table in tables}
-        """Where a table's lines came from, as runs of (entry, first line, count), for tables
-        that do not take a line from every record (first per file) and for chunked reads."""
-        self.where: list[tuple[str, int, int]] = []
-        """Where each record that gave lines came from (record by record reads)."""
-        self.rejects: list[Reject] = []
-        self.records = 0
-        self.payload: dict[Any, bytes] = {}
-
-    def seal(self, encoding: str) -> None:
-        """Turn each table's lines into the bytes COPY sends (done by the reader, so the
-        writer needs little of the interpreter while the database reads the data)."""
-        for table, lines in self.lines.items():
-            if lines:
-                lines.append("")  # the last line's newline
-                text = "\n".join(lines)
-                try:
-                    self.payload[table] = text.encode(encoding)
-                except UnicodeEncodeError:  # a value the layer let through: left to the writer
-                    self.payload[table] = text.encode(encoding, "surrogateescape")
-        self.lines = {}
-
-
-class _Writer(threading.Thread):
-    """Ships batches to PostgreSQL in the file's transaction, one batch behind the reader."""
-
-    def __init__(
-        self,
-        repo: Repository,
-        conn: psycopg.Connection,
-        result: LoadResult,
-        record_id: str = "",
-    ) -> None:
-        super().__init__(name="dwh-batch-writer", daemon=True)
-        self.repo, self.conn, self.result = repo, conn, result
-        self.record_id = record_id
-        self.batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
-        self.error: BaseException | None = None
-        self.encoding = conn.info.encoding
-        self.db_seconds = 0.0
-        self.wait_seconds = 0.0
-
-    def run(self) -> None:
-        while (batch := self.batches.get()) is not None:
-            if self.error is not None:
-                continue  # drain: the reader stops at its next submit
-            try:
-                started = time.perf_counter()
-                self._write(batch)
-                self.db_seconds += time.perf_counter() - started
-            except BaseException as exc:  # re-raised in the reader's thread
-                self.error = exc
-
-    def _write(self, batch: _Batch) -> None:
-        for table, data in batch.payload.items():
-            try:
-                inserted = self._copy(table, data)
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                if isinstance(exc, psycopg.errors.UniqueViolation):
-                    raise
-                inserted = self._recover(table, data, exc, batch)
-            name = table.spec.name
-            self.result.inserted[name] = self.result.inserted.get(name, 0) + inserted
-        batch.payload = {}  # free the batch's text as soon as it is in the database
-        if batch.rejects:
-            write_rejects(self.conn, batch.rejects)
-
-    def _copy(self, table: Any, data: bytes) -> int:
-        """COPY one table's lines (in a savepoint of the file's transaction)."""
-        return self.repo.copy_text(table.spec, table.columns, [data], dialect=table.copy_dialect)
-
-    def _recover(
-        self,
-        table: Any,
-        data: bytes,
-        error: psycopg.Error,
-        batch: _Batch,
-    ) -> int:
-        """The last line of defence: PostgreSQL refused a batch the value layer let through.
-        Find the refused row(s) — the COPY line named in the error, else by halving — reject
-        them with PostgreSQL's reason, and load the rest (each try in its own savepoint)."""
-        lines = data.split(b"\n")[:-1]
-        origins = _expand(batch.origins.get(table, []))
-        if len(origins) != len(lines):
-            origins = _expand(batch.where)
-        if len(origins) != len(lines):  # a table that skipped some records: origins unknown
-            origins = [(None, None)] * len(lines)
-        log.warning(
-            "%s: PostgreSQL refused a batch of %d row(s) for %s (%s); finding the row(s)",
-            self.result.key,
-            len(lines),
-            table.spec.name,
-            describe_error(error),
-        )
-        return self._split(table, lines, origins, error, batch)
-
-    def _split(
-        self,
-        table: Any,
-        lines: list[bytes],
-        origins: list[tuple[str | None, int | None]],
-        error: psycopg.Error,
-        batch: _Batch,
-    ) -> int:
-        if len(lines) == 1:
-            self._reject_row(table, lines[0], origins[0], error, batch)
-            return 0
-        bad = _copy_line_number(error)
-        column = _copy_column(error)
-        if bad is not None and 1 <= bad <= len(lines):
-            fixed = None
-            if column in getattr(table, "null_on_invalid", ()):
-                fixed = self._null_value(
-                    table, lines[bad - 1], column, origins[bad - 1], error, batch
-                )
-            if fixed is not None:  # the value stored NULL and reported; the row goes on
-                rest = [fixed, *lines[bad:]]
-                parts = [(lines[: bad - 1], origins[: bad - 1]), (rest, origins[bad - 1 :])]
-            else:
-                self._reject_row(table, lines[bad - 1], origins[bad - 1], error, batch)
-                parts = [(lines[: bad - 1], origins[: bad - 1]), (lines[bad:], origins[bad:])]
-        else:
-            middle = len(lines) // 2
-            parts = [(lines[:middle], origins[:middle]), (lines[middle:], origins[middle:])]
-        inserted = 0
-        for part, where in parts:
-            if not part:
-                continue
-            try:
-                inserted += self._copy(table, b"\n".join(part) + b"\n")
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
-                if isinstance(exc, psycopg.errors.UniqueViolation):
-                    raise
-                inserted += self._split(table, part, where, exc, batch)
-        return inserted
-
-    def _null_value(
-        self,
-        table: Any,
-        line: bytes,
-        column: str,
-        origin: tuple[str | None, int | None],
-        error: psycopg.Error,
-        batch: _Batch,
-    ) -> bytes | None:
-        """The line with `column` set NULL (and the value reported), or None if not found."""
-        dialect = table.copy_dialect
-        delimiter = dialect.delimiter.encode()
-        fields = line.split(delimiter)
-        try:
-            position = list(table.columns).index(column)
-        except ValueError:
-            return None
-        if position >= len(fields):
-            return None
-        value = fields[position].decode(self.encoding, "surrogateescape")
-        fields[position] = dialect.null.encode()
-        entry, number = origin
-        row = dict(zip(table.columns, line.split(delimiter), strict=False))
-        record_key = row.get(self.record_id) or next(iter(row.values()), b"")
-        self.result.values_nulled += 1
-        batch.rejects.append(
-            Reject(
-                source=self.result.source,
-                reason=f"{table.spec.name}.{column}: PostgreSQL refused the value "
-                f"({describe_error(error)}); stored NULL",
-                s3_key=self.result.key,
-                record_id=record_key.decode(self.encoding, "surrogateescape") or None,
-                entry=entry,
-                line=number,
-                kind="value",
-                table_name=table.spec.name,
-                column_name=column,
-                value=shown(value),
-            )
-        )
-        return delimiter.join(fields)
-
-    def _reject_row(
-        self,
-        table: Any,
-        line: bytes,
-        origin: tuple[str | None, int | None],
-        error: psycopg.Error,
-        batch: _Batch,
-    ) -> None:
-        """Keep a row PostgreSQL refused in load_rejects, with its reason (no row data)."""
-        entry, number = origin
-        text = line.decode(self.encoding, "surrogateescape")
-        delimiter = table.copy_dialect.delimiter
-        row = dict(zip(table.columns, text.split(delimiter), strict=False))
-        reason = f"PostgreSQL refused the {table.spec.name} row: {describe_error(error)}"
-        self.result.rejected += 1
-        if len(self.result.reject_reasons) < 10:
-            self.result.reject_reasons.append(f"{entry}:{number}: {reason}")
-        batch.rejects.append(
-            Reject(
-                source=self.result.source,
-                reason=reason,
-                s3_key=self.result.key,
-                record_id=row.get(self.record_id) or next(iter(row.values()), None),
-                entry=entry,
-                line=number,
-                raw=row,
-                table_name=table.spec.name,
-                column_name=error.diag.column_name or _copy_column(error),
-            )
-        )
-
-    def submit(self, batch: _Batch) -> None:
-        """Queue a batch (blocks while the previous one is still being written)."""
-        self._raise()
-        started = time.perf_counter()
-        self.batches.put(batch)
-        self.wait_seconds += time.perf_counter() - started
-
-    def finish(self) -> None:
-        """Wait until every queued batch is written; re-raise the writer's error."""
-        self.batches.put(None)
-        self.join()
-        self._raise()
-
-    def abort(self) -> None:
-        """Stop after the current batch (used when the reader fails)."""
-        if self.is_alive():
-            self.error = self.error or RuntimeError("aborted")
-            self.batches.put(None)
-            self.join()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
-HAND_OVER_MASK = 127
-"""The reader yields the GIL every 128 records (measured: without it the database idles)."""
-
-
-def hand_over() -> None:
-    """Let the writer thread take the GIL if it waits for it.
-
-    `time.sleep(0)` costs ~70 µs on these VMs (the kernel's timer slack), long enough for a
-    waiting writer to take the GIL. `os.sched_yield()` costs 0.5 µs but the reader takes the
-    GIL straight back unless a switch is already due; measured in alternating runs (JSON,
-    1,000,000 rows) it was slower: 86.8k vs 90.5k rows/s on average over four pairs.
-    """
-    time.sleep(0)
-
-
-WRITER_SWITCH_INTERVAL = 0.0005
-"""GIL switch interval (seconds) while a load runs; Python's default is 0.005."""
-
-
-@contextmanager
-def _responsive_writer() -> Iterator[None]:
-    """Let the writer thread take the GIL back quickly after each network wait.
-
-    The writer releases the GIL on every socket wait and then needs it back; with the
-    default 5 ms switch interval the busy reader keeps it that long each time and the
-    database idles (measured: 100,000 events load in 4.8 s instead of 3.4 s). The old
-    interval is restored when the load ends.
-    """
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, WRITER_SWITCH_INTERVAL))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def load_raw_file(
@@ -473,6 +91,7 @@ def load_raw_file(
     window: tuple[datetime, datetime] | None = None,
     info: ObjectInfo | None = None,
     reload: bool = False,
+    optimistic_copy: bool | None = None,
     temp_dir: Path | None = None,
     months: Sequence[date] = (),
 ) -> LoadResult:
@@ -488,6 +107,9 @@ def load_raw_file(
     Records that cannot be mapped go to load_rejects with file, entry, line and reason;
     the load fails (and commits nothing) when they exceed `reject_ratio` of the records.
     Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
+    Batches are COPY'd straight into their tables while nothing conflicts (`optimistic_copy`,
+    default `ETL_OPTIMISTIC_COPY`; see `table_writer`); a `reload`, a key the journal has
+    seen loaded before and a pass after a deadlock go through staging from the start.
     An invalid value of an `on_invalid: null` column is stored NULL and reported (kind
     'value'); PostgreSQL refusing a row the value layer let through rejects that row only.
     Every failure is a LoadError naming the file (see `as_load_error`).
@@ -536,9 +158,12 @@ def load_raw_file(
                 return result
             if months:
                 create_month_partitions(conn, months)
+            if optimistic_copy is None:
+                optimistic_copy = EtlSettings().optimistic_copy
+            optimistic = optimistic_copy and not reload and not loaded_before(conn, key, attempt)
             _load_verified(
                 store, key, pinned, conn, mapping, raw_format, info, expected, result,
-                batch_size, reject_ratio, attempt, temp_dir, started,
+                batch_size, reject_ratio, attempt, temp_dir, started, optimistic,
             )  # fmt: skip
         except BaseException as exc:
             _journal_failure(repo, conn, attempt, result, expected, exc)
@@ -565,6 +190,7 @@ def _load_verified(
     attempt: int,
     temp_dir: Path | None,
     started: float,
+    optimistic: bool,
 ) -> None:
     """Check, read and load the object in one data transaction that also completes the journal."""
     if not expected.recorded:
@@ -598,16 +224,18 @@ def _load_verified(
             result.reset_counts()
             try:
                 _load_once(store, key, repo, conn, mapping, raw_format, path, expected, result,
-                           batch_size, reject_ratio, attempt, known, started)  # fmt: skip
+                           batch_size, reject_ratio, attempt, known, started,
+                           optimistic)  # fmt: skip
                 return
             except psycopg.errors.DeadlockDetected as exc:
                 # two loads of large files sharing keys across batches (say, devices) can still
                 # meet in opposite orders; PostgreSQL rolled this one back: read it again
                 if tries == PASSES:
                     raise
+                optimistic = False  # the loads met in the tables: this one through staging
                 log.warning("%s: rolled back by a deadlock (%s); loading again", key, exc)
                 time.sleep(random.uniform(0.1, 1.0))
-            except _MissingPartition as missing:
+            except MissingPartition as missing:
                 # the data transaction was rolled back before any row of that month was sent
                 months = _months_of_file(raw_format, mapping, store, key, path) | missing.months
                 log.info(
@@ -643,6 +271,7 @@ def _load_once(
     attempt: int,
     known: set[str] | None,
     started: float,
+    optimistic: bool,
 ) -> None:
     """One pass: read, map and write in the data transaction; verify; complete the journal."""
     with ExitStack() as cleanup:
@@ -653,15 +282,11 @@ def _load_once(
             log.info("loading s3://%s/%s as it streams in", store.bucket, key)
         else:
             source = path
-        with repo.transaction() as tx, _responsive_writer():
-            writer = _Writer(repo, tx, result, mapping.record_id)
-            writer.start()
-            try:
-                _read_into(writer, source, key, mapping, raw_format, batch_size, result, known)
-                writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
+        with repo.transaction() as tx:
+            tables = TableWriter(repo, tx, result, mapping.record_id, optimistic=optimistic)
+            with BatchWriter(tables.write) as writer:
+                batches = Batches(writer.submit, tables.encoding, mapping, key, batch_size, result)
+                read_into(batches, source, mapping, raw_format, known)
             if hashing is not None:
                 result.bytes, result.sha256 = hashing.finish()
                 _verify(key, expected, result)
@@ -671,7 +296,8 @@ def _load_once(
             complete_attempt(tx, attempt, _completion(result, expected))
     log.info(
         "loaded %s: %d records, %d rejected, %d value(s) stored NULL, %d repaired, inserted %s "
-        "in %.1fs (%.0f records/s; database busy %.1fs, reader waited %.1fs for it)",
+        "in %.1fs (%.0f records/s; %d rows COPY'd straight, the rest through staging; "
+        "database busy %.1fs, reader waited %.1fs for it)",
         key,
         result.rows_read,
         result.rejected,
@@ -680,7 +306,8 @@ def _load_once(
         result.inserted,
         result.seconds,
         result.rows_read / result.seconds if result.seconds else 0.0,
-        writer.db_seconds,
+        tables.direct_rows,
+        writer.busy_seconds,
         writer.wait_seconds,
     )
 
@@ -708,14 +335,6 @@ def _completion(result: LoadResult, expected: Expected, error: str | None = None
         error=error,
         details=result.details,
     )
-
-
-class _MissingPartition(Exception):
-    """Raised by the reader before a row of a month without a partition is sent."""
-
-    def __init__(self, months: set[str]) -> None:
-        super().__init__(", ".join(sorted(months)))
-        self.months = months
 
 
 def _months_of_file(
@@ -789,230 +408,13 @@ def _after_commit(repo: Repository, raw_format: RawFormat, result: LoadResult) -
 
 
 def _note_after_commit_failure(repo: Repository, result: LoadResult, exc: Exception) -> None:
+    if result.attempt_id is None:
+        return
     try:
         with repo.transaction() as conn:
-            conn.execute(
-                "UPDATE load_log SET details = details || jsonb_build_object("
-                "'after_commit_error', %s::text) WHERE id = %s",
-                (str(exc)[:2000], result.attempt_id),
-            )
+            note_details(conn, result.attempt_id, {"after_commit_error": str(exc)[:2000]})
     except psycopg.Error:
         log.exception("%s: could not note the after-commit failure in load_log", result.key)
-
-
-class _Batches:
-    """The batch being filled, handed to the writer when full; rejects; progress in the log.
-
-    Counts go straight into the load's result (records read so far, rejected), so a load
-    that fails part-way journals how far it got.
-    """
-
-    def __init__(
-        self,
-        writer: _Writer,
-        mapping: RecordMapping,
-        key: str,
-        batch_size: int,
-        result: LoadResult,
-    ) -> None:
-        self.writer, self.mapping, self.key, self.result = writer, mapping, key, result
-        self.batch_size = batch_size
-        self.batch = _Batch(mapping.tables)
-        # the first batches are small so the database starts early, then they double up to
-        # batch_size: the reader's head start and the writer's tail stay short
-        self.limit = min(batch_size, FIRST_BATCH_SIZE)
-        self.next_progress = time.perf_counter() + PROGRESS_EVERY_SECONDS
-
-    def add(self, count: int) -> None:
-        """Count records added to the batch; submit it when full."""
-        self.batch.records += count
-        if self.batch.records >= self.limit:
-            self.submit()
-            self.limit = min(self.limit * 2, self.batch_size)
-            now = time.perf_counter()
-            if now >= self.next_progress:
-                self.next_progress = now + PROGRESS_EVERY_SECONDS
-                log.info(
-                    "%s: %d records read, %d rejected so far",
-                    self.key,
-                    self.result.rows_read,
-                    self.result.rejected,
-                )
-
-    def submit(self) -> None:
-        """Hand the current batch to the writer (if it holds anything) and start a new one."""
-        if self.batch.records:
-            self.result.rows_read += self.batch.records
-            self.batch.seal(self.writer.encoding)
-            self.writer.submit(self.batch)
-            self.batch = _Batch(self.mapping.tables)
-
-    def reject(self, where: tuple[str, int], raw: Any, exc: Exception) -> None:
-        """Keep a record that could not be mapped: file, entry, line, reason and the record."""
-        entry, line = where
-        result, mapping = self.result, self.mapping
-        result.rejected += 1
-        if len(result.reject_reasons) < 10:
-            result.reject_reasons.append(f"{entry}:{line}: {_without_value(exc)}")
-        describe = getattr(mapping, "reject_record", None)
-        kept = describe(raw) if describe is not None else _raw_for_reject(raw)
-        refused = exc if isinstance(exc, RefusedValue) else None
-        self.batch.rejects.append(
-            Reject(
-                source=mapping.source,
-                reason=str(exc),
-                s3_key=self.key,
-                record_id=_record_id(kept, mapping.record_id),
-                entry=entry,
-                line=line,
-                raw=kept,
-                table_name=refused.table if refused else None,
-                column_name=refused.column if refused else None,
-                value=shown(refused.value) if refused else None,
-            )
-        )
-
-    def report(self, where: tuple[str, int], checked: Any) -> None:
-        """Count what the checked path did to a record that loads: values stored NULL (each
-        kept in load_rejects with kind 'value') and values repaired (NUL removed)."""
-        entry, line = where
-        self.result.values_repaired += checked.repairs
-        for report in checked.reports:
-            self.result.values_nulled += 1
-            self.batch.rejects.append(
-                Reject(
-                    source=self.mapping.source,
-                    reason=f"{report.table}.{report.column}: {report.reason}; stored NULL",
-                    s3_key=self.key,
-                    record_id=checked.record_id,
-                    entry=entry,
-                    line=line,
-                    kind="value",
-                    table_name=report.table,
-                    column_name=report.column,
-                    value=shown(report.value),
-                )
-            )
-
-
-def _read_into(
-    writer: _Writer,
-    source_file: Any,
-    key: str,
-    mapping: RecordMapping,
-    raw_format: RawFormat,
-    batch_size: int,
-    result: LoadResult,
-    known_months: set[str] | None,
-) -> None:
-    """Read, decode and map every record of the file into batches handed to the writer.
-
-    With `known_months` (the months events_part has partitions for), a record of another
-    month raises _MissingPartition before its batch is sent.
-    """
-    batches = _Batches(writer, mapping, key, batch_size, result)
-    by_chunk = (
-        raw_format.chunks is not None
-        and hasattr(mapping, "line")
-        and raw_format.month_of is None
-        and len(mapping.tables) == 1
-        and not mapping.tables[0].first_per_file
-    )
-    if by_chunk:
-        _read_chunks(batches, source_file, raw_format)
-    else:
-        _read_records(batches, source_file, raw_format, known_months)
-    batches.submit()
-
-
-def _read_records(
-    batches: _Batches, source_file: Any, raw_format: RawFormat, known_months: set[str] | None
-) -> None:
-    """Record by record: decode, map to every table, first row per key per file."""
-    mapping = batches.mapping
-    seen: dict[Any, set[str]] = {table: set() for table in mapping.tables}
-    decode, map_record, month_of = mapping.decode, mapping.map_record, raw_format.month_of
-    map_checked = getattr(mapping, "map_checked", None)
-    for entry, line, raw in raw_format.records(source_file):
-        if not batches.batch.records & HAND_OVER_MASK:
-            hand_over()
-        try:
-            record = decode(raw)
-            mapped = map_record(record)
-        except Exception as exc:  # the fast path declined: the checked path decides
-            if map_checked is None:
-                if not isinstance(exc, ValueError | TypeError):
-                    raise
-                batches.reject((entry, line), raw, exc)
-                batches.add(1)
-                continue
-            try:
-                checked = map_checked(raw)
-            except (ValueError, TypeError, RecursionError) as refused:
-                batches.reject((entry, line), raw, refused)
-                batches.add(1)
-                continue
-            record, mapped = checked.record, checked.lines
-            if checked.reports or checked.repairs:
-                batches.report((entry, line), checked)
-        if month_of is not None and known_months is not None:
-            month = month_of(record)
-            if month and month not in known_months:
-                raise _MissingPartition({month})
-        batch = batches.batch
-        lines_of = batch.lines
-        where = (entry, line, 1)
-        batch.where.append(where)  # a table with a line per record takes its origins from here
-        for table, text, dedup_key in mapped:
-            if text is not None:
-                if dedup_key is not None:  # first row per key within the file wins
-                    known = seen[table]
-                    if dedup_key in known:
-                        continue
-                    known.add(dedup_key)
-                    batch.origins[table].append(where)
-                lines_of[table].append(text)
-        batches.add(1)
-
-
-def _read_chunks(batches: _Batches, source_file: Any, raw_format: RawFormat) -> None:
-    """Chunk by chunk, for a single-table mapping with `line`: one call maps a whole chunk;
-    a chunk holding a bad record is redone record by record to reject just that one."""
-    mapping: Any = batches.mapping
-    (table,) = mapping.tables
-    assert raw_format.chunks is not None
-    map_checked = getattr(mapping, "map_checked", None)
-    for entry, first, raws in raw_format.chunks(source_file):
-        line = mapping.line  # bound once the file's header is read
-        lines = batches.batch.lines[table]
-        origins = batches.batch.origins[table]
-        before = len(lines)
-        try:
-            lines.extend(map(line, raws))
-            origins.append((entry, first, len(raws)))
-        except Exception:  # noqa: BLE001 - the chunk is redone record by record below
-            del lines[before:]
-            for offset, raw in enumerate(raws):
-                where = (entry, first + offset)
-                try:
-                    lines.append(line(raw))
-                except Exception as exc:  # the fast path declined: the checked path decides
-                    if map_checked is None:
-                        if not isinstance(exc, ValueError | TypeError):
-                            raise
-                        batches.reject(where, raw, exc)
-                        continue
-                    try:
-                        checked = map_checked(raw)
-                    except (ValueError, TypeError, RecursionError) as refused:
-                        batches.reject(where, raw, refused)
-                        continue
-                    lines.append(checked.lines[0][1])
-                    if checked.reports or checked.repairs:
-                        batches.report(where, checked)
-                origins.append((entry, first + offset, 1))
-        hand_over()
-        batches.add(len(raws))
 
 
 def _check_rejects(key: str, result: LoadResult, reject_ratio: float) -> None:
@@ -1052,133 +454,3 @@ def _journal_failure(
             return
         except Exception:  # the database may be the thing that failed
             log.exception("could not record the failed load of %s in load_log", result.key)
-
-
-def _record_id(kept: Any, field_name: str) -> str | None:
-    value = kept.get(field_name) if isinstance(kept, dict) else None
-    return None if value is None else str(value)
-
-
-def _raw_for_reject(raw: Any) -> Any:
-    """The rejected record as JSON for load_rejects: the object, or the line as text."""
-    if isinstance(raw, bytes | bytearray):
-        try:
-            return parse_json_line(bytes(raw))
-        except ValueError:
-            return {"unparsed_line": bytes(raw).decode("utf-8", errors="replace")[:10000]}
-    return raw
-
-
-def _expand(runs: list[tuple[str, int, int]]) -> list[tuple[str | None, int | None]]:
-    """Runs of (entry, first line, count) as one (entry, line) per COPY line."""
-    return [(entry, first + offset) for entry, first, count in runs for offset in range(count)]
-
-
-_COPY_CONTEXT = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?")
-
-
-def _copy_line_number(error: psycopg.Error) -> int | None:
-    """The COPY line PostgreSQL names in the error's context (1 = first line sent), if any."""
-    match = _COPY_CONTEXT.search(error.diag.context or "")
-    return int(match.group(1)) if match else None
-
-
-def _copy_column(error: psycopg.Error) -> str | None:
-    match = _COPY_CONTEXT.search(error.diag.context or "")
-    return match.group(2) if match else None
-
-
-def describe_error(error: BaseException) -> str:
-    """An error as one line without row data: PostgreSQL's primary message with quoted values
-    masked, the SQLSTATE, the table and column it names (never DETAIL or CONTEXT, which quote
-    the row); other errors as their type and message, cut short."""
-    if isinstance(error, psycopg.Error):
-        diag = error.diag
-        message = _mask_values(diag.message_primary or type(error).__name__)
-        parts = [message]
-        if diag.sqlstate:
-            parts.append(f"SQLSTATE {diag.sqlstate}")
-        column = diag.column_name or _copy_column(error)
-        if diag.table_name:
-            parts.append(f"table {diag.table_name}")
-        if column:
-            parts.append(f"column {column}")
-        line = _copy_line_number(error)
-        if line is not None:
-            parts.append(f"batch line {line}")
-        return f"{type(error).__name__}: " + "; ".join(parts)
-    if isinstance(error, RefusedValue):
-        return error.without_value()
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text[:300]}"
-
-
-_QUOTED = re.compile(r'(\w+ )?"(?:[^"]|"")*"')
-_IDENTIFIER_WORDS = frozenset(
-    {"table ", "constraint ", "column ", "relation ", "encoding ", "index ", "schema ", "type "}
-)
-
-
-def _mask_values(message: str) -> str:
-    """PostgreSQL's primary message with double-quoted values masked (`invalid input syntax
-    for type bigint: "EHR-4711"`), quoted identifiers kept (`table "events_part"`)."""
-
-    def mask(match: re.Match[str]) -> str:
-        word = match.group(1) or ""
-        return match.group(0) if word in _IDENTIFIER_WORDS else f'{word}"…"'
-
-    return _QUOTED.sub(mask, message)
-
-
-_RETRYABLE_STATES = ("08", "40", "53", "55P03", "57P", "57014", "58")
-"""SQLSTATE prefixes worth a retry: connection, transaction rollback (deadlock, serialization),
-insufficient resources, lock not available, operator intervention/shutdown, query canceled
-(statement timeout), system error."""
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Whether running the load again may succeed: the database or the object store was
-    unreachable, a deadlock, a serialization failure, a timeout — not bad data."""
-    if isinstance(error, LoadError):
-        return error.retryable
-    if isinstance(error, psycopg.Error):
-        state = error.sqlstate or ""
-        if state:
-            return state.startswith(_RETRYABLE_STATES)
-        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
-    return isinstance(error, ObjectReadError | ConnectionError | TimeoutError)
-
-
-def as_load_error(key: str, error: BaseException) -> LoadError:
-    """Any exception of a load as a LoadError naming the file, honest about `retryable`, with
-    no row data in its message."""
-    if isinstance(error, LoadError):
-        return error
-    if isinstance(error, CorruptFile):
-        return LoadError(key, f"corrupt file, nothing loaded: {_first_line(error)}")
-    if isinstance(error, PartitionUnavailable):
-        return LoadError(key, f"nothing loaded: {_first_line(error)}", retryable=True)
-    retryable = is_retryable(error)
-    if isinstance(error, ObjectReadError):
-        return LoadError(key, f"nothing loaded: {_first_line(error)}", retryable=True)
-    if isinstance(error, psycopg.Error):
-        what = "database unavailable" if retryable else "the database refused the load"
-        return LoadError(
-            key, f"{what}, nothing loaded: {describe_error(error)}", retryable=retryable
-        )
-    return LoadError(key, f"nothing loaded: {describe_error(error)}", retryable=retryable)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error)
-    return text.splitlines()[0][:500] if text else type(error).__name__
-
-
-def _without_value(error: BaseException) -> str:
-    """A reject's reason for logs and load_log.error: the column and why, not the value."""
-    if isinstance(error, RefusedValue):
-        return error.without_value()
-    cast_field, reason = getattr(error, "field", None), getattr(error, "reason", None)
-    if cast_field is not None and reason is not None:
-        return f"field {cast_field}: {reason}"
-    return _first_line(error)[:200]

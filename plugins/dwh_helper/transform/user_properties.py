@@ -5,16 +5,24 @@ A record is a `tmp_user_properties` row (`uuid`, `user_properties_json`,
 event (the same fields, with `user_properties`). The rules come from the
 mapping (`field_mappings.yaml`); this module only applies them, and fast: each
 rule is compiled once per mapping into a small converter.
+
+Values follow the value layer (`transform.values`), so a value accepted here is one
+PostgreSQL accepts unchanged: a NUL is removed from text and counted as a repair; integers
+are ASCII digits with an optional sign, range checked; `event_time` takes exactly the
+timestamp forms the loaders take. What an invalid value costs is the entry's `on_invalid`:
+`reject` (default for `ehr_id`, and always for `uuid` and `event_time`) rejects the record,
+`null` (default for every other column) stores NULL and reports the value.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid as uuid_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -23,18 +31,20 @@ from dwh_helper.dwh.tables import (
     PERMANENT_USER_PROPERTIES,
     TableSpec,
 )
+from dwh_helper.transform import values
 from dwh_helper.transform.field_mapping import FieldMappings, FieldRule, load_field_mappings
-
-_INT_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 
 
 @dataclass(frozen=True)
 class FieldError:
-    """A value that could not be converted: the key that held it, the value, and why."""
+    """A value that could not be converted: the key that held it, the value, and why (the
+    reason starts with the column); `table` and `column` say where it was going."""
 
     key: str
     value: Any
     reason: str
+    column: str | None = field(default=None, compare=False)
+    table: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the value as given when JSON can hold it, else its repr)."""
@@ -49,12 +59,16 @@ class FieldError:
 
 @dataclass
 class TransformResult:
-    """The rows one record gives, or its errors (then both rows are None), and its unknown keys."""
+    """The rows one record gives, or its errors (then both rows are None), its unknown keys,
+    the values stored NULL (`reports`, the record still loads) and how many values had a NUL
+    removed (`repairs`)."""
 
     permanent: dict[str, Any] | None
     changeable: dict[str, Any] | None
     errors: list[FieldError] = field(default_factory=list)
     unknown_keys: list[str] = field(default_factory=list)
+    reports: list[FieldError] = field(default_factory=list)
+    repairs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -62,41 +76,45 @@ class TransformResult:
         return not self.errors
 
 
-class _Invalid(ValueError):
-    """A value a converter refuses; the message is the reason."""
+_Invalid = values.InvalidValue
+"""A value a converter refuses; the message is the reason."""
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return values.shown(value if not isinstance(value, str) else repr(value), limit)
 
 
 @dataclass(frozen=True)
 class _Rule:
     column: str
+    table: str
     keys: tuple[str, ...]
     from_record: bool
     nulls: dict[type, frozenset[Any]]
-    convert: Callable[[Any], Any]
+    convert: Callable[[Any, values.Repairs], Any]
+    rejects: bool  # on_invalid: reject (else the column is stored NULL and the value reported)
 
 
-def _string_converter(rule: FieldRule) -> Callable[[Any], Any]:
+def _string_converter(rule: FieldRule) -> Callable[[Any, values.Repairs], Any]:
     lowercase = rule.lowercase
     regex = re.compile(rule.extract_regex) if rule.extract_regex else None
     value_map = dict(rule.value_map)
+    clean = values.clean_text
 
-    def convert(value: Any) -> Any:
+    def convert(value: Any, repairs: values.Repairs) -> Any:
         kind = type(value)
         if kind is str:
-            text = value
+            text = clean(value, repairs)
         elif kind is bool:
             text = "true" if value else "false"
-        elif kind is int or kind is float:
+        elif kind is int:
+            text = str(value)
+        elif kind is float:
+            if not math.isfinite(value):
+                raise _Invalid("not a finite number")
             text = str(value)
         else:
-            raise _Invalid(f"expected a string, got a JSON {_json_kind(value)}")
-        if "\x00" in text:
-            raise _Invalid("contains a NUL character, which PostgreSQL text cannot store")
+            raise _Invalid(f"expected a string, got {values.json_kind(value)}")
         if lowercase:
             text = text.lower()
         if regex is not None:
@@ -111,12 +129,14 @@ def _string_converter(rule: FieldRule) -> Callable[[Any], Any]:
     return convert
 
 
-def _integer_converter(rule: FieldRule, sql_type: str) -> Callable[[Any], Any]:
+def _integer_converter(rule: FieldRule, sql_type: str) -> Callable[[Any, values.Repairs], Any]:
     regex = re.compile(rule.extract_regex) if rule.extract_regex else None
     value_map = dict(rule.value_map)
-    low, high = _INT_BOUNDS.get(sql_type, _INT_BOUNDS["bigint"])
+    kind_name = sql_type if sql_type in values.INT_RANGES else "bigint"
+    low, high = values.INT_RANGES[kind_name]
+    number_of = values.integer_number
 
-    def convert(value: Any) -> Any:
+    def convert(value: Any, repairs: values.Repairs) -> Any:
         kind = type(value)
         if kind is str and value_map and value in value_map:
             value = value_map[value]
@@ -124,42 +144,32 @@ def _integer_converter(rule: FieldRule, sql_type: str) -> Callable[[Any], Any]:
                 return None
             kind = type(value)
         if kind is int:
-            number = value
-        elif kind is str:
-            text = value
-            if regex is not None:
-                match = regex.search(text)
-                if match is None:
-                    raise _Invalid(f"no match for extract_regex {regex.pattern!r}")
-                text = match.group(regex.groups)
+            if not low <= value <= high:
+                raise _Invalid(f"out of range for {kind_name} ({low}..{high})")
+            return value
+        if kind is str and regex is not None:
+            match = regex.search(value)
+            if match is None:
+                raise _Invalid(f"no match for extract_regex {regex.pattern!r}")
+            text = match.group(regex.groups)
             try:
-                number = int(text)
-            except ValueError:
-                raise _Invalid(
-                    "not an integer" if regex is None else f"{text!r} is not an integer"
-                ) from None
-        elif kind is float:
-            if not value.is_integer():
-                raise _Invalid("not a whole number")
-            number = int(value)
-        else:
-            raise _Invalid(f"expected an integer, got a JSON {_json_kind(value)}")
-        if not low <= number <= high:
-            raise _Invalid(f"out of range for {sql_type} ({low}..{high})")
-        return number
+                return number_of(text, kind_name)
+            except _Invalid as exc:
+                raise _Invalid(f"{values.shown(text, 40)!r} (extracted): {exc.reason}") from None
+        return number_of(value, kind_name)
 
     return convert
 
 
-def _boolean_converter(rule: FieldRule) -> Callable[[Any], Any]:
+def _boolean_converter(rule: FieldRule) -> Callable[[Any, values.Repairs], Any]:
     table: dict[type, dict[Any, bool]] = {}
-    for values, meaning in ((rule.false_values, False), (rule.true_values, True)):
-        for value in values:
+    for listed_values, meaning in ((rule.false_values, False), (rule.true_values, True)):
+        for value in listed_values:
             if value is not None:
                 table.setdefault(type(value), {})[value] = meaning
     listed = f"true: {rule.true_values}, false: {rule.false_values}"
 
-    def convert(value: Any) -> Any:
+    def convert(value: Any, repairs: values.Repairs) -> Any:
         kind = type(value)
         if kind is bool:
             return value
@@ -173,18 +183,6 @@ def _boolean_converter(rule: FieldRule) -> Callable[[Any], Any]:
     return convert
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
-
-
 def _nulls_by_type(values: list[Any]) -> dict[type, frozenset[Any]]:
     """Null values grouped by exact type, so that 1, True and "1" stay distinct."""
     grouped: dict[type, set[Any]] = {}
@@ -195,6 +193,7 @@ def _nulls_by_type(values: list[Any]) -> dict[type, frozenset[Any]]:
 
 
 def _compile_rule(rule: FieldRule, defaults: list[Any], spec: TableSpec | None) -> _Rule:
+    """`spec` None: the ehr_id rule (a bigint, the record's key: rejects by default)."""
     sql_type = spec.column(rule.column).type if spec is not None else "bigint"
     if rule.type == "string":
         convert = _string_converter(rule)
@@ -204,10 +203,12 @@ def _compile_rule(rule: FieldRule, defaults: list[Any], spec: TableSpec | None) 
         convert = _boolean_converter(rule)
     return _Rule(
         column=rule.column,
+        table=(spec or CHANGEABLE_USER_PROPERTIES).name,
         keys=tuple(rule.keys),
         from_record=rule.origin == "record",
         nulls=_nulls_by_type([*defaults, *rule.null_values]),
         convert=convert,
+        rejects=rule.policy("reject" if spec is None else "null") == "reject",
     )
 
 
@@ -270,8 +271,13 @@ def _fill(
     record: Mapping[str, Any],
     target: dict[str, Any],
     errors: list[FieldError],
+    reports: list[FieldError],
+    repairs: values.Repairs,
 ) -> None:
-    """Set each rule's column to the first non-null value of its keys, converted (else None)."""
+    """Set each rule's column to the first non-null value of its keys, converted (else None).
+
+    An invalid value goes to `errors` (the rule rejects the record) or to `reports` (the
+    column stays None)."""
     for rule in rules:
         source = record if rule.from_record else props
         nulls = rule.nulls
@@ -284,9 +290,11 @@ def _fill(
             if same_type_nulls is not None and value in same_type_nulls:
                 continue
             try:
-                result = rule.convert(value)
+                result = rule.convert(value, repairs)
             except _Invalid as exc:
-                errors.append(FieldError(key, value, f"{rule.column}: {exc}"))
+                error = FieldError(key, value, f"{rule.column}: {exc}", rule.column, rule.table)
+                (errors if rule.rejects else reports).append(error)
+                result = None
                 break
             if result is not None:
                 break
@@ -301,47 +309,47 @@ def _as_properties(raw: Any, key: str, errors: list[FieldError]) -> Mapping[str,
     if isinstance(props, str | bytes):
         try:
             props = json.loads(props)
+        except RecursionError:
+            errors.append(FieldError(key, raw, f"JSON nested too deep to read ({key})"))
+            return {}
         except ValueError as exc:
             errors.append(FieldError(key, raw, f"not valid JSON: {exc}"))
             return {}
     if not isinstance(props, dict):
-        errors.append(FieldError(key, props, f"expected a JSON object, got {_json_kind(props)}"))
+        errors.append(
+            FieldError(key, props, f"expected a JSON object, got {values.json_kind(props)}")
+        )
         return {}
     return props
 
 
 def parse_event_time(value: Any) -> datetime:
-    """A record's event_time as a naive UTC datetime (accepts datetimes and ISO strings)."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise _Invalid("not a timestamp (expected e.g. '2024-03-02 00:57:33.008000')") from None
-    else:
-        raise _Invalid(
-            "missing" if value is None else f"expected a timestamp, got {_json_kind(value)}"
-        )
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+    """A record's event_time as a naive UTC datetime: a datetime, or a string in exactly the
+    forms the loaders take (`values.timestamp`: 'YYYY-MM-DD HH:MM:SS[.ffffff]', ISO 8601 with
+    T, Z or an offset)."""
+    if value.__class__ is datetime:
+        return values.utc_naive(value)
+    if value is None:
+        raise _Invalid("missing")
+    if isinstance(value, str | datetime):
+        return values.timestamp_value(value)
+    raise _Invalid(f"expected a timestamp, got {values.json_kind(value)}")
 
 
 def _record_uuid(value: Any) -> uuid_module.UUID:
-    if isinstance(value, uuid_module.UUID):
+    if value.__class__ is uuid_module.UUID:
         return value
     if value is None:
         raise _Invalid("missing")
-    try:
-        return uuid_module.UUID(str(value))
-    except ValueError:
-        raise _Invalid("not a uuid") from None
+    if isinstance(value, str) and values.is_uuid(value):
+        return uuid_module.UUID(value)
+    raise _Invalid("not a uuid")
 
 
 _PERMANENT_TEMPLATE = dict.fromkeys(PERMANENT_USER_PROPERTIES.column_names)
 _CHANGEABLE_TEMPLATE = dict.fromkeys(CHANGEABLE_USER_PROPERTIES.column_names)
 _NOTHING: Mapping[str, Any] = {}
+_CHANGEABLE_NAME = CHANGEABLE_USER_PROPERTIES.name
 
 
 @dataclass(frozen=True)
@@ -352,6 +360,8 @@ class PropertiesResult:
     changeable: dict[str, Any]
     errors: tuple[FieldError, ...]
     unknown_keys: tuple[str, ...]
+    reports: tuple[FieldError, ...] = ()
+    repairs: int = 0
 
 
 def transform_properties(
@@ -367,14 +377,16 @@ def transform_properties(
     """
     compiled = compile_mapping(mapping if mapping is not None else default_mapping())
     errors: list[FieldError] = []
+    reports: list[FieldError] = []
+    repairs = values.Repairs()
     props = _as_properties(raw, key, errors)
     changeable = _CHANGEABLE_TEMPLATE.copy()
-    _fill(compiled.ehr_and_changeable_props, props, _NOTHING, changeable, errors)
+    _fill(compiled.ehr_and_changeable_props, props, _NOTHING, changeable, errors, reports, repairs)
     ehr_id = changeable["ehr_id"]
     permanent = None
     if ehr_id is not None:
         permanent = _PERMANENT_TEMPLATE.copy()
-        _fill(compiled.permanent_props, props, _NOTHING, permanent, errors)
+        _fill(compiled.permanent_props, props, _NOTHING, permanent, errors, reports, repairs)
         permanent["ehr_id"] = ehr_id
     known = compiled.known_keys
     unknown = tuple(name for name in props if name not in known)
@@ -383,7 +395,9 @@ def transform_properties(
             FieldError(name, props[name], "key is not in the field mapping (strict mode)")
             for name in unknown
         )
-    return PropertiesResult(permanent, changeable, tuple(errors), unknown)
+    return PropertiesResult(
+        permanent, changeable, tuple(errors), unknown, tuple(reports), repairs.count
+    )
 
 
 def complete_record(
@@ -392,23 +406,30 @@ def complete_record(
     """Add the record's own fields (uuid, event_time, record rules) to its properties' result."""
     compiled = compile_mapping(mapping if mapping is not None else default_mapping())
     errors = list(properties.errors)
+    reports = list(properties.reports)
+    repairs = values.Repairs()
     try:
         record_id = _record_uuid(record.get("uuid"))
     except _Invalid as exc:
-        errors.append(FieldError("uuid", record.get("uuid"), f"uuid: {exc}"))
+        errors.append(
+            FieldError("uuid", record.get("uuid"), f"uuid: {exc}", "uuid", _CHANGEABLE_NAME)
+        )
         record_id = None
     try:
         event_time = parse_event_time(record.get("event_time"))
     except _Invalid as exc:
-        errors.append(FieldError("event_time", record.get("event_time"), f"event_time: {exc}"))
+        value = record.get("event_time")
+        errors.append(
+            FieldError("event_time", value, f"event_time: {exc}", "event_time", _CHANGEABLE_NAME)
+        )
         event_time = None
     changeable = properties.changeable.copy()
-    _fill(compiled.changeable_record, _NOTHING, record, changeable, errors)
+    _fill(compiled.changeable_record, _NOTHING, record, changeable, errors, reports, repairs)
     permanent = properties.permanent
     if permanent is not None:
         permanent = permanent.copy()
         if compiled.permanent_record:
-            _fill(compiled.permanent_record, _NOTHING, record, permanent, errors)
+            _fill(compiled.permanent_record, _NOTHING, record, permanent, errors, reports, repairs)
     unknown = list(properties.unknown_keys)
     if errors:
         return TransformResult(None, None, errors, unknown)
@@ -416,7 +437,9 @@ def complete_record(
     changeable["event_time"] = event_time
     if permanent is not None:
         permanent["first_login_at"] = event_time
-    return TransformResult(permanent, changeable, errors, unknown)
+    return TransformResult(
+        permanent, changeable, errors, unknown, reports, properties.repairs + repairs.count
+    )
 
 
 def transform_record(
