@@ -17,6 +17,7 @@ from dwh_helper.operators.schedule import (
     Dimension,
     day_range_params,
     plan_days,
+    reload_param,
     run_migrations,
 )
 
@@ -69,11 +70,7 @@ Backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-31"}`, or
             items={"type": "string", "enum": list(AMPLITUDE_SOURCES)},
             description="Amplitude projects to export",
         ),
-        "reload_from_s3": Param(
-            False,
-            type="boolean",
-            description="Re-load the archives already in S3; no Amplitude call",
-        ),
+        "reload_from_s3": reload_param("archives", "Amplitude"),
     },
 )
 def amplitude_events() -> None:

@@ -19,6 +19,7 @@ from dwh_helper.operators.schedule import (
     DAG_DEFAULTS,
     day_range_params,
     plan_days,
+    reload_param,
     run_migrations,
 )
 
@@ -95,11 +96,7 @@ Manual run / backfill: trigger with `{"start": "2024-03-01", "end": "2024-03-07"
             enum=["default", "receive"],
             description="`default` = device time, `receive` = server receive time",
         ),
-        "reload_from_s3": Param(
-            False,
-            type="boolean",
-            description="Re-load the files already in S3; no AppMetrica call",
-        ),
+        "reload_from_s3": reload_param("files", "AppMetrica"),
     },
 )
 def appmetrica_events() -> None:

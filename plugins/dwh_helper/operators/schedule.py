@@ -55,6 +55,12 @@ def date_param(description: str, title: str | None = None) -> Param:
     return Param(None, type=["null", "string"], format="date", description=description, **labels)
 
 
+def reload_param(files: str, upstream: str) -> Param:
+    """The `reload_from_s3` Param of a loading DAG: re-load S3's files, no `upstream` call."""
+    description = f"Re-load the {files} already in S3; no {upstream} call"
+    return Param(False, type="boolean", description=description)
+
+
 def day_range_params(unit: str = "UTC day") -> dict[str, Param]:
     """The `start` / `end` Params of a manual run (date pickers; empty = see DEFAULT_DAY)."""
     return {
