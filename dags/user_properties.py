@@ -28,11 +28,14 @@ history re-derived from the oldest such row (docs/user-properties.md).
   mapping reject the record instead of being only reported).
 * **Resumable**: every batch is one transaction (writes + `migrated = true`);
   a failed or retried run continues where it stopped, with no duplicates.
-* **Rejects**: records whose values cannot be converted go to `load_rejects`
-  (source `user_properties`) and stay pending until the mapping is fixed. The
-  task fails (without retries) when the share of new rejects exceeds
+* **Rejects**: a record whose key value (`ehr_id`, `uuid`, `event_time`) cannot be
+  converted goes to `load_rejects` (source `user_properties`, kind `record`) and stays
+  pending until the mapping is fixed; any other invalid value is stored NULL and
+  reported there (kind `value`) while the record loads (docs/mappings.md). The task
+  fails (without retries) when the share of new rejected records exceeds
   `ETL_REJECT_RATIO`.
-* **Result**: the counts (processed, rejected, inserted, unknown keys) are in
+* **Result**: the counts (processed, rejected, values nulled and repaired, inserted,
+  unknown keys) are in
   the task's XCom and in its log's summary line.
 
 Connection: `dwh_postgres`.

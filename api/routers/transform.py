@@ -80,6 +80,10 @@ class UserPropertiesResult(BaseModel):
     processed: int = Field(description="Records converted")
     rejected: int = Field(description="Records rejected (see load_rejects)")
     rejected_before: int = Field(0, description="Of the rejected, already rejected by a past run")
+    values_nulled: int = Field(
+        0, description="Invalid non-key values stored NULL and reported (the record loaded)"
+    )
+    values_repaired: int = Field(0, description="Values repaired (NUL characters removed)")
     permanent_inserted: int
     changeable_inserted: int
     batches: int

@@ -79,6 +79,29 @@ def test_s3_run_reports_the_last_line(client, store):
     assert body["permanent_inserted"] == 1 and body["changeable_inserted"] == 1
 
 
+def test_run_counts_values_nulled_and_repaired(client, store, dwh_conn):
+    """A bad non-key value is stored NULL and reported, a NUL is removed: both counted."""
+    events = [_event(1, "8", "many years"), _event(2, "9", "40")]
+    events[1]["language"] = "Rus\u0000sian"
+    store.client.put_object(
+        Bucket=store.bucket,
+        Key="up/dirty.ndjson",
+        Body="\n".join(json.dumps(event) for event in events).encode(),
+    )
+    response = client.post(
+        "/transform/user-properties", headers=WRITE, json={"source": "s3", "key": "up/dirty.ndjson"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["processed"] == 2 and body["rejected"] == 0
+    assert body["values_nulled"] == 1 and body["values_repaired"] == 1
+    rows = dwh_conn.execute(
+        "SELECT ehr_id, age, language FROM changeable_user_properties "
+        "WHERE ehr_id IN (8, 9) ORDER BY ehr_id"
+    ).fetchall()
+    assert rows == [(8, None, "Russian"), (9, 40, "Russian")]
+
+
 def test_interrupted_run_is_200_with_where_to_resume(client, store):
     lines = "\n".join(json.dumps(_event(number, "7", str(20 + number))) for number in range(1, 40))
     packed = gzip.compress(lines.encode())

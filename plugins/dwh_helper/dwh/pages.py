@@ -1,9 +1,10 @@
 """Keyset pages of a DWH table: sorted on one column plus the table's key, continued by cursor.
 
 A page is `ORDER BY <column>, <key columns>` (one direction, NULLs last) with `LIMIT n`; the
-cursor is the sort values of its last row, so the next page is a `WHERE (...) > (...)` that
-an index can serve, stable while rows are inserted, and never an OFFSET scan. The cursor is
-opaque to clients (URL-safe base64 of JSON) and names the order it belongs to.
+cursor is the sort values of its last row, so the next page is a `WHERE (...) > (...)` (`<`
+when descending) that an index can serve, stable while rows are inserted, and never an OFFSET
+scan. The cursor is opaque to clients (URL-safe base64 of JSON) and names the order it
+belongs to.
 """
 
 from __future__ import annotations
