@@ -115,12 +115,11 @@ def write_limits(pg, dsn: str) -> dict[str, float]:
     for kind in ("raw", "idempotent"):
         with open_connection(fresh_database(pg, f"bench_write_{kind}")) as conn:
             repo = Repository(conn)
-            copy = repo.copy_text_direct if kind == "raw" else repo.copy_text
             started = time.perf_counter()
             with repo.transaction():
                 for name, data in dumped.items():
                     spec = get_table(name)
-                    copy(spec, spec.column_names, [data])
+                    repo.copy_text(spec, spec.column_names, [data], direct=kind == "raw")
             seconds[kind] = time.perf_counter() - started
     return seconds
 

@@ -169,13 +169,14 @@ class CopyBatches:
     def load_seconds(self, repo: Any, *, raw: bool = False) -> float:
         """Load every batch in one transaction — `Repository.copy_text` (idempotent) or, `raw`,
         a plain COPY into each table — and return the seconds taken."""
-        copy = repo.copy_text_direct if raw else repo.copy_text
         started = time.perf_counter()
         with repo.transaction():
             for files in self.batches:
                 for table, path in files:
                     data = [path.read_bytes()]
-                    copy(table.spec, table.columns, data, dialect=table.copy_dialect)
+                    repo.copy_text(
+                        table.spec, table.columns, data, dialect=table.copy_dialect, direct=raw
+                    )
         return time.perf_counter() - started
 
 

@@ -113,8 +113,16 @@ def test_postgres_data_errors_past_the_value_layer_cost_a_row_or_a_value(
             out.append((table, text, key))
         return out
 
-    object.__setattr__(mapping, "map_record", spoil)
-    result = load_amplitude_file(store, KEY, repo, mapping)
+    class Spoiled:
+        """The mapping, but with `spoil` as its record mapper (bypassing the value layer)."""
+
+        def __getattr__(self, name):
+            return getattr(mapping, name)
+
+        def map_record(self, record):
+            return spoil(record)
+
+    result = load_amplitude_file(store, KEY, repo, Spoiled())
     assert result.rows_read == 300
     assert result.rejected == 2  # the event_time row and the foreign key row
     assert result.values_nulled == 1  # user_id stored NULL

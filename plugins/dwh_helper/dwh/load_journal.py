@@ -33,6 +33,34 @@ class Reject:
     column_name: str | None = None
     value: str | None = None
 
+    @classmethod
+    def value_report(
+        cls,
+        source: str,
+        reason: str,
+        *,
+        table: str | None,
+        column: str | None,
+        value: str | None,
+        s3_key: str | None = None,
+        record_id: str | None = None,
+        entry: str | None = None,
+        line: int | None = None,
+    ) -> Reject:
+        """A value stored NULL in a record that loaded (kind `value`)."""
+        return cls(
+            source=source,
+            reason=reason,
+            s3_key=s3_key,
+            record_id=record_id,
+            entry=entry,
+            line=line,
+            kind="value",
+            table_name=table,
+            column_name=column,
+            value=value,
+        )
+
     def copy_line(self) -> str:
         """The reject as a COPY text line for load_rejects (NUL and lone surrogates, which
         PostgreSQL cannot store, shown as `\\u0000` / `\\udXXX` escapes)."""

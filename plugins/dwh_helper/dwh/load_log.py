@@ -20,6 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from dwh_helper.dwh.conditions import conditions, where_clause
+
 STATUSES = ("running", "loaded", "already loaded", "failed", "abandoned")
 KEY_LOCK_CLASS = 74_615
 """First half of the two-int advisory lock on an S3 key (the second is hashtext(key))."""
@@ -153,30 +155,20 @@ JOURNAL_COLUMNS = (
 )
 
 
-def _where(conditions: list[str]) -> sql.Composable:
-    if not conditions:
-        return sql.SQL("")
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(map(sql.SQL, conditions))
+_DAY = "(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date"
+"""A journal row's day: its export window's start, else when the load started (UTC)."""
 
 
 def _filters(
     source: str | None, day: date | None, s3_key: str | None, status: str | None
 ) -> tuple[sql.Composable, list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if source is not None:
-        where.append("source = %s")
-        params.append(source)
-    if day is not None:
-        where.append("(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date = %s")
-        params.append(day)
-    if s3_key is not None:
-        where.append("s3_key = %s")
-        params.append(s3_key)
-    if status is not None:
-        where.append("status = %s")
-        params.append(status)
-    return _where(where), params
+    where, params = conditions(
+        ("source = %s", source),
+        (f"{_DAY} = %s", day),
+        ("s3_key = %s", s3_key),
+        ("status = %s", status),
+    )
+    return where_clause(where), params
 
 
 def list_attempts(
@@ -214,17 +206,9 @@ def day_summary(
     """Per source and day (the export window's, else the start's): files, the counts of each
     file's latest attempt, the last load time and a status — `complete` when every file's
     latest attempt loaded, else `failed`, `running` or `incomplete`. Newest day first."""
-    where: list[str] = []
-    params: list[Any] = []
-    if source is not None:
-        where.append("source = %s")
-        params.append(source)
-    if since is not None:
-        where.append("(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("(coalesce(window_start, started_at) AT TIME ZONE 'UTC')::date <= %s")
-        params.append(until)
+    where, params = conditions(
+        ("source = %s", source), (f"{_DAY} >= %s", since), (f"{_DAY} <= %s", until)
+    )
     query = sql.SQL("""
         WITH latest AS (
             SELECT DISTINCT ON (s3_key) source, s3_key, status, rows_read, rows_inserted,
@@ -258,7 +242,7 @@ def day_summary(
                count(*) FILTER (WHERE status = 'running') AS files_running,
                count(*) FILTER (WHERE status = 'abandoned') AS files_abandoned
         FROM done GROUP BY source, day ORDER BY day DESC, source
-    """).format(where=_where(where))
+    """).format(where=where_clause(where))
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(query, params).fetchall()
     for row in rows:

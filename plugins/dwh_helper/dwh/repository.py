@@ -241,60 +241,29 @@ class Repository:
         chunks: Iterable[bytes | str],
         *,
         dialect: CopyDialect = TEXT,
+        direct: bool = False,
     ) -> int:
         """Bulk load rows already formatted as COPY text (see `dwh.copy_text`) for `columns`.
 
         Columns left out take their defaults. Same staging and ON CONFLICT as `copy_rows`.
         `dialect` tells the NULL marker and the delimiter the lines use (COPY's defaults
         unless told).
+
+        `direct`: COPY the lines straight into the table — no staging, no ON CONFLICT — in a
+        savepoint of the open transaction (or a transaction of its own); the fast path of an
+        idempotent load: a key already in the table (or twice in the lines) raises
+        `UniqueViolation` and the savepoint leaves nothing of the lines behind, so the caller
+        can load them again through staging.
         """
-        spec = table if isinstance(table, TableSpec) else get_table(table)
-        unknown = set(columns) - set(spec.column_names)
-        if unknown:
-            raise InvalidQuery("columns", f"unknown columns {sorted(unknown)} for {spec.name}")
-
-        def write(copy: psycopg.Copy) -> None:
-            encoding = copy.connection.info.encoding
-            for chunk in chunks:
-                # a view: psycopg sends large buffers in slices, which copy bytes but not views
-                copy.write(memoryview(chunk.encode(encoding) if isinstance(chunk, str) else chunk))
-
-        return self._copy_via_stage(spec, tuple(columns), write, dialect)
-
-    def copy_text_direct(
-        self,
-        table: str | TableSpec,
-        columns: Sequence[str],
-        chunks: Iterable[bytes | str],
-        *,
-        dialect: CopyDialect = TEXT,
-    ) -> int:
-        """COPY lines straight into the table — no staging, no ON CONFLICT — in a savepoint of
-        the open transaction (or a transaction of its own); returns the rows copied.
-
-        The fast path of an idempotent load: a key already in the table (or twice in the
-        lines) raises `UniqueViolation` and the savepoint leaves nothing of the lines behind,
-        so the caller can load them again through `copy_text`.
-        """
-        spec = table if isinstance(table, TableSpec) else get_table(table)
-        unknown = set(columns) - set(spec.column_names)
-        if unknown:
-            raise InvalidQuery("columns", f"unknown columns {sorted(unknown)} for {spec.name}")
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(spec.schema, spec.name), sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
-        if dialect != TEXT:
-            statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
-                sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
-            )
+        spec = _text_target(table, columns)
+        write = _chunk_writer(chunks)
+        if not direct:
+            return self._copy_via_stage(spec, tuple(columns), write, dialect)
+        statement = _copy_statement(sql.Identifier(spec.schema, spec.name), columns, dialect)
         with self.transaction() as conn, conn.cursor() as cursor:
-            encoding = conn.info.encoding
             writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
             with cursor.copy(statement, writer=writer) as copy:
-                for chunk in chunks:
-                    copy.write(
-                        memoryview(chunk.encode(encoding) if isinstance(chunk, str) else chunk)
-                    )
+                write(copy)
             return cursor.rowcount
 
     def _copy_via_stage(
@@ -306,7 +275,6 @@ class Repository:
     ) -> int:
         stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
         target = sql.Identifier(spec.schema, spec.name)
-        staged = sql.SQL(", ").join(map(sql.Identifier, columns))
         every = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
         with self.transaction() as conn:
             conn.execute(
@@ -317,11 +285,7 @@ class Repository:
             )
             conn.execute(sql.SQL("TRUNCATE {}").format(stage))
             with conn.cursor() as cursor:
-                statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, staged)
-                if dialect != TEXT:
-                    statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
-                        sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
-                    )
+                statement = _copy_statement(stage, columns, dialect)
                 writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
                 with cursor.copy(statement, writer=writer) as copy:
                     write(copy)
@@ -351,6 +315,41 @@ class Repository:
                 "AND NOT migrated",
                 ([str(item) for item in ids],),
             ).rowcount
+
+
+def _text_target(table: str | TableSpec, columns: Sequence[str]) -> TableSpec:
+    """The table COPY text goes to, once every column named is one of its own."""
+    spec = table if isinstance(table, TableSpec) else get_table(table)
+    unknown = set(columns) - set(spec.column_names)
+    if unknown:
+        raise InvalidQuery("columns", f"unknown columns {sorted(unknown)} for {spec.name}")
+    return spec
+
+
+def _copy_statement(
+    target: sql.Identifier, columns: Sequence[str], dialect: CopyDialect
+) -> sql.Composable:
+    """`COPY target (columns) FROM STDIN`, with the dialect's NULL marker and delimiter."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    if dialect != TEXT:
+        statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
+            sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
+        )
+    return statement
+
+
+def _chunk_writer(chunks: Iterable[bytes | str]) -> Callable[[psycopg.Copy], None]:
+    """Writes COPY text chunks (str encoded in the connection's encoding) to a COPY."""
+
+    def write(copy: psycopg.Copy) -> None:
+        encoding = copy.connection.info.encoding
+        for chunk in chunks:
+            # a view: psycopg sends large buffers in slices, which copy bytes but not views
+            copy.write(memoryview(chunk.encode(encoding) if isinstance(chunk, str) else chunk))
+
+    return write
 
 
 def _json_cells(row: Sequence[Any], positions: list[int]) -> Sequence[Any]:

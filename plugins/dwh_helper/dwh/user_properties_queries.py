@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from dwh_helper.dwh.conditions import conditions
 from dwh_helper.dwh.tables import CHANGEABLE_STATE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,7 @@ def run_lock(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
 
 def time_window(lower: datetime | None, upper: datetime | None) -> tuple[list[str], list[Any]]:
     """SQL conditions (and their parameters) for `lower <= event_time < upper`."""
-    where: list[str] = []
-    params: list[Any] = []
-    if lower is not None:
-        where.append("event_time >= %s")
-        params.append(lower)
-    if upper is not None:
-        where.append("event_time < %s")
-        params.append(upper)
-    return where, params
+    return conditions(("event_time >= %s", lower), ("event_time < %s", upper))
 
 
 def pending_rows(

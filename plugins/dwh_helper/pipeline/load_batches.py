@@ -160,17 +160,16 @@ class Batches:
         for report in checked.reports:
             self.result.values_nulled += 1
             self.batch.rejects.append(
-                Reject(
-                    source=self.mapping.source,
-                    reason=f"{report.table}.{report.column}: {report.reason}; stored NULL",
+                Reject.value_report(
+                    self.mapping.source,
+                    f"{report.table}.{report.column}: {report.reason}; stored NULL",
+                    table=report.table,
+                    column=report.column,
+                    value=shown(report.value),
                     s3_key=self.key,
                     record_id=checked.record_id,
                     entry=entry,
                     line=line,
-                    kind="value",
-                    table_name=report.table,
-                    column_name=report.column,
-                    value=shown(report.value),
                 )
             )
 

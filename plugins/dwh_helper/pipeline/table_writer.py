@@ -77,8 +77,8 @@ class TableWriter:
         if table in self.deduplicating:
             sent, _dropped = without_duplicate_keys(table, data)
         try:
-            inserted = self.repo.copy_text_direct(
-                table.spec, table.columns, [sent], dialect=table.copy_dialect
+            inserted = self.repo.copy_text(
+                table.spec, table.columns, [sent], dialect=table.copy_dialect, direct=True
             )
         except psycopg.errors.UniqueViolation:
             if table not in self.deduplicating and without_duplicate_keys(table, data)[1]:

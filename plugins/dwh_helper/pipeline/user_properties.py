@@ -52,7 +52,6 @@ from dwh_helper.dwh.user_properties_queries import (
     run_lock,
 )
 from dwh_helper.pipeline.batch_writer import BatchWriter
-from dwh_helper.pipeline.load import describe_error
 from dwh_helper.pipeline.user_properties_batches import (
     REJECT_SOURCE,
     Batch,
@@ -291,14 +290,12 @@ def _run_tmp_table(
             if late.cuts:
                 rederive(repo, late.cuts, cache, lower, upper, batch_size, result)
     except Exception as exc:
-        result.status = "interrupted"
-        result.error = describe_error(exc)
-        result.unknown_keys = dict(unknown)
-        raise MigrationInterrupted(
+        raise result.interrupted(
+            exc,
+            unknown,
             f"user-properties run interrupted in batch {result.batches + 1} "
-            f"({result.batches} batches committed, {result.processed} rows processed): "
-            f"{result.error}; run again to continue where it stopped",
-            result,
+            f"({result.batches} batches committed, {result.processed} rows processed)",
+            "run again to continue where it stopped",
         ) from exc
     result.unknown_keys = dict(unknown)
 
@@ -432,14 +429,12 @@ def _run_s3(
                     failed_line = max(read_error.index, (result.last_line or 0) + 1)
                     raise read_error.cause
         except Exception as exc:
-            result.status = "interrupted"
             result.failed_line = failed_line
-            result.error = describe_error(exc)
-            result.unknown_keys = dict(unknown)
-            raise MigrationInterrupted(
-                f"user-properties run over s3 key {key} interrupted at line "
-                f"{result.failed_line}: {result.error}; lines up to {result.last_line} are done, "
+            raise result.interrupted(
+                exc,
+                unknown,
+                f"user-properties run over s3 key {key} interrupted at line {failed_line}",
+                f"lines up to {result.last_line} are done, "
                 f"run again with start_after={result.last_line}",
-                result,
             ) from exc
     result.unknown_keys = dict(unknown)

@@ -120,17 +120,16 @@ def value_reports(
         entry, line = places[index] if places else (None, None)
         record_id = str(item.changeable["uuid"]) if item.changeable is not None else None
         for report in item.reports:
-            yield Reject(
-                source=REJECT_SOURCE,
-                reason=str(report),
+            yield Reject.value_report(
+                REJECT_SOURCE,
+                str(report),
+                table=report.table,
+                column=report.column,
+                value=shown(report.value),
                 s3_key=key,
                 record_id=record_id,
                 entry=entry,
                 line=line,
-                kind="value",
-                table_name=report.table,
-                column_name=report.column,
-                value=shown(report.value),
             )
 
 

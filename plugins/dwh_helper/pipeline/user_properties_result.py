@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from dwh_helper.pipeline.load_errors import describe_error
 
 
 class MigrationInterrupted(RuntimeError):
@@ -42,6 +45,15 @@ class MigrationResult:
     failed_line: int | None = None
     error: str | None = None
     seconds: float = 0.0
+
+    def interrupted(
+        self, error: BaseException, unknown: Mapping[str, int], what: str, advice: str
+    ) -> MigrationInterrupted:
+        """Mark the run interrupted by `error`; the exception that says `what` and `advice`."""
+        self.status = "interrupted"
+        self.error = describe_error(error)
+        self.unknown_keys = dict(unknown)
+        return MigrationInterrupted(f"{what}: {self.error}; {advice}", self)
 
     @property
     def new_reject_ratio(self) -> float:
