@@ -9,14 +9,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from api.byte_ranges import content_disposition, parse_range
 from api.deps import ApiSettingsDep, LocksDep, StoreDep, require_read, require_write
 from api.errors import AUTH_ERRORS, ApiError, error_responses
+from api.object_keys import valid_key, valid_prefix
 from dwh_helper.storage.patch import EtagMismatch, OffsetPastEnd, patch_object, same_etag
 from dwh_helper.storage.s3 import MB, ObjectNotFound
 from dwh_helper.storage.s3 import ObjectInfo as StoredInfo
@@ -74,72 +75,6 @@ class DeleteResult(BaseModel):
 
     key: str
     deleted: bool
-
-
-_SEGMENT = (
-    r"(?:[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
-    r"|\.[^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*"
-    r"|\.\.[^/\x00-\x1f\x7f]+)"
-)
-KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
-"""What `_check_path` accepts as a key, declared in OpenAPI: segments joined by `/`, none
-empty, `.` or `..`, no control characters."""
-PREFIX_PATTERN = rf"^(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?$"
-"""What `_check_path` accepts as a prefix: a key, a key ending in `/`, or empty."""
-
-
-def _check_path(value: str, name: str, max_length: int, allow_empty: bool) -> str:
-    if not value and not allow_empty:
-        raise ApiError(422, f"{name} must not be empty", field=name)
-    if len(value.encode()) > max_length:
-        raise ApiError(
-            422, f"{name} is {len(value.encode())} bytes; the limit is {max_length}", field=name
-        )
-    if value.startswith("/"):
-        raise ApiError(422, f"{name} must not start with '/': {value[:80]!r}", field=name)
-    if any(part in (".", "..") for part in value.split("/")):
-        raise ApiError(
-            422, f"{name} must not contain '.' or '..' segments: {value[:80]!r}", field=name
-        )
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ApiError(422, f"{name} must not contain control characters", field=name)
-    if "//" in value:
-        raise ApiError(
-            422, f"{name} must not contain empty segments ('//'): {value[:80]!r}", field=name
-        )
-    return value
-
-
-def valid_key(
-    api: ApiSettingsDep,
-    key: Annotated[
-        str,
-        Query(
-            description="Object key, e.g. `raw/amplitude/web/2024/05/01/a.zip` (at most 1,024 "
-            "UTF-8 bytes)",
-            json_schema_extra={"minLength": 1, "maxLength": 1024, "pattern": KEY_PATTERN},
-        ),
-    ],
-) -> str:
-    """The `key` parameter, checked: not empty, no `..` segments, within the length limit."""
-    _check_path(key, "key", api.s3_max_key_length, allow_empty=False)
-    if key.endswith("/"):
-        raise ApiError(422, f"key must name an object, not a folder: {key[:80]!r}", field="key")
-    return key
-
-
-def valid_prefix(
-    api: ApiSettingsDep,
-    prefix: Annotated[
-        str,
-        Query(
-            description="List under this prefix; '' is the bucket root",
-            json_schema_extra={"maxLength": 1024, "pattern": PREFIX_PATTERN},
-        ),
-    ] = "",
-) -> str:
-    """The `prefix` parameter, checked like a key (empty allowed)."""
-    return _check_path(prefix, "prefix", api.s3_max_key_length, allow_empty=True)
 
 
 KeyDep = Annotated[str, Depends(valid_key)]
@@ -220,53 +155,6 @@ def object_info(store: StoreDep, key: KeyDep) -> ObjectInfo:
     """What S3 knows about `key`; 404 when there is no such object."""
     info = _require(store, key)
     return ObjectInfo(**(asdict(info) | {"metadata": info.metadata or {}}))
-
-
-def content_disposition(filename: str) -> str:
-    """`attachment` with an ASCII fallback and the UTF-8 name (RFC 6266), so `curl -OJ` saves it."""
-    fallback = "".join(
-        char if 32 <= ord(char) < 127 and char not in '"\\' else "_" for char in filename
-    )
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The (first, last) byte of a single `Range: bytes=...`, None to send the whole object
-    (no header, several ranges, or a syntax this API ignores); 416 when it starts past the end."""
-    if not header or not header.strip().lower().startswith("bytes="):
-        return None
-    spec = header.strip()[6:].strip()
-    if "," in spec:
-        return None
-    first, dash, last = spec.partition("-")
-    first, last = first.strip(), last.strip()
-    if not dash or not all(
-        part == "" or (part.isascii() and part.isdigit()) for part in (first, last)
-    ):
-        return None
-    if first == "":
-        if last == "":
-            return None
-        length = int(last)
-        if length == 0 or size == 0:
-            raise _unsatisfiable(header, size)
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else max(start, size - 1)
-    if end < start:
-        return None
-    if start >= size:
-        raise _unsatisfiable(header, size)
-    return start, min(end, size - 1)
-
-
-def _unsatisfiable(header: str, size: int) -> ApiError:
-    return ApiError(
-        416,
-        f"Range {header[:60]!r} starts past the end of the object ({size} bytes)",
-        field="Range",
-        headers={"Content-Range": f"bytes */{size}"},
-    )
 
 
 RangeHeader = Annotated[

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from api.routers.s3 import parse_range
+from api.byte_ranges import parse_range
 
 READ = {"Authorization": "OAuth demo-read-token"}
 WRITE = {"Authorization": "OAuth demo-write-token"}
@@ -253,7 +253,7 @@ def test_listing_pages_with_limit_and_continuation(client, store):
 def test_declared_key_patterns_match_what_is_enforced():
     import re
 
-    from api.routers.s3 import KEY_PATTERN, PREFIX_PATTERN, _check_path
+    from api.object_keys import KEY_PATTERN, PREFIX_PATTERN, _check_path
 
     samples = [
         "a",
