@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -161,10 +162,9 @@ def load_raw_file(
             if optimistic_copy is None:
                 optimistic_copy = EtlSettings().optimistic_copy
             optimistic = optimistic_copy and not reload and not loaded_before(conn, key, attempt)
-            _load_verified(
-                store, key, pinned, conn, mapping, raw_format, info, expected, result,
-                batch_size, reject_ratio, attempt, temp_dir, started, optimistic,
-            )  # fmt: skip
+            load = _Load(store, key, pinned, conn, mapping, raw_format, expected, result,
+                         batch_size, reject_ratio, attempt, started)  # fmt: skip
+            _load_verified(load, info, temp_dir, optimistic)
         except BaseException as exc:
             _journal_failure(repo, conn, attempt, result, expected, exc)
             raise _as_load_error(key, exc) from exc
@@ -175,32 +175,35 @@ def load_raw_file(
     return result
 
 
-def _load_verified(
-    store: ObjectStore,
-    key: str,
-    repo: Repository,
-    conn: psycopg.Connection,
-    mapping: RecordMapping,
-    raw_format: RawFormat,
-    info: ObjectInfo,
-    expected: Expected,
-    result: LoadResult,
-    batch_size: int,
-    reject_ratio: float,
-    attempt: int,
-    temp_dir: Path | None,
-    started: float,
-    optimistic: bool,
-) -> None:
+@dataclass(frozen=True)
+class _Load:
+    """What one load reads, into what and how: the same for every pass over the file."""
+
+    store: ObjectStore
+    key: str
+    repo: Repository  # pinned to `conn`
+    conn: psycopg.Connection
+    mapping: RecordMapping
+    raw_format: RawFormat
+    expected: Expected
+    result: LoadResult
+    batch_size: int
+    reject_ratio: float
+    attempt: int
+    started: float
+
+
+def _load_verified(load: _Load, info: ObjectInfo, temp_dir: Path | None, optimistic: bool) -> None:
     """Check, read and load the object in one data transaction that also completes the journal."""
-    if not expected.recorded:
+    key, result, conn, raw_format = load.key, load.result, load.conn, load.raw_format
+    if not load.expected.recorded:
         log.warning(
             "%s: no size/SHA-256 in the object's metadata (landed by hand?): loading it "
             "unverified (load_log.verified is NULL)",
             key,
         )
     try:
-        check_size(expected, info.size)
+        check_size(load.expected, info.size)
     except ObjectMismatch as exc:
         result.bytes = info.size
         raise LoadError(key, str(exc)) from exc
@@ -210,22 +213,20 @@ def _load_verified(
             known = month_partitions(conn)
         path = tmp / Path(key).name
         if not raw_format.streamed:
-            with store.open_reader(key) as body, path.open("wb") as out:
+            with load.store.open_reader(key) as body, path.open("wb") as out:
                 result.bytes, result.sha256 = copy_hashing(body, out)
-            _verify(key, expected, result)
+            _verify(key, load.expected, result)
             log.info(
                 "loading s3://%s/%s (%d bytes, downloaded and hashed in %.1fs)",
-                store.bucket,
+                load.store.bucket,
                 key,
                 result.bytes,
-                time.perf_counter() - started,
+                time.perf_counter() - load.started,
             )
         for tries in range(1, PASSES + 1):
             result.reset_counts()
             try:
-                _load_once(store, key, repo, conn, mapping, raw_format, path, expected, result,
-                           batch_size, reject_ratio, attempt, known, started,
-                           optimistic)  # fmt: skip
+                _load_once(load, path, known, optimistic)
                 return
             except psycopg.errors.DeadlockDetected as exc:
                 # two loads of large files sharing keys across batches (say, devices) can still
@@ -237,7 +238,7 @@ def _load_verified(
                 time.sleep(random.uniform(0.1, 1.0))
             except MissingPartition as missing:
                 # the data transaction was rolled back before any row of that month was sent
-                months = _months_of_file(raw_format, mapping, store, key, path) | missing.months
+                months = _months_of_file(load, path) | missing.months
                 log.info(
                     "%s: events of month(s) without a partition (%s): creating them, then "
                     "loading again",
@@ -256,44 +257,31 @@ PASSES = 3
 then read again) or when PostgreSQL picks the load as a deadlock's victim."""
 
 
-def _load_once(
-    store: ObjectStore,
-    key: str,
-    repo: Repository,
-    conn: psycopg.Connection,
-    mapping: RecordMapping,
-    raw_format: RawFormat,
-    path: Path,
-    expected: Expected,
-    result: LoadResult,
-    batch_size: int,
-    reject_ratio: float,
-    attempt: int,
-    known: set[str] | None,
-    started: float,
-    optimistic: bool,
-) -> None:
+def _load_once(load: _Load, path: Path, known: set[str] | None, optimistic: bool) -> None:
     """One pass: read, map and write in the data transaction; verify; complete the journal."""
+    key, result, mapping, raw_format = load.key, load.result, load.mapping, load.raw_format
     with ExitStack() as cleanup:
         hashing: HashingReader | None = None
         if raw_format.streamed:
-            hashing = HashingReader(cleanup.enter_context(store.open_reader(key)))
+            hashing = HashingReader(cleanup.enter_context(load.store.open_reader(key)))
             source: Any = hashing.buffered()
-            log.info("loading s3://%s/%s as it streams in", store.bucket, key)
+            log.info("loading s3://%s/%s as it streams in", load.store.bucket, key)
         else:
             source = path
-        with repo.transaction() as tx:
-            tables = TableWriter(repo, tx, result, mapping.record_id, optimistic=optimistic)
+        with load.repo.transaction() as tx:
+            tables = TableWriter(load.repo, tx, result, mapping.record_id, optimistic=optimistic)
             with BatchWriter(tables.write) as writer:
-                batches = Batches(writer.submit, tables.encoding, mapping, key, batch_size, result)
+                batches = Batches(
+                    writer.submit, tables.encoding, mapping, key, load.batch_size, result
+                )
                 read_into(batches, source, mapping, raw_format, known)
             if hashing is not None:
                 result.bytes, result.sha256 = hashing.finish()
-                _verify(key, expected, result)
-            _check_rejects(key, result, reject_ratio)
+                _verify(key, load.expected, result)
+            _check_rejects(key, result, load.reject_ratio)
             result.details.update(getattr(mapping, "details", None) or {})
-            result.seconds = time.perf_counter() - started
-            complete_attempt(tx, attempt, _completion(result, expected))
+            result.seconds = time.perf_counter() - load.started
+            complete_attempt(tx, load.attempt, _completion(result, load.expected))
     log.info(
         "loaded %s: %d records, %d rejected, %d value(s) stored NULL, %d repaired, inserted %s "
         "in %.1fs (%.0f records/s; %d rows COPY'd straight, the rest through staging; "
@@ -337,14 +325,15 @@ def _completion(result: LoadResult, expected: Expected, error: str | None = None
     )
 
 
-def _months_of_file(
-    raw_format: RawFormat, mapping: RecordMapping, store: ObjectStore, key: str, path: Path
-) -> set[str]:
+def _months_of_file(load: _Load, path: Path) -> set[str]:
     """Every month the file's records fall in (a decode pass, only when a partition is missing)."""
+    raw_format, mapping = load.raw_format, load.mapping
     assert raw_format.month_of is not None
     months: set[str] = set()
     with ExitStack() as cleanup:
-        source: Any = cleanup.enter_context(store.open_reader(key)) if raw_format.streamed else path
+        source: Any = path
+        if raw_format.streamed:
+            source = cleanup.enter_context(load.store.open_reader(load.key))
         for _entry, _line, raw in raw_format.records(source):
             try:
                 month = raw_format.month_of(mapping.decode(raw))
