@@ -39,6 +39,7 @@ from devtools.sandbox.s3 import LocalS3  # noqa: E402
 from dwh_helper.dwh.repository import Repository, open_connection  # noqa: E402
 from dwh_helper.dwh.schema import migrate  # noqa: E402
 from dwh_helper.storage.s3 import ObjectStore  # noqa: E402
+from tests.support.airflow_connections import postgres_connection  # noqa: E402
 
 _counter = itertools.count()
 TEMPLATE_DB = f"dwh_template_{os.getpid()}"
@@ -178,29 +179,12 @@ def airflow_db() -> str:
     return _AIRFLOW_HOME
 
 
-def airflow_postgres_conn(dsn: str) -> str:
-    """A DSN as the JSON value of an AIRFLOW_CONN_* variable for a postgres connection."""
-    import json
-
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": params.get("host", "127.0.0.1"),
-            "port": int(params.get("port", 5432)),
-            "login": params.get("user", "postgres"),
-            "password": params.get("password") or None,
-            "schema": params["dbname"],
-        }
-    )
-
-
 @pytest.fixture
 def airflow_env(
     airflow_db: str, dwh_dsn: str, bucket: str, aws_conn_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> str:
     """Airflow ready for dag.test(): `dwh_postgres` on the test's database, `aws_default` on
     moto, `S3_BUCKET_NAME` on the test's bucket. Returns the DWH DSN."""
-    monkeypatch.setenv("AIRFLOW_CONN_DWH_POSTGRES", airflow_postgres_conn(dwh_dsn))
+    monkeypatch.setenv("AIRFLOW_CONN_DWH_POSTGRES", postgres_connection(dwh_dsn))
     monkeypatch.setenv("S3_BUCKET_NAME", bucket)
     return dwh_dsn

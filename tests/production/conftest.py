@@ -14,6 +14,7 @@ from psycopg import sql
 from devtools.sandbox.amplitude import AmplitudeSandbox
 from devtools.sandbox.appmetrica import AppMetricaSandbox
 from tests.production.stack import AirflowStack
+from tests.support.airflow_connections import postgres_connection
 
 # The sandbox gives ~1 % of events a value the user-properties mapping rejects, so a small
 # day can pass the 1 % default; the deployment raises it, as an operator would in `.env`
@@ -24,21 +25,6 @@ METADATA_DB = "airflow_production"
 BUCKET = "production-raw"
 APPLICATION = "1111"
 TOKEN = "production-token"
-
-
-def postgres_conn(dsn: str) -> str:
-    """An AIRFLOW_CONN_* value for a libpq DSN."""
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": params.get("host", "127.0.0.1"),
-            "port": int(params.get("port", 5432)),
-            "login": params.get("user", "postgres"),
-            "password": params.get("password") or None,
-            "schema": params["dbname"],
-        }
-    )
 
 
 def source_connections(amplitude: AmplitudeSandbox, appmetrica: AppMetricaSandbox) -> dict:
@@ -94,7 +80,7 @@ def stack(pg_server, s3_server, sandboxes) -> Iterator[AirflowStack]:
     dwh_dsn = reset_database(pg_server, DWH_DB)
     s3_server.create_bucket(BUCKET)
     env = {
-        "AIRFLOW_CONN_DWH_POSTGRES": postgres_conn(dwh_dsn),
+        "AIRFLOW_CONN_DWH_POSTGRES": postgres_connection(dwh_dsn),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
             {
                 "conn_type": "aws",

@@ -28,11 +28,11 @@ from tests.production.conftest import (
     BUCKET,
     DWH_DB,
     REJECT_RATIO,
-    postgres_conn,
     reset_database,
     source_connections,
 )
 from tests.production.stack import AirflowStack
+from tests.support.airflow_connections import postgres_connection
 
 pytestmark = [
     pytest.mark.production,
@@ -144,7 +144,7 @@ def sequential_tables(
     dsn = pg_server.dsn_for(pg_server.create_database())
     bucket = f"reference-{os.getpid()}-{time.monotonic_ns()}"
     s3_server.create_bucket(bucket)
-    monkeypatch.setenv("AIRFLOW_CONN_DWH_POSTGRES", postgres_conn(dsn))
+    monkeypatch.setenv("AIRFLOW_CONN_DWH_POSTGRES", postgres_connection(dsn))
     monkeypatch.setenv("S3_BUCKET_NAME", bucket)
     monkeypatch.setenv("ETL_REJECT_RATIO", REJECT_RATIO)
     for name, value in source_connections(*sandboxes).items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from devtools.sandbox.amplitude import AmplitudeSandbox
@@ -29,3 +30,18 @@ def use_amplitude_sandbox(monkeypatch: pytest.MonkeyPatch, sandbox: AmplitudeSan
     """Point this test's Airflow connections `amplitude_<project>` at the sandbox."""
     for name, value in amplitude_connections(sandbox).items():
         monkeypatch.setenv(name, value)
+
+
+def postgres_connection(dsn: str) -> str:
+    """A libpq DSN as the JSON value of an `AIRFLOW_CONN_*` variable of a postgres connection."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": params.get("host", "127.0.0.1"),
+            "port": int(params.get("port", 5432)),
+            "login": params.get("user", "postgres"),
+            "password": params.get("password") or None,
+            "schema": params["dbname"],
+        }
+    )
