@@ -52,6 +52,7 @@ from dwh_helper.dwh.user_properties_queries import (
     run_lock,
 )
 from dwh_helper.pipeline.batch_writer import BatchWriter
+from dwh_helper.pipeline.gc_pause import CollectionPause, gc_paused
 from dwh_helper.pipeline.user_properties_batches import (
     REJECT_SOURCE,
     Batch,
@@ -129,11 +130,11 @@ def migrate_user_properties(
         until=upper.isoformat() if upper else None,
     )
     started = time.monotonic()
-    with repo.connection() as lock_conn, run_lock(lock_conn):
+    with repo.connection() as lock_conn, run_lock(lock_conn), gc_paused() as pause:
         try:
             if source == "tmp_table":
                 _run_tmp_table(
-                    repo, reader, lock_conn, rules, strict, batch_size, lower, upper, result
+                    repo, reader, lock_conn, rules, strict, batch_size, lower, upper, result, pause
                 )
             else:
                 if store is None or not key:
@@ -142,7 +143,9 @@ def migrate_user_properties(
                     raise ValueError(f"start_after must be 0 or more, got {start_after}")
                 result.key = key
                 result.start_after = start_after
-                _run_s3(repo, rules, strict, batch_size, store, key, start_after or 0, result)
+                _run_s3(
+                    repo, rules, strict, batch_size, store, key, start_after or 0, result, pause
+                )
         except MigrationInterrupted as exc:
             exc.result.seconds = time.monotonic() - started
             log.error("%s", exc.result.summary())
@@ -255,6 +258,7 @@ def _run_tmp_table(
     lower: datetime | None,
     upper: datetime | None,
     result: MigrationResult,
+    pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
     phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
@@ -287,6 +291,7 @@ def _run_tmp_table(
                                 up_to=rows[-1]["event_time"],
                             )
                         writer.submit(job)
+                        pause.tick(len(rows))
             if late.cuts:
                 rederive(repo, late.cuts, cache, lower, upper, batch_size, result)
     except Exception as exc:
@@ -376,6 +381,7 @@ def _run_s3(
     key: str,
     start_after: int,
     result: MigrationResult,
+    pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
     latest = LatestStates(repo, capacity=max(100_000, 3 * batch_size))
@@ -411,6 +417,7 @@ def _run_s3(
                         written = write_batch(repo, job, s3_key=key)
                     record_batch(result, batch, written)
                     result.last_line = batch.last_line
+                    pause.tick(batch.last_line - batch.first_line + 1)
                     log.info(
                         "batch %d: lines %d-%d of s3 key %s, %d processed, %d rejected, "
                         "%d values nulled, %d permanent and %d changeable inserted in %.2fs",
