@@ -217,11 +217,15 @@ class Repository:
                 result.batches += 1
         return result
 
-    def copy_rows(self, table: str | TableSpec, rows: Iterable[Sequence[Any]]) -> int:
+    def copy_rows(
+        self, table: str | TableSpec, rows: Iterable[Sequence[Any]], *, direct: bool = False
+    ) -> int:
         """Bulk load: streaming COPY into temp staging, then INSERT … ON CONFLICT DO NOTHING.
 
         `rows` are tuples in the table's column order (jsonb as JSON text, a dict or `Jsonb`).
-        Returns the number of rows inserted (conflicts skipped).
+        Returns the number of rows inserted (conflicts skipped). `direct`: straight into the
+        table in a savepoint, as `copy_text(direct=True)` (a key already there raises
+        `UniqueViolation`; `rows` must then be given again to load them through staging).
         """
         spec = table if isinstance(table, TableSpec) else get_table(table)
         json_positions = [i for i, column in enumerate(spec.columns) if column.type == "jsonb"]
@@ -232,6 +236,8 @@ class Repository:
                     row = _json_cells(row, json_positions)
                 copy.write_row(row)
 
+        if direct:
+            return self._copy_direct(spec, spec.column_names, write)
         return self._copy_via_stage(spec, spec.column_names, write)
 
     def copy_text(
@@ -259,6 +265,16 @@ class Repository:
         write = _chunk_writer(chunks)
         if not direct:
             return self._copy_via_stage(spec, tuple(columns), write, dialect)
+        return self._copy_direct(spec, columns, write, dialect)
+
+    def _copy_direct(
+        self,
+        spec: TableSpec,
+        columns: Sequence[str],
+        write: Callable[[psycopg.Copy], None],
+        dialect: CopyDialect = TEXT,
+    ) -> int:
+        """COPY straight into the table in a savepoint (see `copy_text`'s `direct`)."""
         statement = _copy_statement(sql.Identifier(spec.schema, spec.name), columns, dialect)
         with self.transaction() as conn, conn.cursor() as cursor:
             writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)

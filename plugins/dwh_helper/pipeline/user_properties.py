@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from dwh_helper.config import EtlSettings
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.user_properties_queries import (
     RunInProgress,
@@ -64,6 +65,7 @@ from dwh_helper.pipeline.user_properties_batches import (
     record_batch,
     write_batch,
 )
+from dwh_helper.pipeline.user_properties_copy import ChangeableCopy
 from dwh_helper.pipeline.user_properties_rederive import rederive
 from dwh_helper.pipeline.user_properties_result import MigrationInterrupted, MigrationResult
 from dwh_helper.pipeline.user_properties_state import LatePeople, LatestStates, PropertiesCache
@@ -107,6 +109,7 @@ def migrate_user_properties(
     key: str | None = None,
     start_after: int | None = None,
     reader: psycopg.Connection | None = None,
+    optimistic_copy: bool | None = None,
 ) -> MigrationResult:
     """Turn raw user properties into permanent and changeable rows, batch by batch.
 
@@ -115,14 +118,20 @@ def migrate_user_properties(
     (s3): the object to read and the last line already done. `reader` (tmp_table): a second
     autocommit connection to the same database (from the hook or a pool) to read the next
     batch on while the previous one is written; without it a pooled repository lends one,
-    else everything runs in line. Raises `MigrationInterrupted` (carrying the partial
-    result) when a batch fails; every batch committed before it stays committed.
+    else everything runs in line. `optimistic_copy` (default `ETL_OPTIMISTIC_COPY`): COPY
+    each batch's changeable rows straight into the table until the first conflict
+    (`user_properties_copy`); False: always through staging. Raises `MigrationInterrupted`
+    (carrying the partial result) when a batch fails; every batch committed before it stays
+    committed.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if source not in ("tmp_table", "s3"):
         raise ValueError(f"unknown source {source!r}; use 'tmp_table' or 's3'")
     rules = _resolve_mapping(mapping)
+    if optimistic_copy is None:
+        optimistic_copy = EtlSettings().optimistic_copy
+    changeable_copy = ChangeableCopy(optimistic_copy)
     lower, upper = time_bounds(since, until)
     result = MigrationResult(
         source=source,
@@ -134,8 +143,9 @@ def migrate_user_properties(
         try:
             if source == "tmp_table":
                 _run_tmp_table(
-                    repo, reader, lock_conn, rules, strict, batch_size, lower, upper, result, pause
-                )
+                    repo, reader, lock_conn, rules, strict, batch_size, lower, upper, result,
+                    changeable_copy, pause,
+                )  # fmt: skip
             else:
                 if store is None or not key:
                     raise ValueError("source 's3' needs `store` (an ObjectStore) and `key`")
@@ -144,8 +154,9 @@ def migrate_user_properties(
                 result.key = key
                 result.start_after = start_after
                 _run_s3(
-                    repo, rules, strict, batch_size, store, key, start_after or 0, result, pause
-                )
+                    repo, rules, strict, batch_size, store, key, start_after or 0, result,
+                    changeable_copy, pause,
+                )  # fmt: skip
         except MigrationInterrupted as exc:
             exc.result.seconds = time.monotonic() - started
             log.error("%s", exc.result.summary())
@@ -258,6 +269,7 @@ def _run_tmp_table(
     lower: datetime | None,
     upper: datetime | None,
     result: MigrationResult,
+    changeable_copy: ChangeableCopy,
     pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
@@ -271,7 +283,7 @@ def _run_tmp_table(
 
             def write(job: Job) -> None:
                 with turn:
-                    commit_job(repo, result, job)
+                    commit_job(repo, result, job, changeable_copy)
 
             with BatchWriter(write, name="user-properties-writer") as writer:
                 for phase in phases:
@@ -381,6 +393,7 @@ def _run_s3(
     key: str,
     start_after: int,
     result: MigrationResult,
+    changeable_copy: ChangeableCopy,
     pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
@@ -414,7 +427,9 @@ def _run_s3(
                     failed_line = batch.first_line
                     job = prepare(batch, latest)
                     with repo.transaction():
-                        written = write_batch(repo, job, s3_key=key)
+                        written = write_batch(
+                            repo, job, s3_key=key, changeable_copy=changeable_copy
+                        )
                     record_batch(result, batch, written)
                     result.last_line = batch.last_line
                     pause.tick(batch.last_line - batch.first_line + 1)

@@ -18,6 +18,7 @@ from dwh_helper.dwh.user_properties_queries import (
     clear_line_rejects,
     clear_record_rejects,
 )
+from dwh_helper.pipeline.user_properties_copy import ChangeableCopy
 from dwh_helper.pipeline.user_properties_result import MigrationResult
 from dwh_helper.pipeline.user_properties_state import LatestStates
 from dwh_helper.transform.user_properties import FieldError, TransformResult
@@ -166,15 +167,27 @@ def prepare(batch: Batch, latest: LatestStates, **extra: Any) -> Job:
     )
 
 
-def write_batch(repo: Repository, job: Job, *, s3_key: str | None = None) -> Written:
+def write_batch(
+    repo: Repository,
+    job: Job,
+    *,
+    s3_key: str | None = None,
+    changeable_copy: ChangeableCopy | None = None,
+) -> Written:
     """Write one batch inside the caller's transaction.
 
     Earlier rejects of the same records (tmp_table) or lines (s3) are replaced, so
-    `load_rejects` holds each pending record's current errors once.
+    `load_rejects` holds each pending record's current errors once. `changeable_copy`: the
+    run's optimistic COPY of changeable rows (None: through staging).
     """
     batch = job.batch
     permanent = repo.copy_rows(PERMANENT_USER_PROPERTIES, job.permanent) if job.permanent else 0
-    changeable = repo.copy_rows(CHANGEABLE_USER_PROPERTIES, job.changeable) if job.changeable else 0
+    if changeable_copy is not None:
+        changeable = changeable_copy.insert(repo, job.changeable)
+    else:
+        changeable = (
+            repo.copy_rows(CHANGEABLE_USER_PROPERTIES, job.changeable) if job.changeable else 0
+        )
     repeated = 0
     reports = list(value_reports(batch.converted, s3_key, batch.places))
     with repo.connection() as conn:
@@ -207,10 +220,15 @@ def record_batch(result: MigrationResult, batch: Batch, written: Written) -> Non
     result.changeable_inserted += written.changeable
 
 
-def commit_job(repo: Repository, result: MigrationResult, job: Job) -> None:
+def commit_job(
+    repo: Repository,
+    result: MigrationResult,
+    job: Job,
+    changeable_copy: ChangeableCopy | None = None,
+) -> None:
     """Write a tmp_table batch in its own transaction, count it, and log one line."""
     with repo.transaction():
-        written = write_batch(repo, job)
+        written = write_batch(repo, job, changeable_copy=changeable_copy)
     record_batch(result, job.batch, written)
     log.info(
         "batch %d: %d rows up to %s, %d processed, %d rejected, %d values nulled, "
