@@ -68,7 +68,12 @@ from dwh_helper.pipeline.user_properties_batches import (
 from dwh_helper.pipeline.user_properties_copy import ChangeableCopy
 from dwh_helper.pipeline.user_properties_rederive import rederive
 from dwh_helper.pipeline.user_properties_result import MigrationInterrupted, MigrationResult
-from dwh_helper.pipeline.user_properties_state import LatePeople, LatestStates, PropertiesCache
+from dwh_helper.pipeline.user_properties_state import (
+    KnownFirsts,
+    LatePeople,
+    LatestStates,
+    PropertiesCache,
+)
 from dwh_helper.sources.event_lines import EventLine, LinesUnreadable, iter_event_lines
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform import values
@@ -277,7 +282,9 @@ def _run_tmp_table(
     try:
         with _read_connection(repo, reader, lock_conn) as (read_on, turn):
             clear_old = has_record_rejects(read_on, REJECT_SOURCE)
-            latest = LatestStates(Repository(read_on), capacity=max(100_000, 3 * batch_size))
+            capacity = max(100_000, 3 * batch_size)
+            latest = LatestStates(Repository(read_on), capacity=capacity)
+            known = KnownFirsts(capacity)
             cache = PropertiesCache(rules, strict)
             late = LatePeople(newest_migrated_time(read_on))
 
@@ -295,6 +302,7 @@ def _run_tmp_table(
                             job = prepare(
                                 batch,
                                 latest,
+                                known,
                                 migrated=[item.changeable["uuid"] for item in batch.converted],
                                 clear_rejects=[str(row["uuid"]) for row in rows]
                                 if clear_old
@@ -397,7 +405,9 @@ def _run_s3(
     pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
-    latest = LatestStates(repo, capacity=max(100_000, 3 * batch_size))
+    capacity = max(100_000, 3 * batch_size)
+    latest = LatestStates(repo, capacity=capacity)
+    known = KnownFirsts(capacity)
     result.last_line = start_after
     with tempfile.TemporaryDirectory(prefix="dwh-user-properties-") as workdir:
         path = store.download_file(key, Path(workdir) / "raw")
@@ -425,7 +435,7 @@ def _run_s3(
                     read_error = exc
                 if batch.first_line is not None:
                     failed_line = batch.first_line
-                    job = prepare(batch, latest)
+                    job = prepare(batch, latest, known)
                     with repo.transaction():
                         written = write_batch(
                             repo, job, s3_key=key, changeable_copy=changeable_copy

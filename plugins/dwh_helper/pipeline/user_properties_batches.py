@@ -20,7 +20,7 @@ from dwh_helper.dwh.user_properties_queries import (
 )
 from dwh_helper.pipeline.user_properties_copy import ChangeableCopy
 from dwh_helper.pipeline.user_properties_result import MigrationResult
-from dwh_helper.pipeline.user_properties_state import LatestStates
+from dwh_helper.pipeline.user_properties_state import KnownFirsts, LatestStates
 from dwh_helper.transform.user_properties import FieldError, TransformResult
 from dwh_helper.transform.values import shown
 
@@ -147,21 +147,26 @@ def new_changeable_rows(
     return rows
 
 
-def first_permanent_rows(converted: list[TransformResult]) -> list[tuple[Any, ...]]:
-    """One permanent row per person: the batch's earliest record wins."""
+def first_permanent_rows(
+    converted: list[TransformResult], known: KnownFirsts | None = None
+) -> list[tuple[Any, ...]]:
+    """One permanent row per person: the batch's earliest record wins; with `known`, only
+    people whose row the run has not sent yet (the table would keep the earlier one)."""
     seen: dict[int, tuple[Any, ...]] = {}
     for item in converted:
         row = item.permanent
         if row is not None and row["ehr_id"] not in seen:
             seen[row["ehr_id"]] = permanent_tuple(row)
-    return list(seen.values())
+    return known.fresh(seen) if known is not None else list(seen.values())
 
 
-def prepare(batch: Batch, latest: LatestStates, **extra: Any) -> Job:
+def prepare(
+    batch: Batch, latest: LatestStates, known: KnownFirsts | None = None, **extra: Any
+) -> Job:
     """The rows a batch writes: first permanent row per person, changeable rows on change."""
     return Job(
         batch,
-        first_permanent_rows(batch.converted),
+        first_permanent_rows(batch.converted, known),
         new_changeable_rows(latest, batch.converted),
         **extra,
     )
