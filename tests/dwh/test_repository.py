@@ -296,3 +296,28 @@ def test_copy_rows_in_one_transaction_with_other_writes(repo: Repository):
             repo.copy_rows(spec, [("a", None, None, None, None, None, None)])
             raise RuntimeError("boom")
     assert select_page(repo, "mobile_devices").rows == []
+
+
+def test_copy_rows_direct_inserts_straight_and_a_conflict_leaves_nothing(repo: Repository):
+    rows = [(uuid.UUID(U1), T0, False), (uuid.UUID(U2), T0, False)]
+    table = "tmp_user_properties"
+
+    def tmp_rows(items):
+        return [(u, None, None, None, None, when, migrated) for u, when, migrated in items]
+
+    assert repo.copy_rows(table, tmp_rows(rows), direct=True) == 2
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        repo.copy_rows(table, tmp_rows([(uuid.UUID(U3), T0, False), rows[0]]), direct=True)
+    found = select_page(repo, table).rows
+    assert sorted(str(r["uuid"]) for r in found) == [U1, U2]  # U3 rolled back with the conflict
+    assert repo.copy_rows(table, tmp_rows([(uuid.UUID(U3), T0, False), rows[0]])) == 1
+
+
+def test_mark_migrated_takes_uuids_or_their_text_and_names_a_bad_one(repo: Repository):
+    repo.insert_batch("tmp_user_properties", [{"uuid": u, "event_time": T0} for u in (U1, U2, U3)])
+    assert repo.mark_migrated([uuid.UUID(U1), U2]) == 2
+    with pytest.raises(InvalidQuery, match="uuid: 'nope' is not a uuid"):
+        repo.mark_migrated([U3, "nope"])
+    assert [
+        str(r["uuid"]) for r in select_page(repo, "tmp_user_properties", migrated=False).rows
+    ] == [U3]
