@@ -22,9 +22,11 @@ the newest migrated one ("late", e.g. a backfill or a retried load) is re-derive
 from that row on, over their migrated and pending events, in one transaction.
 
 The pieces live beside this module: `user_properties_batches` (a batch's rows, rejects and
-value reports, written through `dwh.load_journal`), `user_properties_state` (the bounded
-caches), `user_properties_rederive` (late rows), `user_properties_result`; the SQL is in
-`dwh.user_properties_queries`, the S3 line reader in `sources.event_lines`.
+value reports, written through `dwh.load_journal`), `user_properties_copy` (changeable rows
+COPY'd straight into the table until a conflict), `user_properties_state` (the bounded
+caches), `user_properties_rederive` (late rows), `user_properties_result`, and `gc_pause`
+(the garbage collector paused during the run); the SQL is in `dwh.user_properties_queries`,
+the S3 line reader in `sources.event_lines`.
 """
 
 from __future__ import annotations
