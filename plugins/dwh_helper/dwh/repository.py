@@ -218,7 +218,12 @@ class Repository:
         return result
 
     def copy_rows(
-        self, table: str | TableSpec, rows: Iterable[Sequence[Any]], *, direct: bool = False
+        self,
+        table: str | TableSpec,
+        rows: Iterable[Sequence[Any]],
+        *,
+        direct: bool = False,
+        binary: bool = False,
     ) -> int:
         """Bulk load: streaming COPY into temp staging, then INSERT … ON CONFLICT DO NOTHING.
 
@@ -226,19 +231,31 @@ class Repository:
         Returns the number of rows inserted (conflicts skipped). `direct`: straight into the
         table in a savepoint, as `copy_text(direct=True)` (a key already there raises
         `UniqueViolation`; `rows` must then be given again to load them through staging).
+        `binary`: COPY's binary format, cheaper to write and to read for both sides, for a
+        table without jsonb columns; every value must then be of its column's own Python type
+        (`UUID` for uuid, `datetime` for timestamp, `int`, `bool`, `str`), as the value layer
+        makes them.
         """
         spec = table if isinstance(table, TableSpec) else get_table(table)
         json_positions = [i for i, column in enumerate(spec.columns) if column.type == "jsonb"]
+        if binary and json_positions:
+            raise InvalidQuery(
+                "binary",
+                f"{spec.name}.{spec.columns[json_positions[0]].name} is jsonb: "
+                "COPY its rows in the text format",
+            )
 
         def write(copy: psycopg.Copy) -> None:
+            if binary:
+                copy.set_types([column.type for column in spec.columns])
             for row in rows:
                 if json_positions:
                     row = _json_cells(row, json_positions)
                 copy.write_row(row)
 
         if direct:
-            return self._copy_direct(spec, spec.column_names, write)
-        return self._copy_via_stage(spec, spec.column_names, write)
+            return self._copy_direct(spec, spec.column_names, write, binary=binary)
+        return self._copy_via_stage(spec, spec.column_names, write, binary=binary)
 
     def copy_text(
         self,
@@ -273,9 +290,12 @@ class Repository:
         columns: Sequence[str],
         write: Callable[[psycopg.Copy], None],
         dialect: CopyDialect = TEXT,
+        *,
+        binary: bool = False,
     ) -> int:
         """COPY straight into the table in a savepoint (see `copy_text`'s `direct`)."""
-        statement = _copy_statement(sql.Identifier(spec.schema, spec.name), columns, dialect)
+        target = sql.Identifier(spec.schema, spec.name)
+        statement = _copy_statement(target, columns, dialect, binary=binary)
         with self.transaction() as conn, conn.cursor() as cursor:
             writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
             with cursor.copy(statement, writer=writer) as copy:
@@ -288,6 +308,8 @@ class Repository:
         columns: Sequence[str],
         write: Callable[[psycopg.Copy], None],
         dialect: CopyDialect = TEXT,
+        *,
+        binary: bool = False,
     ) -> int:
         stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
         target = sql.Identifier(spec.schema, spec.name)
@@ -301,7 +323,7 @@ class Repository:
             )
             conn.execute(sql.SQL("TRUNCATE {}").format(stage))
             with conn.cursor() as cursor:
-                statement = _copy_statement(stage, columns, dialect)
+                statement = _copy_statement(stage, columns, dialect, binary=binary)
                 writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
                 with cursor.copy(statement, writer=writer) as copy:
                     write(copy)
@@ -357,13 +379,16 @@ def _text_target(table: str | TableSpec, columns: Sequence[str]) -> TableSpec:
 
 
 def _copy_statement(
-    target: sql.Identifier, columns: Sequence[str], dialect: CopyDialect
+    target: sql.Identifier, columns: Sequence[str], dialect: CopyDialect, *, binary: bool = False
 ) -> sql.Composable:
-    """`COPY target (columns) FROM STDIN`, with the dialect's NULL marker and delimiter."""
+    """`COPY target (columns) FROM STDIN`, with the dialect's NULL marker and delimiter (or in
+    the binary format)."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    if dialect != TEXT:
+    if binary:
+        statement += sql.SQL(" (FORMAT BINARY)")
+    elif dialect != TEXT:
         statement += sql.SQL(" (NULL {}, DELIMITER {})").format(
             sql.Literal(dialect.null), sql.Literal(dialect.delimiter)
         )
