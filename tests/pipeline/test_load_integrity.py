@@ -335,6 +335,23 @@ def test_late_events_get_their_partition_and_none_lands_in_default(store, repo, 
     assert _count(dwh_conn, "events_part_202311") == 10
 
 
+def test_late_events_of_the_previous_month_cost_no_second_pass(store, repo, dwh_conn, caplog):
+    """A day's late events mostly belong to the month before it: its partition is created with
+    the window's before the data transaction, so the file is read once."""
+    day = date(2024, 3, 1)
+    events = day_events(day, 374182, seed=7, count=60, late=0)
+    for offset, event in enumerate(events[-12:]):
+        event["event_time"] = f"2024-02-{20 + offset % 9:02d} 10:00:00.000000"
+    key = put_day(store, "web", day, events)
+    with caplog.at_level("INFO", logger="dwh_helper.pipeline.load"):
+        result = load_amplitude_file(store, key, repo)
+    assert result.inserted["events_part"] == len(events)
+    february = sum(event["event_time"].startswith("2024-02") for event in events)
+    assert february >= 12 and _count(dwh_conn, "events_part_202402") == february
+    assert _count(dwh_conn, "events_part_default") == 0
+    assert not [r for r in caplog.records if "loading again" in r.getMessage()]
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("resource", ["events", "installations", "sessions_starts"])
 def test_without_identity_fields_every_path_falls_back_to_the_same_key(resource):

@@ -6,7 +6,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +157,9 @@ def load_amplitude_file(
 ) -> LoadResult:
     """Load one raw Amplitude archive from S3 into the six event tables (one transaction).
 
-    The window's months get their events_part partitions first (a short transaction of its
-    own); late events of other months make the loader create theirs before sending them.
+    The window's months and the month before get their events_part partitions first (a short
+    transaction of their own, see `window_months`); late events of other months make the
+    loader create theirs before sending them.
     """
     info = store.head(key)
     window = None
@@ -179,5 +180,15 @@ def load_amplitude_file(
         info=info,
         reload=reload,
         temp_dir=temp_dir,
-        months=[window[0].date(), window[1].date()] if window else (),
+        months=window_months(window) if window else (),
     )
+
+
+def window_months(window: tuple[datetime, datetime]) -> list[date]:
+    """The months whose events_part partitions a window's load creates up front: the window's
+    own and the one before its start. Amplitude exports by upload time, so a day carries late
+    events of earlier days, and at the start of a month those are the previous month's; a
+    record of a month without a partition costs the load a second pass (see `load_raw_file`)."""
+    first = window[0].date().replace(day=1)
+    before = (first - timedelta(days=1)).replace(day=1)
+    return [before, first, window[1].date().replace(day=1)]

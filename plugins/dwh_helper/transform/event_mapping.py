@@ -3,7 +3,9 @@
 A mapping file names, per target table, which event field fills each column,
 which raw values mean NULL, and which column must be present. Loading it
 compiles one small function per table that turns an event into a COPY text
-line (see `dwh.copy_text`), so the hot path does no lookups in the rules.
+line (see `dwh.copy_text`), and one for the whole event that reads each field
+once and converts each value once for every table that takes it, so the hot
+path does no lookups in the rules.
 """
 
 from __future__ import annotations
@@ -193,14 +195,9 @@ class TableMapper:
         return "\t".join(fields), key
 
 
-def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], Any]:
-    """Compile one straight-line function for a table: no loop, no per-column dispatch.
-
-    It gives the same result as `checked_line` for every record that `EventMapping.decode`
-    let through and raises on any problem, so that the checked path reports it precisely
-    (tests/transform/test_fast_path.py compares the two).
-    """
-    namespace: dict[str, Any] = {
+def _namespace() -> dict[str, Any]:
+    """The names a generated function may use besides its own casts and null sets."""
+    return {
         "NULL": NULL,
         "SCALARS": _SCALARS,
         "Invalid": _Invalid,
@@ -209,6 +206,42 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         "IS_UUID": UUID_FORM.fullmatch,
         "FROMISO": datetime.fromisoformat,
     }
+
+
+def _column_code(cast: Any, nulls: Any, v: str, name: str) -> tuple[str, str]:
+    """(null test, conversion) of one column as expressions over variable `v`; the cast is
+    `C{name}` in the namespace, the null set `N{name}`."""
+    null_test = f"{v} is None"
+    if nulls:
+        null_test += f" or ({v}.__class__ in SCALARS and {v} in N{name})"
+    if cast is cast_text:
+        convert = f"({v} if {v}.__class__ is str and not NEEDS_ESCAPE({v}) else TEXT({v}))"
+    elif cast is CASTERS["bigint"] or cast is CASTERS["integer"]:
+        bound = BOUNDS["bigint" if cast is CASTERS["bigint"] else "integer"]
+        convert = (
+            f"(str({v}) if {v}.__class__ is int and {-bound} <= {v} < {bound} else C{name}({v}))"
+        )
+    elif cast is values.uuid:
+        convert = f"({v} if {v}.__class__ is str and IS_UUID({v}) else C{name}({v}))"
+    elif cast is values.timestamp:  # Amplitude's own form, checked in C, passed as is
+        convert = (
+            f"({v} if {v}.__class__ is str and len({v}) == 26 and {v}[10] == ' ' "
+            f"and {v}[19] == '.' and {v}[4] == '-' and {v}[7] == '-' and {v}[13] == ':' "
+            f"and {v}[16] == ':' and {v}.isascii() and FROMISO({v}) else C{name}({v}))"
+        )
+    else:
+        convert = f"C{name}({v})"
+    return null_test, convert
+
+
+def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], Any]:
+    """Compile one straight-line function for a table: no loop, no per-column dispatch.
+
+    It gives the same result as `checked_line` for every record that `EventMapping.decode`
+    let through and raises on any problem, so that the checked path reports it precisely
+    (tests/transform/test_fast_path.py compares the two).
+    """
+    namespace = _namespace()
     body = ["def line(r):"]
     fields = []
     key = "None"
@@ -218,24 +251,7 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
         namespace[f"C{index}"] = cast
         namespace[f"N{index}"] = nulls
         body.append(f"    v = r.{attribute}")
-        null_test = "v is None"
-        if nulls:
-            null_test += f" or (v.__class__ in SCALARS and v in N{index})"
-        if cast is cast_text:
-            convert = "(v if v.__class__ is str and not NEEDS_ESCAPE(v) else TEXT(v))"
-        elif cast is CASTERS["bigint"] or cast is CASTERS["integer"]:
-            bound = BOUNDS["bigint" if cast is CASTERS["bigint"] else "integer"]
-            convert = f"(str(v) if v.__class__ is int and {-bound} <= v < {bound} else C{index}(v))"
-        elif cast is values.uuid:
-            convert = f"(v if v.__class__ is str and IS_UUID(v) else C{index}(v))"
-        elif cast is values.timestamp:  # Amplitude's own form, checked in C, passed as is
-            convert = (
-                f"(v if v.__class__ is str and len(v) == 26 and v[10] == ' ' and v[19] == '.' "
-                f"and v[4] == '-' and v[7] == '-' and v[13] == ':' and v[16] == ':' "
-                f"and v.isascii() and FROMISO(v) else C{index}(v))"
-            )
-        else:
-            convert = f"C{index}(v)"
+        null_test, convert = _column_code(cast, nulls, "v", str(index))
         if skip or required:
             on_null = "return None, None" if skip else "raise Invalid"
             body += [f"    if {null_test}:", f"        {on_null}", f"    a{index} = {convert}"]
@@ -248,6 +264,61 @@ def _generate_line_function(table: TableMapper, plan: tuple) -> Callable[[Any], 
     body.append(f'    return f"{tab.join(fields)}", {key}')
     exec("\n".join(body), namespace)  # noqa: S102 - source built above from validated names
     return namespace["line"]
+
+
+def _generate_record_function(tables: tuple[TableMapper, ...]) -> Callable[[Any], Any]:
+    """Compile one straight-line function for a whole record: every table's (mapper, COPY
+    line, dedup key), each field read once and each value converted once however many tables
+    take it (an event's UUID is checked once, not five times).
+
+    The same result as calling each table's line function in turn (and so as the checked
+    path, which tests/transform/test_fast_path.py compares): a table that may skip the record
+    (`skip_when_null`) keeps its own function, called from here.
+    """
+    namespace = _namespace()
+    body = ["def record(r):"]
+    variables: dict[str, str] = {}
+    for table in tables:
+        for attribute in table.attributes:
+            if attribute not in variables:
+                variables[attribute] = f"v{len(variables)}"
+                body.append(f"    {variables[attribute]} = r.{attribute}")
+    converted: dict[tuple[Any, ...], str] = {}
+    results = []
+    for number, table in enumerate(tables):
+        namespace[f"T{number}"] = table
+        if table.skip_when_null is not None:
+            namespace[f"F{number}"] = table._fast
+            body.append(f"    l{number}, k{number} = F{number}(r)")
+            results.append(f"(T{number}, l{number}, k{number})")
+            continue
+        fields = []
+        key = "None"
+        for index, (attribute, (cast, nulls, _skip, required, is_key, _name)) in enumerate(
+            zip(table.attributes, table._plan, strict=True)
+        ):
+            name = f"{number}_{index}"
+            memo = (attribute, cast, nulls, required)
+            if not required and not nulls and (attribute, cast, nulls, True) in converted:
+                memo = (attribute, cast, nulls, True)  # checked non-null already: same value
+            if memo not in converted:
+                namespace[f"C{name}"] = cast
+                namespace[f"N{name}"] = nulls
+                null_test, convert = _column_code(cast, nulls, variables[attribute], name)
+                if required:
+                    body += [f"    if {null_test}:", "        raise Invalid"]
+                    body.append(f"    a{name} = {convert}")
+                else:
+                    body.append(f"    a{name} = NULL if {null_test} else {convert}")
+                converted[memo] = f"a{name}"
+            fields.append(f"{{{converted[memo]}}}")
+            if is_key:
+                key = converted[memo]
+        tab = "\\t"
+        results.append(f'(T{number}, f"{tab.join(fields)}", {key})')
+    body.append(f"    return [{', '.join(results)}]")
+    exec("\n".join(body), namespace)  # noqa: S102 - source built above from validated names
+    return namespace["record"]
 
 
 class _Invalid(Exception):
@@ -279,9 +350,11 @@ class EventMapping:
     _decode: Callable[[bytes], Any] = field(init=False, repr=False)
     _fields: tuple[tuple[str, str], ...] = field(init=False, repr=False)
     _id_attribute: str = field(init=False, repr=False)
+    _record: Callable[[Any], list[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._decode = msgspec.json.Decoder(self.record_type).decode
+        self._record = _generate_record_function(self.tables)
         fields = msgspec.structs.fields(self.record_type)
         self._fields = tuple((f.encode_name, f.name) for f in fields)
         self._id_attribute = record_attribute(self.record_id)
@@ -300,7 +373,7 @@ class EventMapping:
     def map_record(self, record: Any) -> list[tuple[TableMapper, str | None, str | None]]:
         """Each table's (mapper, COPY line or None, dedup key) for a record (fast path: raises
         on any problem, the checked path then says what it is)."""
-        return [(table, *table._fast(record)) for table in self.tables]
+        return self._record(record)
 
     def map_checked(self, data: bytes) -> CheckedRecord:
         """The checked path for one raw line: decode (also lines msgspec refuses: lone
