@@ -4,8 +4,10 @@ A batch loop keeps tens of thousands of objects alive at a time (the rows read, 
 converted, the people's latest states). The collector's automatic passes walk them again and
 again although they hold no reference cycles: about a third of the user-properties ETL's CPU
 time (docs/benchmarks.md, issue 15). While paused, the loop reports its progress with
-`CollectionPause.tick` and a full collection runs every `every_rows` rows, so what little
-cyclic garbage a run makes is still freed and memory stays flat.
+`CollectionPause.tick`, and every `every_rows` rows the objects made since the previous
+collection are collected (generations 0 and 1: not the process's older objects, which in an
+Airflow worker are many), so what little cyclic garbage a run makes is still freed and memory
+stays flat.
 
 The pause is process-wide (the collector has one switch): nested or concurrent pauses share
 it, and the last one out turns automatic collection back on — only if it was on before the
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 COLLECT_EVERY_ROWS = 100_000
-"""Rows between two full collections while paused."""
+"""Rows between two collections while paused."""
 
 _lock = threading.Lock()
 _users = 0
@@ -28,18 +30,20 @@ _was_enabled = False
 
 
 class CollectionPause:
-    """Counts the rows a paused loop has handled and collects every `every_rows` of them."""
+    """Counts the rows a paused loop has handled and collects the young generations every
+    `every_rows` of them."""
 
     def __init__(self, every_rows: int = COLLECT_EVERY_ROWS) -> None:
         self.every_rows = every_rows
         self._since = 0
 
     def tick(self, rows: int) -> None:
-        """Note `rows` more rows handled; run a full collection once enough have passed."""
+        """Note `rows` more rows handled; collect what the run made since the previous
+        collection once enough rows have passed."""
         self._since += rows
         if self._since >= self.every_rows:
             self._since = 0
-            gc.collect()
+            gc.collect(1)
 
 
 @contextmanager
