@@ -4,8 +4,9 @@ For each size (default 100,000 and 1,000,000 rows) it seeds a fresh database
 with COPY from the Amplitude sandbox's events (10,000 an hour: people whose
 properties change now and then, people without an id, unknown keys, ~1 %
 values the mapping rejects), then runs the step in a child process so the
-seeding does not count towards its memory, and prints rows/s and the child's
-peak RSS (`resource.getrusage`).
+seeding does not count towards its memory, and prints rows/s, the child's
+peak RSS (`resource.getrusage`) and the CPU time per row of the child and of its
+PostgreSQL backends (comparable between runs on a busy machine, where rows/s is not).
 
 Beside the step (e2e) it times the write limits of the same output: the permanent and
 changeable rows the step produced, dumped and loaded into a fresh database in one
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 from services import add_server_flags, fresh_database, load_average, peak_rss_mb, postgres
@@ -80,20 +83,39 @@ def seed(dsn: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def backend_cpu_seconds(*conns: psycopg.Connection) -> float:
+    """CPU seconds (user + system) the server processes behind `conns` have used so far: read
+    from /proc, the benchmark's server runs on this machine."""
+    total = 0
+    for conn in conns:
+        pid = conn.info.backend_pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_step(dsn: str, batch_size: int) -> dict:
-    """(child process) Run the step once and report its result, rate and peak memory."""
+    """(child process) Run the step once and report its result, rate, CPU time (its own and
+    its server processes': less disturbed by other jobs on the machine than the rate) and
+    peak memory."""
     from dwh_helper.pipeline.user_properties import migrate_user_properties
 
     # as the operator runs it: a second connection reads the next batch while one is written
     with open_connection(dsn) as conn, psycopg.connect(dsn, autocommit=True) as reader:
+        server_before = backend_cpu_seconds(conn, reader)
+        cpu_before = time.process_time()
         started = time.perf_counter()
         result = migrate_user_properties(Repository(conn), batch_size=batch_size, reader=reader)
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        server_cpu = backend_cpu_seconds(conn, reader) - server_before
     rows = result.processed + result.rejected
     return {
         "rows": rows,
         "seconds": seconds,
         "rows_per_second": rows / seconds,
+        "cpu_us_per_row": cpu / rows * 1e6,
+        "server_cpu_us_per_row": server_cpu / rows * 1e6,
         "peak_rss_mb": peak_rss_mb(),
         "processed": result.processed,
         "rejected": result.rejected,
@@ -155,6 +177,11 @@ def main() -> None:
                 f"({report['processed']:,} processed, {report['rejected']:,} rejected, "
                 f"{report['permanent']:,} permanent, {report['changeable']:,} changeable, "
                 f"{report['batches']} batches)",
+                flush=True,
+            )
+            print(
+                f"  CPU per row: {report['cpu_us_per_row']:.1f} µs in the step's process, "
+                f"{report['server_cpu_us_per_row']:.1f} µs in its PostgreSQL backends",
                 flush=True,
             )
             limits = write_limits(pg, dsn)

@@ -189,7 +189,8 @@ class EtlSettings(BaseSettings):
     retry_delay: float = Field(120.0, gt=0)
     """Seconds before a failed task's first retry (doubling per retry, at most 30 minutes)."""
     optimistic_copy: bool = True
-    """Loaders COPY each batch straight into its tables, falling back to staging on a conflict."""
+    """Loaders (and the user-properties ETL's changeable rows) COPY each batch straight into
+    its tables, falling back to staging on a conflict."""
     writer_switch_interval: float = Field(0.0005, ge=0)
     """Python's GIL switch interval (seconds) while a batch writer thread runs; 0: unchanged."""
 

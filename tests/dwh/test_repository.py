@@ -11,7 +11,7 @@ import pytest
 
 from dwh_helper.dwh.pages import select_page
 from dwh_helper.dwh.repository import InvalidQuery, Repository, rows_per_statement
-from dwh_helper.dwh.tables import DWH_TABLES
+from dwh_helper.dwh.tables import DWH_TABLES, get_table
 
 pytestmark = pytest.mark.db
 
@@ -296,3 +296,62 @@ def test_copy_rows_in_one_transaction_with_other_writes(repo: Repository):
             repo.copy_rows(spec, [("a", None, None, None, None, None, None)])
             raise RuntimeError("boom")
     assert select_page(repo, "mobile_devices").rows == []
+
+
+def test_copy_rows_direct_inserts_straight_and_a_conflict_leaves_nothing(repo: Repository):
+    rows = [(uuid.UUID(U1), T0, False), (uuid.UUID(U2), T0, False)]
+    table = "tmp_user_properties"
+
+    def tmp_rows(items):
+        return [(u, None, None, None, None, when, migrated) for u, when, migrated in items]
+
+    assert repo.copy_rows(table, tmp_rows(rows), direct=True) == 2
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        repo.copy_rows(table, tmp_rows([(uuid.UUID(U3), T0, False), rows[0]]), direct=True)
+    found = select_page(repo, table).rows
+    assert sorted(str(r["uuid"]) for r in found) == [U1, U2]  # U3 rolled back with the conflict
+    assert repo.copy_rows(table, tmp_rows([(uuid.UUID(U3), T0, False), rows[0]])) == 1
+
+
+def test_mark_migrated_takes_uuids_or_their_text_and_names_a_bad_one(repo: Repository):
+    repo.insert_batch("tmp_user_properties", [{"uuid": u, "event_time": T0} for u in (U1, U2, U3)])
+    assert repo.mark_migrated([uuid.UUID(U1), U2]) == 2
+    with pytest.raises(InvalidQuery, match="uuid: 'nope' is not a uuid"):
+        repo.mark_migrated([U3, "nope"])
+    assert [
+        str(r["uuid"]) for r in select_page(repo, "tmp_user_properties", migrated=False).rows
+    ] == [U3]
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_copy_rows_binary_stores_what_text_stores(repo: Repository, direct: bool):
+    spec = get_table("changeable_user_properties")
+
+    def row(n: int) -> tuple:
+        values = dict.fromkeys(spec.column_names)
+        values.update(
+            uuid=uuid.UUID(int=n),
+            ehr_id=2**40,
+            event_time=T0,
+            language="ru\tRU \\ \n",
+            age=-3,
+            push_permission=False,
+            location_permission=True,
+            session_id=-(2**50),
+            start_version="5.1",
+        )
+        return tuple(values[name] for name in spec.column_names)
+
+    assert repo.copy_rows(spec, [row(1)]) == 1
+    assert repo.copy_rows(spec, [row(2)], direct=direct, binary=True) == 1
+    stored = {r["uuid"].int: r for r in select_page(repo, spec.name).rows}
+    assert set(stored) == {1, 2}
+    assert {k: v for k, v in stored[1].items() if k != "uuid"} == {
+        k: v for k, v in stored[2].items() if k != "uuid"
+    }
+    assert stored[2]["language"] == "ru\tRU \\ \n" and stored[2]["age"] == -3
+
+
+def test_copy_rows_binary_refuses_a_jsonb_table(repo: Repository):
+    with pytest.raises(InvalidQuery, match="user_properties_json is jsonb"):
+        repo.copy_rows("tmp_user_properties", [], binary=True)

@@ -22,9 +22,11 @@ the newest migrated one ("late", e.g. a backfill or a retried load) is re-derive
 from that row on, over their migrated and pending events, in one transaction.
 
 The pieces live beside this module: `user_properties_batches` (a batch's rows, rejects and
-value reports, written through `dwh.load_journal`), `user_properties_state` (the bounded
-caches), `user_properties_rederive` (late rows), `user_properties_result`; the SQL is in
-`dwh.user_properties_queries`, the S3 line reader in `sources.event_lines`.
+value reports, written through `dwh.load_journal`), `user_properties_copy` (changeable rows
+COPY'd straight into the table until a conflict), `user_properties_state` (the bounded
+caches), `user_properties_rederive` (late rows), `user_properties_result`, and `gc_pause`
+(the garbage collector paused during the run); the SQL is in `dwh.user_properties_queries`,
+the S3 line reader in `sources.event_lines`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from dwh_helper.config import EtlSettings
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.user_properties_queries import (
     RunInProgress,
@@ -52,6 +55,7 @@ from dwh_helper.dwh.user_properties_queries import (
     run_lock,
 )
 from dwh_helper.pipeline.batch_writer import BatchWriter
+from dwh_helper.pipeline.gc_pause import CollectionPause, gc_paused
 from dwh_helper.pipeline.user_properties_batches import (
     REJECT_SOURCE,
     Batch,
@@ -63,9 +67,15 @@ from dwh_helper.pipeline.user_properties_batches import (
     record_batch,
     write_batch,
 )
+from dwh_helper.pipeline.user_properties_copy import ChangeableCopy
 from dwh_helper.pipeline.user_properties_rederive import rederive
 from dwh_helper.pipeline.user_properties_result import MigrationInterrupted, MigrationResult
-from dwh_helper.pipeline.user_properties_state import LatePeople, LatestStates, PropertiesCache
+from dwh_helper.pipeline.user_properties_state import (
+    KnownFirsts,
+    LatePeople,
+    LatestStates,
+    PropertiesCache,
+)
 from dwh_helper.sources.event_lines import EventLine, LinesUnreadable, iter_event_lines
 from dwh_helper.storage.s3 import ObjectStore
 from dwh_helper.transform import values
@@ -106,6 +116,7 @@ def migrate_user_properties(
     key: str | None = None,
     start_after: int | None = None,
     reader: psycopg.Connection | None = None,
+    optimistic_copy: bool | None = None,
 ) -> MigrationResult:
     """Turn raw user properties into permanent and changeable rows, batch by batch.
 
@@ -114,14 +125,20 @@ def migrate_user_properties(
     (s3): the object to read and the last line already done. `reader` (tmp_table): a second
     autocommit connection to the same database (from the hook or a pool) to read the next
     batch on while the previous one is written; without it a pooled repository lends one,
-    else everything runs in line. Raises `MigrationInterrupted` (carrying the partial
-    result) when a batch fails; every batch committed before it stays committed.
+    else everything runs in line. `optimistic_copy` (default `ETL_OPTIMISTIC_COPY`): COPY
+    each batch's changeable rows straight into the table until the first conflict
+    (`user_properties_copy`); False: always through staging. Raises `MigrationInterrupted`
+    (carrying the partial result) when a batch fails; every batch committed before it stays
+    committed.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if source not in ("tmp_table", "s3"):
         raise ValueError(f"unknown source {source!r}; use 'tmp_table' or 's3'")
     rules = _resolve_mapping(mapping)
+    if optimistic_copy is None:
+        optimistic_copy = EtlSettings().optimistic_copy
+    changeable_copy = ChangeableCopy(optimistic_copy)
     lower, upper = time_bounds(since, until)
     result = MigrationResult(
         source=source,
@@ -129,12 +146,13 @@ def migrate_user_properties(
         until=upper.isoformat() if upper else None,
     )
     started = time.monotonic()
-    with repo.connection() as lock_conn, run_lock(lock_conn):
+    with repo.connection() as lock_conn, run_lock(lock_conn), gc_paused() as pause:
         try:
             if source == "tmp_table":
                 _run_tmp_table(
-                    repo, reader, lock_conn, rules, strict, batch_size, lower, upper, result
-                )
+                    repo, reader, lock_conn, rules, strict, batch_size, lower, upper, result,
+                    changeable_copy, pause,
+                )  # fmt: skip
             else:
                 if store is None or not key:
                     raise ValueError("source 's3' needs `store` (an ObjectStore) and `key`")
@@ -142,7 +160,10 @@ def migrate_user_properties(
                     raise ValueError(f"start_after must be 0 or more, got {start_after}")
                 result.key = key
                 result.start_after = start_after
-                _run_s3(repo, rules, strict, batch_size, store, key, start_after or 0, result)
+                _run_s3(
+                    repo, rules, strict, batch_size, store, key, start_after or 0, result,
+                    changeable_copy, pause,
+                )  # fmt: skip
         except MigrationInterrupted as exc:
             exc.result.seconds = time.monotonic() - started
             log.error("%s", exc.result.summary())
@@ -255,19 +276,23 @@ def _run_tmp_table(
     lower: datetime | None,
     upper: datetime | None,
     result: MigrationResult,
+    changeable_copy: ChangeableCopy,
+    pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
     phases = ["timed"] + (["untimed"] if lower is None and upper is None else [])
     try:
         with _read_connection(repo, reader, lock_conn) as (read_on, turn):
             clear_old = has_record_rejects(read_on, REJECT_SOURCE)
-            latest = LatestStates(Repository(read_on), capacity=max(100_000, 3 * batch_size))
+            capacity = max(100_000, 3 * batch_size)
+            latest = LatestStates(Repository(read_on), capacity=capacity)
+            known = KnownFirsts(capacity)
             cache = PropertiesCache(rules, strict)
             late = LatePeople(newest_migrated_time(read_on))
 
             def write(job: Job) -> None:
                 with turn:
-                    commit_job(repo, result, job)
+                    commit_job(repo, result, job, changeable_copy)
 
             with BatchWriter(write, name="user-properties-writer") as writer:
                 for phase in phases:
@@ -279,6 +304,7 @@ def _run_tmp_table(
                             job = prepare(
                                 batch,
                                 latest,
+                                known,
                                 migrated=[item.changeable["uuid"] for item in batch.converted],
                                 clear_rejects=[str(row["uuid"]) for row in rows]
                                 if clear_old
@@ -287,6 +313,7 @@ def _run_tmp_table(
                                 up_to=rows[-1]["event_time"],
                             )
                         writer.submit(job)
+                        pause.tick(len(rows))
             if late.cuts:
                 rederive(repo, late.cuts, cache, lower, upper, batch_size, result)
     except Exception as exc:
@@ -376,9 +403,13 @@ def _run_s3(
     key: str,
     start_after: int,
     result: MigrationResult,
+    changeable_copy: ChangeableCopy,
+    pause: CollectionPause,
 ) -> None:
     unknown: Counter[str] = Counter()
-    latest = LatestStates(repo, capacity=max(100_000, 3 * batch_size))
+    capacity = max(100_000, 3 * batch_size)
+    latest = LatestStates(repo, capacity=capacity)
+    known = KnownFirsts(capacity)
     result.last_line = start_after
     with tempfile.TemporaryDirectory(prefix="dwh-user-properties-") as workdir:
         path = store.download_file(key, Path(workdir) / "raw")
@@ -406,11 +437,14 @@ def _run_s3(
                     read_error = exc
                 if batch.first_line is not None:
                     failed_line = batch.first_line
-                    job = prepare(batch, latest)
+                    job = prepare(batch, latest, known)
                     with repo.transaction():
-                        written = write_batch(repo, job, s3_key=key)
+                        written = write_batch(
+                            repo, job, s3_key=key, changeable_copy=changeable_copy
+                        )
                     record_batch(result, batch, written)
                     result.last_line = batch.last_line
+                    pause.tick(batch.last_line - batch.first_line + 1)
                     log.info(
                         "batch %d: lines %d-%d of s3 key %s, %d processed, %d rejected, "
                         "%d values nulled, %d permanent and %d changeable inserted in %.2fs",

@@ -18,8 +18,9 @@ from dwh_helper.dwh.user_properties_queries import (
     clear_line_rejects,
     clear_record_rejects,
 )
+from dwh_helper.pipeline.user_properties_copy import ChangeableCopy
 from dwh_helper.pipeline.user_properties_result import MigrationResult
-from dwh_helper.pipeline.user_properties_state import LatestStates
+from dwh_helper.pipeline.user_properties_state import KnownFirsts, LatestStates
 from dwh_helper.transform.user_properties import FieldError, TransformResult
 from dwh_helper.transform.values import shown
 
@@ -146,35 +147,52 @@ def new_changeable_rows(
     return rows
 
 
-def first_permanent_rows(converted: list[TransformResult]) -> list[tuple[Any, ...]]:
-    """One permanent row per person: the batch's earliest record wins."""
+def first_permanent_rows(
+    converted: list[TransformResult], known: KnownFirsts | None = None
+) -> list[tuple[Any, ...]]:
+    """One permanent row per person: the batch's earliest record wins; with `known`, only
+    people whose row the run has not sent yet (the table would keep the earlier one)."""
     seen: dict[int, tuple[Any, ...]] = {}
     for item in converted:
         row = item.permanent
         if row is not None and row["ehr_id"] not in seen:
             seen[row["ehr_id"]] = permanent_tuple(row)
-    return list(seen.values())
+    return known.fresh(seen) if known is not None else list(seen.values())
 
 
-def prepare(batch: Batch, latest: LatestStates, **extra: Any) -> Job:
+def prepare(
+    batch: Batch, latest: LatestStates, known: KnownFirsts | None = None, **extra: Any
+) -> Job:
     """The rows a batch writes: first permanent row per person, changeable rows on change."""
     return Job(
         batch,
-        first_permanent_rows(batch.converted),
+        first_permanent_rows(batch.converted, known),
         new_changeable_rows(latest, batch.converted),
         **extra,
     )
 
 
-def write_batch(repo: Repository, job: Job, *, s3_key: str | None = None) -> Written:
+def write_batch(
+    repo: Repository,
+    job: Job,
+    *,
+    s3_key: str | None = None,
+    changeable_copy: ChangeableCopy | None = None,
+) -> Written:
     """Write one batch inside the caller's transaction.
 
     Earlier rejects of the same records (tmp_table) or lines (s3) are replaced, so
-    `load_rejects` holds each pending record's current errors once.
+    `load_rejects` holds each pending record's current errors once. `changeable_copy`: the
+    run's optimistic COPY of changeable rows (None: through staging).
     """
     batch = job.batch
     permanent = repo.copy_rows(PERMANENT_USER_PROPERTIES, job.permanent) if job.permanent else 0
-    changeable = repo.copy_rows(CHANGEABLE_USER_PROPERTIES, job.changeable) if job.changeable else 0
+    if changeable_copy is not None:
+        changeable = changeable_copy.insert(repo, job.changeable)
+    else:
+        changeable = (
+            repo.copy_rows(CHANGEABLE_USER_PROPERTIES, job.changeable) if job.changeable else 0
+        )
     repeated = 0
     reports = list(value_reports(batch.converted, s3_key, batch.places))
     with repo.connection() as conn:
@@ -207,10 +225,15 @@ def record_batch(result: MigrationResult, batch: Batch, written: Written) -> Non
     result.changeable_inserted += written.changeable
 
 
-def commit_job(repo: Repository, result: MigrationResult, job: Job) -> None:
+def commit_job(
+    repo: Repository,
+    result: MigrationResult,
+    job: Job,
+    changeable_copy: ChangeableCopy | None = None,
+) -> None:
     """Write a tmp_table batch in its own transaction, count it, and log one line."""
     with repo.transaction():
-        written = write_batch(repo, job)
+        written = write_batch(repo, job, changeable_copy=changeable_copy)
     record_batch(result, job.batch, written)
     log.info(
         "batch %d: %d rows up to %s, %d processed, %d rejected, %d values nulled, "

@@ -68,6 +68,30 @@ class LatestStates:
             del self._states[person]
 
 
+class KnownFirsts:
+    """People whose permanent row the run has already sent to be written.
+
+    The table keeps a person's first row (`ON CONFLICT DO NOTHING`), so once a batch carries
+    it, later batches need not send that person's row again only for the database to skip
+    it. Bounded: beyond `capacity` people everyone is forgotten at once, and their next rows
+    are sent (and skipped by the database) as if this memory did not exist.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._people: set[int] = set()
+
+    def fresh(self, firsts: dict[int, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows of `firsts` (a batch's first permanent row per person) of people not sent
+        before, in order; remembers those people."""
+        known = self._people
+        rows = [row for person, row in firsts.items() if person not in known]
+        if len(known) + len(rows) > self.capacity:
+            known.clear()
+        known.update(person for person in firsts)
+        return rows
+
+
 class PropertiesCache:
     """Converted user_properties by their JSON text: a person's events mostly repeat them.
 
