@@ -352,6 +352,18 @@ def test_late_events_of_the_previous_month_cost_no_second_pass(store, repo, dwh_
     assert not [r for r in caplog.records if "loading again" in r.getMessage()]
 
 
+def test_a_load_leaves_the_collector_as_it_found_it(store, repo):
+    """The raw-file loader pauses collection while it reads and turns it back on after a load
+    that failed as after one that succeeded."""
+    import gc
+
+    store.client.put_object(Bucket=store.bucket, Key="raw/amplitude/web/bad.zip", Body=b"no zip")
+    assert gc.isenabled()
+    with pytest.raises(LoadError):
+        load_amplitude_file(store, "raw/amplitude/web/bad.zip", repo)
+    assert gc.isenabled()
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("resource", ["events", "installations", "sessions_starts"])
 def test_without_identity_fields_every_path_falls_back_to_the_same_key(resource):

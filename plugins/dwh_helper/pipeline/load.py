@@ -3,7 +3,9 @@
 The reader (`load_batches`) decodes and maps records into COPY text; a `BatchWriter` thread
 ships each finished batch to PostgreSQL (`table_writer`). Python's work on batch N+1 overlaps
 the server's work on batch N, and at most three batches exist at a time (one being written,
-one queued, one being filled), so memory stays flat whatever the file's size. This module
+one queued, one being filled), so memory stays flat whatever the file's size. The cyclic
+garbage collector is paused while the file is read (`gc_pause`): in an Airflow worker its
+automatic passes over the worker's objects cost the reader 15% (docs/benchmarks.md). This module
 runs a file's lifecycle: journal, key lock, verification, passes, after-commit work.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -36,7 +38,8 @@ from dwh_helper.dwh.load_log import (
 from dwh_helper.dwh.repository import Repository
 from dwh_helper.dwh.schema import create_month_partitions, month_partitions
 from dwh_helper.pipeline.batch_writer import BatchWriter
-from dwh_helper.pipeline.load_batches import Batches, MissingPartition, read_into
+from dwh_helper.pipeline.gc_pause import CollectionPause, gc_paused
+from dwh_helper.pipeline.load_batches import Batch, Batches, MissingPartition, read_into
 from dwh_helper.pipeline.load_errors import (
     CorruptFile,
     LoadError,
@@ -270,9 +273,14 @@ def _load_once(load: _Load, path: Path, known: set[str] | None, optimistic: bool
             source = path
         with load.repo.transaction() as tx:
             tables = TableWriter(load.repo, tx, result, mapping.record_id, optimistic=optimistic)
-            with BatchWriter(tables.write) as writer:
+            with BatchWriter(tables.write) as writer, gc_paused() as pause:
                 batches = Batches(
-                    writer.submit, tables.encoding, mapping, key, load.batch_size, result
+                    _ticking(writer.submit, pause),
+                    tables.encoding,
+                    mapping,
+                    key,
+                    load.batch_size,
+                    result,
                 )
                 read_into(batches, source, mapping, raw_format, known)
             if hashing is not None:
@@ -298,6 +306,16 @@ def _load_once(load: _Load, path: Path, known: set[str] | None, optimistic: bool
         writer.busy_seconds,
         writer.wait_seconds,
     )
+
+
+def _ticking(submit: Callable[[Batch], None], pause: CollectionPause) -> Callable[[Batch], None]:
+    """`submit` that also tells the paused collector how many records went by."""
+
+    def send(batch: Batch) -> None:
+        submit(batch)
+        pause.tick(batch.records)
+
+    return send
 
 
 def _verify(key: str, expected: Expected, result: LoadResult) -> None:
