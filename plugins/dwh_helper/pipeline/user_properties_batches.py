@@ -148,7 +148,7 @@ def new_changeable_rows(
 
 
 def first_permanent_rows(
-    converted: list[TransformResult], known: KnownFirsts | None = None
+    converted: list[TransformResult], known: KnownFirsts
 ) -> list[tuple[Any, ...]]:
     """One permanent row per person: the batch's earliest record wins; with `known`, only
     people whose row the run has not sent yet (the table would keep the earlier one)."""
@@ -157,12 +157,10 @@ def first_permanent_rows(
         row = item.permanent
         if row is not None and row["ehr_id"] not in seen:
             seen[row["ehr_id"]] = permanent_tuple(row)
-    return known.fresh(seen) if known is not None else list(seen.values())
+    return known.fresh(seen)
 
 
-def prepare(
-    batch: Batch, latest: LatestStates, known: KnownFirsts | None = None, **extra: Any
-) -> Job:
+def prepare(batch: Batch, latest: LatestStates, known: KnownFirsts, **extra: Any) -> Job:
     """The rows a batch writes: first permanent row per person, changeable rows on change."""
     return Job(
         batch,
@@ -176,23 +174,18 @@ def write_batch(
     repo: Repository,
     job: Job,
     *,
+    changeable_copy: ChangeableCopy,
     s3_key: str | None = None,
-    changeable_copy: ChangeableCopy | None = None,
 ) -> Written:
     """Write one batch inside the caller's transaction.
 
     Earlier rejects of the same records (tmp_table) or lines (s3) are replaced, so
     `load_rejects` holds each pending record's current errors once. `changeable_copy`: the
-    run's optimistic COPY of changeable rows (None: through staging).
+    run's COPY of changeable rows (straight until a conflict, or always staged).
     """
     batch = job.batch
     permanent = repo.copy_rows(PERMANENT_USER_PROPERTIES, job.permanent) if job.permanent else 0
-    if changeable_copy is not None:
-        changeable = changeable_copy.insert(repo, job.changeable)
-    else:
-        changeable = (
-            repo.copy_rows(CHANGEABLE_USER_PROPERTIES, job.changeable) if job.changeable else 0
-        )
+    changeable = changeable_copy.insert(repo, job.changeable)
     repeated = 0
     reports = list(value_reports(batch.converted, s3_key, batch.places))
     with repo.connection() as conn:
@@ -229,7 +222,7 @@ def commit_job(
     repo: Repository,
     result: MigrationResult,
     job: Job,
-    changeable_copy: ChangeableCopy | None = None,
+    changeable_copy: ChangeableCopy,
 ) -> None:
     """Write a tmp_table batch in its own transaction, count it, and log one line."""
     with repo.transaction():

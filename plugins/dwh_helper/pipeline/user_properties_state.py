@@ -88,7 +88,7 @@ class KnownFirsts:
         rows = [row for person, row in firsts.items() if person not in known]
         if len(known) + len(rows) > self.capacity:
             known.clear()
-        known.update(person for person in firsts)
+        known.update(firsts)
         return rows
 
 
