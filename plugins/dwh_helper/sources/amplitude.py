@@ -42,7 +42,13 @@ from dwh_helper.sources.amplitude_window import (
     ExportWindow,
     limit_length,
 )
-from dwh_helper.sources.http_retry import RetryPolicy, retry_after_seconds, transport_fault
+from dwh_helper.sources.http_retry import (
+    RetryPolicy,
+    fault_fields,
+    fault_reason,
+    retry_after_seconds,
+    transport_fault,
+)
 
 if TYPE_CHECKING:
     from dwh_helper.config import AmplitudeSettings
@@ -143,7 +149,6 @@ class AmplitudeClient:
         self.region = region
         self.base_url = (base_url or REGION_BASE_URLS[region]).rstrip("/")
         self.retry_policy = RetryPolicy(max_attempts, backoff_base, backoff_max)
-        self.max_attempts = max_attempts
         self._sleep = sleep
         self._now = now
         self._http = httpx.Client(
@@ -154,6 +159,11 @@ class AmplitudeClient:
             follow_redirects=True,
             headers={"Accept": "application/zip"},
         )
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts per request before giving up (the retry policy's)."""
+        return self.retry_policy.max_attempts
 
     @classmethod
     def from_settings(
@@ -278,7 +288,7 @@ class AmplitudeClient:
                     label,
                     attempt,
                     self.max_attempts,
-                    _reason(fault),
+                    fault_reason(fault),
                 )
 
         def on_retry(attempt: int, wait: float, fault: BaseException) -> None:
@@ -287,18 +297,16 @@ class AmplitudeClient:
                 self.project,
                 label,
                 wait,
-                _reason(fault),
+                fault_reason(fault),
             )
 
         def give_up(attempts: int, fault: BaseException) -> NoReturn:
             raise AmplitudeUnavailable(
                 f"Amplitude export of window {label} for project {self.project!r} "
                 f"({self.base_url}) failed after {attempts} attempt(s); last fault: "
-                f"{_reason(fault)}. The service may be down or rate limiting: retry later, or "
+                f"{fault_reason(fault)}. The service may be down or rate limiting: retry later, or "
                 f"raise max_attempts / the timeout",
-                status=getattr(fault, "status", None),
-                retry_after=getattr(fault, "retry_after", None),
-                timed_out=isinstance(fault, httpx.TimeoutException),
+                **fault_fields(fault),
             ) from None
 
         retrying = self.retry_policy.retrying(
@@ -400,10 +408,3 @@ def _read_excerpt(response: httpx.Response, limit: int = 500) -> str:
         if len(kept) >= limit:
             break
     return kept.decode("utf-8", errors="replace").strip()
-
-
-def _reason(fault: BaseException) -> str:
-    """A fault in a few words: the answer for HTTP faults, the exception's type for network ones."""
-    if isinstance(fault, AmplitudeError):
-        return str(fault)
-    return f"{type(fault).__name__}: {fault}"

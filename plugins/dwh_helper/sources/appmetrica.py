@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 import httpx
 
+from dwh_helper.catalogue.appmetrica import DEFAULT_FIELDS
 from dwh_helper.config import AppMetricaSettings
 from dwh_helper.sources.appmetrica_errors import (
     AppMetricaAuthError,
@@ -35,7 +36,6 @@ from dwh_helper.sources.appmetrica_errors import (
     AppMetricaTooLarge,
     AppMetricaUnavailable,
 )
-from dwh_helper.sources.appmetrica_parse import DEFAULT_FIELDS
 from dwh_helper.sources.appmetrica_request import (
     DATE_FORMAT,
     MORE_PARTS_MARKER,
@@ -44,7 +44,13 @@ from dwh_helper.sources.appmetrica_request import (
     PartsDownload,
     Preparing,
 )
-from dwh_helper.sources.http_retry import RetryPolicy, retry_after_seconds, transport_fault
+from dwh_helper.sources.http_retry import (
+    RetryPolicy,
+    fault_fields,
+    fault_reason,
+    retry_after_seconds,
+    transport_fault,
+)
 
 __all__ = [
     "DATE_FORMAT",
@@ -100,7 +106,6 @@ class AppMetricaClient:
         self.poll_interval = poll_interval
         self.poll_timeout = poll_timeout
         self.retry_policy = RetryPolicy(max_attempts, backoff_base, backoff_max)
-        self.max_attempts = max_attempts
         self.rate_limit_wait = rate_limit_wait
         self._sleep = sleep
         self._monotonic = monotonic
@@ -118,6 +123,11 @@ class AppMetricaClient:
         )
         self._locks: dict[tuple[str, tuple[tuple[str, str], ...]], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts per request before giving up (the retry policy's)."""
+        return self.retry_policy.max_attempts
 
     @classmethod
     def from_settings(cls, settings: AppMetricaSettings, **options: Any) -> AppMetricaClient:
@@ -355,7 +365,7 @@ class AppMetricaClient:
             log.warning(
                 "%s: %s; attempt %d/%d, retrying in %.1fs",
                 label,
-                _reason(fault),
+                fault_reason(fault),
                 attempt,
                 self.max_attempts,
                 wait,
@@ -363,11 +373,9 @@ class AppMetricaClient:
 
         def give_up(attempts: int, fault: BaseException) -> NoReturn:
             raise AppMetricaUnavailable(
-                f"{label}: {_reason(fault)}; gave up after {attempts} attempts — AppMetrica or "
-                "the network is failing, retry later",
-                status=getattr(fault, "status", None),
-                retry_after=getattr(fault, "retry_after", None),
-                timed_out=isinstance(fault, httpx.TimeoutException),
+                f"{label}: {fault_reason(fault)}; gave up after {attempts} attempts — "
+                "AppMetrica or the network is failing, retry later",
+                **fault_fields(fault),
             ) from None
 
         retrying = self.retry_policy.retrying(
@@ -482,13 +490,6 @@ class AppMetricaClient:
 def _quote(text: str, limit: int = 500) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _reason(fault: BaseException) -> str:
-    """A fault in a few words: the answer for HTTP faults, the exception's type for network ones."""
-    if isinstance(fault, AppMetricaError):
-        return str(fault)
-    return f"{type(fault).__name__}: {fault}"
 
 
 def _safe_params(params: dict[str, Any]) -> str:

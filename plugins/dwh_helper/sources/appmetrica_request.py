@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from dwh_helper.catalogue.appmetrica import FORMATS
 from dwh_helper.sources.appmetrica_errors import AppMetricaTooLarge
-from dwh_helper.sources.appmetrica_parse import FORMATS
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 DATE_DIMENSIONS: tuple[str, ...] = ("default", "receive")

@@ -14,12 +14,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import tenacity
 
-__all__ = ["RetryPolicy", "UpstreamError", "retry_after_seconds", "transport_fault"]
+__all__ = [
+    "RetryPolicy",
+    "UpstreamError",
+    "fault_fields",
+    "fault_reason",
+    "retry_after_seconds",
+    "transport_fault",
+]
 
 
 class UpstreamError(Exception):
@@ -39,15 +46,29 @@ class UpstreamError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
-        retryable: bool | None = None,
         timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.timed_out = timed_out
-        if retryable is not None:
-            self.retryable = retryable
+
+
+def fault_reason(fault: BaseException) -> str:
+    """A fault in a few words: the answer for HTTP faults, the exception's type for network ones."""
+    if isinstance(fault, UpstreamError):
+        return str(fault)
+    return f"{type(fault).__name__}: {fault}"
+
+
+def fault_fields(fault: BaseException) -> dict[str, Any]:
+    """The last fault's `status`, `retry_after` and `timed_out`, for the error a client gives
+    up with."""
+    return {
+        "status": getattr(fault, "status", None),
+        "retry_after": getattr(fault, "retry_after", None),
+        "timed_out": isinstance(fault, httpx.TimeoutException),
+    }
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
