@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -70,6 +71,13 @@ _DESCRIPTIONS = {
     503: "A dependency (Yandex ID, PostgreSQL, S3, upstream) is unavailable or not configured",
     504: "The upstream service did not answer in time",
 }
+
+
+def retry_after_header(retry_after: float | None, default: int = 60) -> dict[str, str]:
+    """`Retry-After` for an upstream that asked for a wait (whole seconds, rounded up), else
+    `default` seconds."""
+    wait = math.ceil(retry_after) if retry_after else default
+    return {"Retry-After": str(wait)}
 
 
 def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:

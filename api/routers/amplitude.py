@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 import zipfile
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 
 from api.deps import ApiSettingsDep, SettingsDep, require_read
 from api.downloads import WorkDirFileResponse, work_dir, zip_entry
-from api.errors import AUTH_ERRORS, ApiError, error_responses
+from api.errors import AUTH_ERRORS, ApiError, error_responses, retry_after_header
 from dwh_helper.sources.amplitude import AmplitudeClient
 from dwh_helper.sources.amplitude_archive import iter_lines
 from dwh_helper.sources.amplitude_errors import (
@@ -55,8 +54,8 @@ def _upstream_error(exc: AmplitudeError, source: str) -> ApiError:
     if isinstance(exc, AmplitudeAuthError):
         return ApiError(502, f"Amplitude refused the {source!r} project's keys: {exc}")
     if exc.retryable:
-        wait = math.ceil(exc.retry_after) if exc.retry_after else 60
-        return ApiError(504 if exc.timed_out else 502, str(exc), headers={"Retry-After": str(wait)})
+        headers = retry_after_header(exc.retry_after)
+        return ApiError(504 if exc.timed_out else 502, str(exc), headers=headers)
     return ApiError(502, f"Amplitude export failed: {exc}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-import math
 import re
 import time
 import zipfile
@@ -19,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ApiSettingsDep, SettingsDep, require_read
 from api.downloads import WorkDirFileResponse, remove_dir, work_dir, zip_entry
-from api.errors import AUTH_ERRORS, ApiError, error_responses
+from api.errors import AUTH_ERRORS, ApiError, error_responses, retry_after_header
 from api.settings import ApiSettings
 from dwh_helper.catalogue.appmetrica import RESOURCE_NAMES
 from dwh_helper.config import Settings
@@ -92,8 +91,7 @@ def _upstream_error(exc: AppMetricaError) -> ApiError:
     if isinstance(exc, AppMetricaTooLarge):
         return ApiError(502, f"AppMetrica could not split the export finely enough: {exc}")
     if exc.retryable:
-        wait = math.ceil(exc.retry_after) if exc.retry_after else 60
-        headers = {"Retry-After": str(wait)}
+        headers = retry_after_header(exc.retry_after)
         return ApiError(503, f"AppMetrica is unavailable: {exc}", headers=headers)
     if exc.status is not None and 400 <= exc.status < 500:
         return ApiError(422, f"AppMetrica rejected the request: {exc}")
