@@ -1,7 +1,7 @@
 """Dates and date-times written as the export APIs (theirs and ours) write them: one strict parser.
 
 `parse_moment("20240501", "start", formats=("YYYYMMDD",))` accepts exactly the
-listed formats (no one-digit months, no stray spaces), optionally within
+listed formats (no one-digit months; leading and trailing spaces are ignored), optionally within
 bounds, and raises `DateParamError` naming the parameter and the formats to use.
 """
 
