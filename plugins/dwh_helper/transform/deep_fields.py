@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 
 from dwh_helper.transform import values
+from dwh_helper.transform.value_json import JSON_TOKENS
 
 
 def drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
@@ -18,7 +18,7 @@ def drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
     unreadable: dict[str, str] = {}
     parts: list[str] = []
     depth, deepest, last_key, value_start, copied = 0, 0, None, 0, 0
-    for token in _TOKENS.finditer(text):
+    for token in JSON_TOKENS.finditer(text):
         piece = token.group()
         if piece[0] == '"':
             if depth == 1 and text[token.end() :].lstrip().startswith(":"):
@@ -38,6 +38,3 @@ def drop_deep_fields(text: str) -> tuple[str, dict[str, str]]:
                 deepest = 1
     parts.append(text[copied:])
     return "".join(parts), unreadable
-
-
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')

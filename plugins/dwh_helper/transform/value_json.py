@@ -83,13 +83,14 @@ def _json_constant(name: str) -> Any:
     return _BadNumber(f"{name} is not JSON")
 
 
-_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+"""A JSON text's strings and brackets, in order (what depth scanners walk)."""
 
 
 def json_depth(raw: str) -> int:
     """How deep a JSON text nests (strings skipped)."""
     depth = deepest = 0
-    for token in _STRUCTURE.finditer(raw):
+    for token in JSON_TOKENS.finditer(raw):
         char = token.group()[0]
         if char in "[{":
             depth += 1
@@ -119,7 +120,7 @@ def parse_json(raw: str | bytes) -> Any:
         raise InvalidValue(f"not valid JSON ({exc})") from None
 
 
-def clean_json(value: Any, repairs: Repairs | None = None, depth: int = 0) -> Any:
+def clean_json(value: Any, repairs: Repairs | None = None) -> Any:
     """A decoded JSON value checked (depth, numbers, text rule on strings and keys); NUL
     removed from strings and keys (counted once per value)."""
     local = Repairs()
@@ -201,10 +202,7 @@ def clean_json_text(raw: str | bytes, repairs: Repairs | None = None) -> str:
         except (msgspec.DecodeError, RecursionError):
             pass  # the checks below say why, or accept what msgspec cannot hold (1e400)
     local = Repairs()
-    try:
-        cleaned = _clean(parse_json(raw), local, 0)
-    except RecursionError:
-        raise InvalidValue(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    cleaned = clean_json(parse_json(raw), local)
     if local.count:
         if repairs is not None:
             repairs.count += 1
