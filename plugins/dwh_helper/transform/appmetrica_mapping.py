@@ -102,9 +102,8 @@ class ResourceRule(BaseModel):
     def on_invalid_of(self, name: str, identity: tuple[str, ...]) -> OnInvalid:
         """What an invalid value of a field costs: as given, else reject for identity fields."""
         rule = (self.fields or {}).get(name)
-        if isinstance(rule, FieldRule) and rule.on_invalid:
-            return rule.on_invalid
-        return "reject" if name in identity else "null"
+        default: OnInvalid = "reject" if name in identity else "null"
+        return rule.policy(default) if isinstance(rule, FieldRule) else default
 
 
 class AppMetricaMappingFile(BaseModel):

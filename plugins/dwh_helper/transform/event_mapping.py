@@ -455,8 +455,7 @@ def compile_mapping(model: EventMappingFile, path: Path | None = None) -> EventM
                     cast=CASTERS[value_type],
                     nulls=frozenset(v for v in column_rule.null_values if _hashable_null(v)),
                     required=required,
-                    on_invalid=column_rule.on_invalid
-                    or default_on_invalid(spec, column.name, required),
+                    on_invalid=column_rule.policy(default_on_invalid(spec, column.name, required)),
                 )
             )
         tables.append((spec, rule, compiled))

@@ -32,14 +32,13 @@ from dwh_helper.dwh.tables import (
     PERMANENT_USER_PROPERTIES,
     TableSpec,
 )
-from dwh_helper.transform.values import yaml_null_policy
+from dwh_helper.transform.mapping_file import PolicyRule
 
 DEFAULT_MAPPING_PATH = Path(__file__).with_name("field_mappings.yaml")
 """The mapping shipped with the package."""
 
 FieldType = Literal["string", "integer", "boolean"]
 Origin = Literal["user_properties", "record"]
-OnInvalid = Literal["reject", "null"]
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
 
 _SQL_TYPES: dict[str, FieldType] = {
@@ -57,7 +56,7 @@ class MappingError(ValueError):
     """The mapping file is invalid; the message names the file, the entry and what to fix."""
 
 
-class FieldRule(BaseModel):
+class FieldRule(PolicyRule):
     """One target column: its source keys in order and how their value is converted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,18 +71,7 @@ class FieldRule(BaseModel):
     true_values: list[Scalar] = Field(default_factory=list)
     false_values: list[Scalar] = Field(default_factory=list)
     null_values: list[Scalar] = Field(default_factory=list)
-    on_invalid: OnInvalid | None = None
-    """What an invalid value costs: `reject` the record, or store `null` and report the value.
-    Unset: `reject` for `ehr_id` (the person), `null` for every other column."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_null_policy(cls, data: Any) -> Any:
-        return yaml_null_policy(data)
-
-    def policy(self, default: OnInvalid) -> OnInvalid:
-        """The entry's `on_invalid`, or `default` when the file does not say."""
-        return self.on_invalid or default
+    # on_invalid (PolicyRule) unset: `reject` for `ehr_id` (the person), `null` for the rest
 
     @field_validator("extract_regex")
     @classmethod

@@ -28,6 +28,10 @@ class PolicyRule(BaseModel):
         """`on_invalid: null` in YAML reads as None: it means the policy `null`."""
         return yaml_null_policy(data)
 
+    def policy(self, default: OnInvalid) -> OnInvalid:
+        """The entry's `on_invalid`, or `default` when the file does not say."""
+        return self.on_invalid or default
+
 
 def read_mapping_file(path: Path, model: type[Model], error: type[Exception]) -> Model:
     """Parse and validate `path`; raise `error` with the file and each bad entry's location."""
