@@ -85,12 +85,10 @@ def test_too_many_rejects_name_columns_but_no_values(store, repo, dwh_conn, capl
 # -- the last line of defence ----------------------------------------------------------------
 
 
-def test_postgres_data_errors_past_the_value_layer_cost_a_row_or_a_value(
-    store, repo, dwh_conn, monkeypatch
-):
-    """Bypass the value layer: the mapping hands PostgreSQL lines it refuses."""
-    good = generate_hour(374182, datetime(2024, 3, 2, 12, tzinfo=UTC), 5, 300)
-    _put(store, KEY, archive([json.dumps(e).encode() for e in good]))
+def _spoiled_mapping(good: list[dict]) -> object:
+    """The Amplitude mapping, but handing PostgreSQL events_part lines it refuses (bypassing
+    the value layer): event 10's event_time, event 20's user_id, event 30's device (no
+    mobile_devices row: a foreign key error)."""
     mapping = amplitude_mapping()
     events_part = next(t for t in mapping.tables if t.spec.name == "events_part")
     position = {name: i for i, name in enumerate(events_part.columns)}
@@ -122,7 +120,14 @@ def test_postgres_data_errors_past_the_value_layer_cost_a_row_or_a_value(
         def map_record(self, record):
             return spoil(record)
 
-    result = load_amplitude_file(store, KEY, repo, Spoiled())
+    return Spoiled()
+
+
+def test_postgres_data_errors_past_the_value_layer_cost_a_row_or_a_value(store, repo, dwh_conn):
+    """Bypass the value layer: the mapping hands PostgreSQL lines it refuses."""
+    good = generate_hour(374182, datetime(2024, 3, 2, 12, tzinfo=UTC), 5, 300)
+    _put(store, KEY, archive([json.dumps(e).encode() for e in good]))
+    result = load_amplitude_file(store, KEY, repo, _spoiled_mapping(good))
     assert result.rows_read == 300
     assert result.rejected == 2  # the event_time row and the foreign key row
     assert result.values_nulled == 1  # user_id stored NULL
@@ -145,6 +150,43 @@ def test_postgres_data_errors_past_the_value_layer_cost_a_row_or_a_value(
     assert dwh_conn.execute(
         "SELECT user_id FROM events_part WHERE uuid = %s", (good[20]["uuid"],)
     ).fetchone() == (None,)
+
+
+def test_a_reload_meets_postgres_refusals_as_the_first_load_did(store, repo, dwh_conn):
+    """A re-load skips present rows on their key and reads the others' values from text: rows
+    deleted since the first load come back as they were, and a value or row PostgreSQL
+    refuses costs that value or that row, as in the first load (the re-load's rejects are the
+    first load's)."""
+    good = generate_hour(374182, datetime(2024, 3, 2, 12, tzinfo=UTC), 5, 300)
+    _put(store, KEY, archive([json.dumps(e).encode() for e in good]))
+    mapping = _spoiled_mapping(good)
+    load_amplitude_file(store, KEY, repo, mapping, batch_size=100)
+    tables = ("events_part", "technical_data", "tmp_event_properties", "user_locations")
+    snapshot = "SELECT * FROM {} ORDER BY uuid"
+    first = {name: dwh_conn.execute(snapshot.format(name)).fetchall() for name in tables}
+    gone = [event["uuid"] for event in good[15:25] + good[150:160]]  # event 20: user_id NULL
+    for name in tables:
+        dwh_conn.execute(f"DELETE FROM {name} WHERE uuid = ANY(%s::uuid[])", (gone,))
+    again = load_amplitude_file(store, KEY, repo, mapping, batch_size=100, reload=True)
+    assert again.inserted == {
+        "mobile_devices": 0,
+        "events_part": 20,
+        "technical_data": 20,
+        "tmp_event_properties": 20,
+        "tmp_user_properties": 0,
+        "user_locations": 20,
+    }
+    assert (again.rejected, again.values_nulled) == (2, 1)
+    assert {name: dwh_conn.execute(snapshot.format(name)).fetchall() for name in tables} == first
+    rejects = dwh_conn.execute(
+        "SELECT kind, table_name, column_name, record_id, line, value FROM load_rejects ORDER BY id"
+    ).fetchall()
+    assert len(rejects) == 6 and sorted(rejects[:3], key=str) == sorted(rejects[3:], key=str)
+    assert sorted((r[0], str(r[2]), r[4]) for r in rejects[3:]) == [
+        ("record", "None", 31),
+        ("record", "event_time", 11),
+        ("value", "user_id", 21),
+    ]
 
 
 # -- errors that tell the truth ---------------------------------------------------------------

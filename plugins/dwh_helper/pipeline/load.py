@@ -113,7 +113,9 @@ def load_raw_file(
     Loading the same file again inserts nothing new (ON CONFLICT DO NOTHING on every key).
     Batches are COPY'd straight into their tables while nothing conflicts (`optimistic_copy`,
     default `ETL_OPTIMISTIC_COPY`; see `table_writer`); a `reload`, a key the journal has
-    seen loaded before and a pass after a deadlock go through staging from the start.
+    seen loaded before and a pass after a deadlock go through staging from the start. A
+    `reload` and a key loaded before also skip present rows on their key before PostgreSQL
+    reads their other values (and so does the rest of a file once a conflict is met).
     An invalid value of an `on_invalid: null` column is stored NULL and reported (kind
     'value'); PostgreSQL refusing a row the value layer let through rejects that row only.
     Every failure is a LoadError naming the file (see `as_load_error`).
@@ -164,10 +166,10 @@ def load_raw_file(
                 create_month_partitions(conn, months)
             if optimistic_copy is None:
                 optimistic_copy = EtlSettings().optimistic_copy
-            optimistic = optimistic_copy and not reload and not loaded_before(conn, key, attempt)
+            seen_before = reload or loaded_before(conn, key, attempt)
             load = _Load(store, key, pinned, conn, mapping, raw_format, expected, result,
-                         batch_size, reject_ratio, attempt, started)  # fmt: skip
-            _load_verified(load, info, temp_dir, optimistic)
+                         batch_size, reject_ratio, attempt, started, seen_before)  # fmt: skip
+            _load_verified(load, info, temp_dir, optimistic_copy and not seen_before)
         except BaseException as exc:
             _journal_failure(repo, conn, attempt, result, expected, exc)
             raise _as_load_error(key, exc) from exc
@@ -194,6 +196,8 @@ class _Load:
     reject_ratio: float
     attempt: int
     started: float
+    seen_before: bool
+    """A re-load, or a key the journal has seen loaded: most rows are expected present."""
 
 
 def _load_verified(load: _Load, info: ObjectInfo, temp_dir: Path | None, optimistic: bool) -> None:
@@ -272,7 +276,14 @@ def _load_once(load: _Load, path: Path, known: set[str] | None, optimistic: bool
         else:
             source = path
         with load.repo.transaction() as tx:
-            tables = TableWriter(load.repo, tx, result, mapping.record_id, optimistic=optimistic)
+            tables = TableWriter(
+                load.repo,
+                tx,
+                result,
+                mapping.record_id,
+                optimistic=optimistic,
+                skip_present=load.seen_before,
+            )
             with BatchWriter(tables.write) as writer, gc_paused() as pause:
                 batches = Batches(
                     _ticking(writer.submit, pause),
