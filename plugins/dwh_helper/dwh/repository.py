@@ -289,9 +289,8 @@ class Repository:
         write = _chunk_writer(chunks)
         if direct:
             return self._copy_direct(spec, columns, write, dialect)
-        if skip_present and set(spec.key) <= set(columns):
-            return self._copy_skipping_present(spec, tuple(columns), write, dialect)
-        return self._copy_via_stage(spec, tuple(columns), write, dialect)
+        skip_present = skip_present and set(spec.key) <= set(columns)
+        return self._copy_via_stage(spec, tuple(columns), write, dialect, skip_present=skip_present)
 
     def _copy_direct(
         self,
@@ -319,106 +318,28 @@ class Repository:
         dialect: CopyDialect = TEXT,
         *,
         binary: bool = False,
+        skip_present: bool = False,
     ) -> int:
-        stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
-        target = sql.Identifier(spec.schema, spec.name)
-        every = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
+        """COPY into a temporary staging table, then INSERT … ON CONFLICT DO NOTHING into the
+        table; `skip_present`: see `copy_text`."""
+        stage = _text_stage(spec) if skip_present else _typed_stage(spec)
         with self.transaction() as conn:
-            conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS"
-                ).format(stage, target)
-            )
-            conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+            conn.execute(stage.create)
+            conn.execute(sql.SQL("TRUNCATE {}").format(stage.name))
             with conn.cursor() as cursor:
-                statement = _copy_statement(stage, columns, dialect, binary=binary)
+                statement = _copy_statement(stage.name, columns, dialect, binary=binary)
                 writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
                 with cursor.copy(statement, writer=writer) as copy:
                     write(copy)
-                # rows in key order: concurrent loads with overlapping keys (say, the same
-                # devices in mobile_devices) take their row locks in one order, so they wait
-                # for each other instead of deadlocking
-                return cursor.execute(
-                    sql.SQL(
-                        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {} ON CONFLICT DO NOTHING"
-                    ).format(
-                        target,
-                        every,
-                        every,
-                        stage,
-                        sql.SQL(", ").join(map(sql.Identifier, spec.key)),
-                    )
-                ).rowcount
-
-    def _copy_skipping_present(
-        self,
-        spec: TableSpec,
-        columns: Sequence[str],
-        write: Callable[[psycopg.Copy], None],
-        dialect: CopyDialect,
-    ) -> int:
-        """`copy_text(skip_present=True)`: a key lookup first, the other values read only
-        for rows the table lacks."""
-        stage = sql.Identifier(f"stage_text_{spec.schema}_{spec.name}")
-        target = sql.Identifier(spec.schema, spec.name)
-        key = set(spec.key)
-        with self.transaction() as conn:
-            conn.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-                    stage,
-                    sql.SQL(", ").join(
-                        sql.SQL("{} {}").format(
-                            sql.Identifier(column.name),
-                            sql.SQL(column.type if column.name in key else "text"),
-                        )
-                        for column in spec.columns
-                    ),
-                )
-            )
-            conn.execute(sql.SQL("TRUNCATE {}").format(stage))
-            with conn.cursor() as cursor:
-                writer = LibpqWriter(cursor, flush_threshold=COPY_FLUSH_BYTES)
-                statement = _copy_statement(stage, columns, dialect)
-                with cursor.copy(statement, writer=writer) as copy:
-                    write(copy)
-                values = sql.SQL(", ").join(
-                    sql.SQL("s.{}").format(sql.Identifier(name))
-                    if name in key or spec.column(name).type == "text"
-                    else sql.SQL("s.{}::{}").format(
-                        sql.Identifier(name), sql.SQL(spec.column(name).type)
-                    )
-                    for name in columns
-                )
-                same_key = sql.SQL(" AND ").join(
-                    sql.SQL("t.{0} = s.{0}").format(sql.Identifier(name)) for name in spec.key
-                )
-                # OFFSET 0 keeps the lookup a per-row index probe: as an anti-join the
-                # planner may read the whole table for a batch of a few thousand rows. No
-                # JIT: the probes' estimated cost passes its threshold, and compiling the
-                # plan takes longer than a batch's probes (0.3 s against 0.04 s). Rows in key
-                # order, as in _copy_via_stage: concurrent loads lock rows in one order.
-                jit = cursor.execute(
+                if not skip_present:
+                    return cursor.execute(stage.insert(columns)).rowcount
+                # No JIT for the probes: their estimated cost passes its threshold, and
+                # compiling the plan takes longer than a batch's lookups (0.3 s against 0.04 s)
+                row = cursor.execute(
                     "SELECT current_setting('jit'), set_config('jit', 'off', true)"
                 ).fetchone()
-                inserted = cursor.execute(
-                    sql.SQL(
-                        "INSERT INTO {} ({}) SELECT {} FROM {} s "
-                        "WHERE NOT EXISTS (SELECT FROM {} t WHERE {} OFFSET 0) "
-                        "ORDER BY {} ON CONFLICT DO NOTHING"
-                    ).format(
-                        target,
-                        sql.SQL(", ").join(map(sql.Identifier, columns)),
-                        values,
-                        stage,
-                        target,
-                        same_key,
-                        sql.SQL(", ").join(
-                            sql.SQL("s.{}").format(sql.Identifier(name)) for name in spec.key
-                        ),
-                    )
-                ).rowcount
-                cursor.execute("SELECT set_config('jit', %s, true)", (jit[0] if jit else "on",))
+                inserted = cursor.execute(stage.insert(columns)).rowcount
+                cursor.execute("SELECT set_config('jit', %s, true)", (row[0] if row else "on",))
                 return inserted
 
     def mark_migrated(self, uuids: Iterable[Any]) -> int:
@@ -446,6 +367,80 @@ def _as_uuid(value: Any) -> uuid_module.UUID:
         return uuid_module.UUID(str(value))
     except ValueError:
         raise InvalidQuery("uuid", f"{value!r} is not a uuid") from None
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """A temporary staging table for one DWH table: its name, its DDL and its INSERT."""
+
+    name: sql.Identifier
+    create: sql.Composable
+    insert: Callable[[Sequence[str]], sql.Composable]
+
+
+def _typed_stage(spec: TableSpec) -> _Stage:
+    """Staging shaped like the table; every row goes to INSERT … ON CONFLICT DO NOTHING. Rows
+    in key order: concurrent loads with overlapping keys (say, the same devices in
+    mobile_devices) take their row locks in one order, so they wait for each other instead
+    of deadlocking."""
+    stage = sql.Identifier(f"stage_{spec.schema}_{spec.name}")
+    target = sql.Identifier(spec.schema, spec.name)
+    every = sql.SQL(", ").join(map(sql.Identifier, spec.column_names))
+    create = sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    ).format(stage, target)
+    insert = sql.SQL(
+        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {} ON CONFLICT DO NOTHING"
+    ).format(target, every, every, stage, sql.SQL(", ").join(map(sql.Identifier, spec.key)))
+    return _Stage(stage, create, lambda _columns: insert)
+
+
+def _text_stage(spec: TableSpec) -> _Stage:
+    """Staging with every column but the key as text: a row whose key the table holds is
+    skipped before its other values are cast (`copy_text(skip_present=True)`). OFFSET 0 keeps
+    the lookup an index probe a row: as an anti-join the planner may read the whole table
+    for a batch of a few thousand rows. Key order, as in `_typed_stage`."""
+    stage = sql.Identifier(f"stage_text_{spec.schema}_{spec.name}")
+    target = sql.Identifier(spec.schema, spec.name)
+    key = set(spec.key)
+    create = sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+        stage,
+        sql.SQL(", ").join(
+            sql.SQL("{} {}").format(
+                sql.Identifier(column.name),
+                sql.SQL(column.type if column.name in key else "text"),
+            )
+            for column in spec.columns
+        ),
+    )
+
+    def cast(name: str) -> sql.Composable:
+        kind = spec.column(name).type
+        if name in key or kind == "text":
+            return sql.SQL("s.{}").format(sql.Identifier(name))
+        return sql.SQL("s.{}::{}").format(sql.Identifier(name), sql.SQL(kind))
+
+    same_key = sql.SQL(" AND ").join(
+        sql.SQL("t.{0} = s.{0}").format(sql.Identifier(name)) for name in spec.key
+    )
+    order = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(name)) for name in spec.key)
+
+    def insert(columns: Sequence[str]) -> sql.Composable:
+        return sql.SQL(
+            "INSERT INTO {} ({}) SELECT {} FROM {} s "
+            "WHERE NOT EXISTS (SELECT FROM {} t WHERE {} OFFSET 0) "
+            "ORDER BY {} ON CONFLICT DO NOTHING"
+        ).format(
+            target,
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(map(cast, columns)),
+            stage,
+            target,
+            same_key,
+            order,
+        )
+
+    return _Stage(stage, create, insert)
 
 
 def _text_target(table: str | TableSpec, columns: Sequence[str]) -> TableSpec:
