@@ -173,6 +173,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     from dwh_helper.config import SettingsError
     from dwh_helper.dwh.repository import InvalidQuery
+    from dwh_helper.sources.date_params import DateParamError
     from dwh_helper.storage.patch import OffsetPastEnd
     from dwh_helper.storage.s3 import ObjectNotFound
 
@@ -211,6 +212,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidQuery)
     async def _invalid_query(request: Request, exc: InvalidQuery) -> JSONResponse:
         return _refused(422, f"{exc.field}: {exc.message}", exc.field, exc.message)
+
+    @app.exception_handler(DateParamError)
+    async def _date_param(request: Request, exc: DateParamError) -> JSONResponse:
+        return _refused(422, str(exc), exc.name, str(exc))
 
     @app.exception_handler(ObjectNotFound)
     async def _not_found(request: Request, exc: ObjectNotFound) -> JSONResponse:

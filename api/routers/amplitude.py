@@ -22,7 +22,7 @@ from dwh_helper.sources.amplitude_errors import (
     AmplitudeError,
 )
 from dwh_helper.sources.amplitude_window import ExportWindow
-from dwh_helper.sources.date_params import DAY, DateParamError, parse_moment
+from dwh_helper.sources.date_params import DAY, parse_moment
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,11 @@ DayParam = Annotated[
 
 
 def parse_day(value: str, name: str) -> date:
-    """A `YYYYMMDD` query value as a date, or a 422 naming the parameter."""
-    try:
-        moment = parse_moment(
-            value, name, formats=DAY, earliest=EARLIEST, latest=datetime.now(UTC).date()
-        )
-    except DateParamError as exc:
-        raise ApiError(422, str(exc), field=exc.name) from None
+    """A `YYYYMMDD` query value as a date (a `DateParamError`, answered 422 naming the
+    parameter, when it is not one)."""
+    moment = parse_moment(
+        value, name, formats=DAY, earliest=EARLIEST, latest=datetime.now(UTC).date()
+    )
     return moment.date()
 
 

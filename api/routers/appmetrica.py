@@ -123,18 +123,16 @@ def ping(settings: SettingsDep, api: ApiSettingsDep) -> PingResult:
 
 
 def parse_moment(value: str, name: str, end_of_day: bool) -> datetime:
-    """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (a date `date_until` means its last second)."""
-    try:
-        return date_params.parse_moment(
-            value,
-            name,
-            formats=date_params.DAY_OR_SECOND,
-            end_of_day=end_of_day,
-            earliest=EARLIEST,
-            latest=LATEST,
-        )
-    except date_params.DateParamError as exc:
-        raise ApiError(422, str(exc), field=exc.name) from None
+    """`YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS` (a date `date_until` means its last second); a
+    `DateParamError`, answered 422 naming the parameter, when it is neither."""
+    return date_params.parse_moment(
+        value,
+        name,
+        formats=date_params.DAY_OR_SECOND,
+        end_of_day=end_of_day,
+        earliest=EARLIEST,
+        latest=LATEST,
+    )
 
 
 def _open_without_bom(path: Path) -> IO[bytes]:
