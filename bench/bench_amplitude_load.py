@@ -183,9 +183,12 @@ def main() -> None:
             )
             runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
             # the limits' COPY text is mapped once, before any round: every kind's child then
-            # starts its timed part as soon after `fresh_database` as e2e's does (mapping in
-            # the limits' children left the server idle for a minute before they were timed)
-            premapped = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+            # starts its timed part the same way after `fresh_database` (the limits' children
+            # used to map the day themselves first; docs/benchmarks.md, "The limits mapped
+            # once"). Removed after this size's rounds (a 1M-event day is ~2 GB of text)
+            premapped_dir = tempfile.TemporaryDirectory(prefix="bench-")
+            stack.callback(premapped_dir.cleanup)
+            premapped = Path(premapped_dir.name)
             if {"raw", "limit"} & set(kinds):
                 started = time.perf_counter()
                 premap(archive, premapped, args.batch_size)
@@ -216,6 +219,7 @@ def main() -> None:
                 for run in runs[kind]
             )
             rows.append((events, rate, peak))
+            premapped_dir.cleanup()
     print()
     if args.memory_only:
         for events, rate, peak in rows:
