@@ -11,7 +11,9 @@ and measures in child processes on fresh databases, in interleaved rounds:
   (c) reload: `load_amplitude_file(..., reload=True)` of the same file into a database that
               holds it already (the re-run of a loaded day; inserts nothing).
 It prints events/s of each (median of the rounds), the ratios, the loader's peak memory, the
-server's durability settings and the machine's load average.
+server's durability settings and the machine's load average; each round's line also gives the
+WAL each kind's timed part wrote (the staging path writes about a third more than raw COPY:
+two kinds with the same WAL took the same path).
 
 Usage: python bench/bench_amplitude_load.py [--events 100000 300000 1000000] [--rounds 3]
                                             [--batch-size N] [--fast] [--no-reload]
@@ -36,6 +38,7 @@ from pathlib import Path
 from services import (
     ROOT,
     CopyBatches,
+    WalMeter,
     add_server_flags,
     fresh_database,
     load_average,
@@ -107,8 +110,10 @@ def child_limit(dsn: str, directory: Path, raw: bool) -> dict:
     ]
     conn = open_connection(dsn)
     ensure_month_partitions(conn, [DAY])
+    wal = WalMeter(dsn)
+    wal.start()
     seconds = batches.load_seconds(Repository(conn), raw=raw)
-    return {"events": manifest["events"], "seconds": seconds}
+    return {"events": manifest["events"], "seconds": seconds, "wal_mb": wal.stop_mb()}
 
 
 def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int, reload: bool) -> dict:
@@ -117,10 +122,17 @@ def child_e2e(dsn: str, s3_url: str, key: str, batch_size: int, reload: bool) ->
     store = store_for(s3_url)  # a client the task's hook would have built: not timed
     if reload:
         load_amplitude_file(store, key, repo, batch_size=batch_size)
+    wal = WalMeter(dsn)
+    wal.start()
     started = time.perf_counter()
     result = load_amplitude_file(store, key, repo, batch_size=batch_size, reload=reload)
     seconds = time.perf_counter() - started
-    return {"events": result.rows_read, "seconds": seconds, "peak_mb": peak_rss_mb()}
+    return {
+        "events": result.rows_read,
+        "seconds": seconds,
+        "peak_mb": peak_rss_mb(),
+        "wal_mb": wal.stop_mb(),
+    }
 
 
 KINDS = ("raw", "limit", "e2e", "reload", "staged")
@@ -182,10 +194,11 @@ def main() -> None:
                 },
             )
             runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-            # the limits' COPY text is mapped once, before any round: every kind's child then
-            # starts its timed part the same way after `fresh_database` (the limits' children
-            # used to map the day themselves first; docs/benchmarks.md, "The limits mapped
-            # once"). Removed after this size's rounds (a 1M-event day is ~2 GB of text)
+            # the limits' COPY text is mapped once, before any round, and each limit's child only
+            # loads it. (Until 32d66d8 each child mapped the day itself, and its mapping loop's
+            # variable `raw` shadowed the parameter `raw`, so the "idempotent limit" ran raw
+            # COPY; docs/benchmarks.md, "The idempotent limit measured raw COPY".) Removed
+            # after this size's rounds (a 1M-event day is ~2 GB of text)
             premapped_dir = tempfile.TemporaryDirectory(prefix="bench-")
             stack.callback(premapped_dir.cleanup)
             premapped = Path(premapped_dir.name)
@@ -204,7 +217,9 @@ def main() -> None:
                 print(
                     f"  {events:>9,} events, round {number}: "
                     + ", ".join(
-                        f"{kind} {events / runs[kind][-1]['seconds']:,.0f}/s" for kind in kinds
+                        f"{kind} {events / runs[kind][-1]['seconds']:,.0f}/s "
+                        f"({runs[kind][-1]['wal_mb']:,.0f} MB WAL)"
+                        for kind in kinds
                     )
                     + f"; e2e peak {runs['e2e'][-1]['peak_mb']:.0f} MB; {load_average()}",
                     flush=True,

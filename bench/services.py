@@ -183,6 +183,31 @@ class CopyBatches:
         return time.perf_counter() - started
 
 
+class WalMeter:
+    """The WAL a server writes between `start` and `stop`: the database's share of a load's
+    work (raw COPY and the staging path differ by the speculative-insertion records)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.start_lsn = ""
+
+    def _lsn(self) -> str:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+    def start(self) -> None:
+        """Remember the current WAL position."""
+        self.start_lsn = self._lsn()
+
+    def stop_mb(self) -> float:
+        """MB of WAL written since `start`."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            written = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (self.start_lsn,)
+            ).fetchone()[0]
+        return float(written) / 1e6
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB."""
     import resource
