@@ -346,8 +346,8 @@ def test_a_reload_run_puts_back_exactly_what_was_deleted(
         reloads = conn.execute(
             "SELECT s3_key, status, rows_inserted FROM load_log WHERE id > %s", (last_load,)
         ).fetchall()
-    # every file of both days was read again, and the re-loads together inserted exactly
-    # the deleted rows (the later Amplitude day by one of its two runs, not both)
+    # every file of both days had a new attempt (read again, or found just loaded by the
+    # twin run of the same day), and together they inserted exactly the deleted rows
     assert {key for key, _, _ in reloads} == {key for (key,) in _loaded_keys(dwh_dsn, last_load)}
     assert all(status in ("loaded", "already loaded") for _, status, _ in reloads), reloads
     inserted: dict[str, int] = {}
