@@ -184,28 +184,29 @@ class CopyBatches:
 
 
 class WalMeter:
-    """The WAL a server writes between `start` and `stop`: the database's share of a load's
-    work (raw COPY and the staging path differ by the speculative-insertion records)."""
+    """The WAL a server writes between `start` and `stop_mb`: the database's share of a
+    load's work (raw COPY and the staging path differ by the speculative-insertion records)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.start_lsn = ""
+        self.start_lsn = "0/0"
 
-    def _lsn(self) -> str:
+    def _written_since(self, lsn: str) -> tuple[str, float]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+            now, written = conn.execute(
+                "SELECT pg_current_wal_lsn()::text, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
+                (lsn,),
+            ).fetchone()
+        return now, float(written)
 
     def start(self) -> None:
         """Remember the current WAL position."""
-        self.start_lsn = self._lsn()
+        self.start_lsn, _ = self._written_since(self.start_lsn)
 
     def stop_mb(self) -> float:
         """MB of WAL written since `start`."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            written = conn.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (self.start_lsn,)
-            ).fetchone()[0]
-        return float(written) / 1e6
+        return self._written_since(self.start_lsn)[1] / 1e6
 
 
 def peak_rss_mb() -> float:

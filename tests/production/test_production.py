@@ -348,20 +348,16 @@ def reload_puts_back_what_was_deleted(stack: AirflowStack, dwh_dsn: str, tag: st
         reloads = conn.execute(
             "SELECT s3_key, status, rows_inserted FROM load_log WHERE id > %s", (last_load,)
         ).fetchall()
+        first_loaded = conn.execute(
+            "SELECT DISTINCT s3_key FROM load_log WHERE id <= %s AND status = 'loaded'",
+            (last_load,),
+        ).fetchall()
     # every file of both days had a new attempt (read again, or found just loaded by the
     # twin run of the same day), and together they inserted exactly the deleted rows
-    assert {key for key, _, _ in reloads} == {key for (key,) in _loaded_keys(dwh_dsn, last_load)}
+    assert {key for key, _, _ in reloads} == {key for (key,) in first_loaded}
     assert all(status in ("loaded", "already loaded") for _, status, _ in reloads), reloads
     inserted: dict[str, int] = {}
     for _, _, counts in reloads:
         for table, rows in counts.items():
             inserted[table] = inserted.get(table, 0) + rows
     assert {table: rows for table, rows in inserted.items() if rows} == deleted
-
-
-def _loaded_keys(dsn: str, up_to: int) -> list[tuple[str]]:
-    """The keys the first loads (load_log ids up to `up_to`) committed."""
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT DISTINCT s3_key FROM load_log WHERE id <= %s AND status = 'loaded'", (up_to,)
-        ).fetchall()

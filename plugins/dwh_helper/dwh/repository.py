@@ -335,11 +335,11 @@ class Repository:
                     return cursor.execute(stage.insert(columns)).rowcount
                 # No JIT for the probes: their estimated cost passes its threshold, and
                 # compiling the plan takes longer than a batch's lookups (0.3 s against 0.04 s)
-                row = cursor.execute(
+                (jit, _off) = cursor.execute(
                     "SELECT current_setting('jit'), set_config('jit', 'off', true)"
                 ).fetchone()
                 inserted = cursor.execute(stage.insert(columns)).rowcount
-                cursor.execute("SELECT set_config('jit', %s, true)", (row[0] if row else "on",))
+                cursor.execute("SELECT set_config('jit', %s, true)", (jit,))
                 return inserted
 
     def mark_migrated(self, uuids: Iterable[Any]) -> int:
