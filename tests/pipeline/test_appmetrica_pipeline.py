@@ -329,6 +329,30 @@ def test_canonical_json_is_what_json_dumps_writes(text):
 
 
 @pytest.mark.unit
+def test_a_json_text_that_repeats_gives_the_same_line_and_a_bad_one_fails_every_time(
+    monkeypatch,
+):
+    """The formatter remembers the canonical text of JSON that repeats within a file: a
+    remembered text gives the same line as a fresh formatter's, a bad text is never
+    remembered (each record holding it fails), and a full memory starts over."""
+    from dwh_helper.transform import appmetrica_formatter
+
+    monkeypatch.setattr(appmetrica_formatter._JsonTexts, "LIMIT", 3)
+    rows = _rows("events", per_day=40)
+    texts = ['{"b": 1, "a": "Ёж"}', "{}", '{"a": [1, 2.5]}', '{"c": null}', '{"b": 1, "a": "Ёж"}']
+    formatter = _formatter("events", rows)
+    for number, text in enumerate(texts * 3):
+        record = {**rows[number % len(rows)], "event_json": text}
+        expected = _formatter("events", [record]).line(record)  # nothing remembered yet
+        assert formatter.line(record) == expected, (number, text)
+        assert formatter.line(record) == expected, (number, text)  # remembered
+    bad = {**rows[0], "event_json": '{"a": '}
+    for _ in range(2):
+        with pytest.raises(CastError, match="event_json"):
+            formatter.line(bad)
+
+
+@pytest.mark.unit
 def test_describe_raw_file_from_key_or_metadata():
     key = raw_key(APP, "sessions_starts", DAY, "json", part_number=1, parts_count=4)
     assert key == (

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dwh_helper.sources.appmetrica_parse import CHUNK, LogsApiReader, UnreadableFile
+from dwh_helper.sources.appmetrica_parse import CSV_CHUNK, LogsApiReader, UnreadableFile
 
 pytestmark = pytest.mark.unit
 
@@ -26,18 +26,18 @@ def _read(fmt: str, body: bytes, kinds=KINDS):
 
 
 def test_csv_binds_the_header_then_yields_rows_in_numbered_chunks():
-    rows = "".join(f"{1709251200 + i},{i},Москва\n" for i in range(CHUNK + 5))
+    rows = "".join(f"{1709251200 + i},{i},Москва\n" for i in range(CSV_CHUNK + 5))
     body = ("\ufeffevent_timestamp,session_id,city\n" + rows).encode()
     reader, bound, chunks = _read("csv", body)
     assert bound == [(("event_timestamp", "session_id", "city"), False)]
     assert [(entry, first, len(records)) for entry, first, records in chunks] == [
-        ("day.csv", 1, CHUNK),
-        ("day.csv", CHUNK + 1, 5),
+        ("day.csv", 1, CSV_CHUNK),
+        ("day.csv", CSV_CHUNK + 1, 5),
     ]
     assert chunks[0][2][0] == ["1709251200", "0", "Москва"]
     assert reader.as_dict(chunks[1][2][-1]) == {
-        "event_timestamp": str(1709251200 + CHUNK + 4),
-        "session_id": str(CHUNK + 4),
+        "event_timestamp": str(1709251200 + CSV_CHUNK + 4),
+        "session_id": str(CSV_CHUNK + 4),
         "city": "Москва",
     }
 

@@ -3,7 +3,7 @@
 `RowFormatter` is what the loader runs a million times per file, so it is generated
 code: for the fields one file holds it compiles a `line(record)` function with the
 field positions baked in, each value checked and cast (with per-file caches for the
-timestamps and datetimes that repeat within a day), `row_uuid` computed exactly as
+timestamps and JSON texts that repeat within a day), `row_uuid` computed exactly as
 the reference `row_uuid` of the tests computes it (`tests/support/appmetrica_oracle.py`), and
 the line assembled in one f-string.
 Only a line that needs COPY escaping (a backslash, tab or line break in a value)
@@ -159,6 +159,29 @@ class _DayText:
             self._days.clear()
         text = self._days[day] = (_EPOCH + timedelta(days=day)).isoformat() + " "
         return text
+
+
+class _JsonTexts:
+    """Canonical JSON of the raw texts that repeat within a file, remembered: most events
+    carry one of a few parameter sets (in the benchmark's day four rows in five repeat one)."""
+
+    LIMIT = 20_000
+    """Texts remembered at most (then forgotten all at once, like `_DayText`)."""
+    LONGEST = 256
+    """Longer texts are not remembered (they seldom repeat, and would hold memory)."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self.get = self._texts.get
+
+    def text(self, raw: str) -> str:
+        """The canonical text of a non-empty raw JSON (`canonical_json`), remembered."""
+        canonical = canonical_json(raw)
+        if len(raw) <= self.LONGEST:
+            if len(self._texts) >= self.LIMIT:
+                self._texts.clear()
+            self._texts[raw] = canonical
+        return canonical
 
 
 @functools.cache
@@ -333,18 +356,20 @@ class RowFormatter:
 
         The same steps a loop over the fields would take — cast each typed value, join
         the identity and UUIDv5 it, escape what needs it, assemble the line — with the
-        field positions baked in. Timestamps, datetimes and booleans go through per-file
+        field positions baked in. Unix seconds, booleans and JSON texts go through per-file
         caches; integers short enough to be in range pass a digits check without int().
         """
         text_accesses = [a for a, k in zip(self._access, self._kinds, strict=True) if k == "text"]
         text_names = [n for n, k in zip(self._names, self._kinds, strict=True) if k == "text"]
         days = _DayText()
+        json_texts = _JsonTexts()
         namespace: dict[str, Any] = {
             "sha1": hashlib.sha1,
             "uuid_namespace": ROW_UUID_NAMESPACE.bytes,
             "prefix": self._prefix,
             "variant": _VARIANT,
-            "canonical_json": canonical_json,
+            "json_get": json_texts.get,
+            "json_text": json_texts.text,
             "escape": escape,
             "join_fields": "\t".join,
             "text_get": _getter(text_accesses, self._mode != "key"),
@@ -371,19 +396,22 @@ class RowFormatter:
             if kind == "unix_seconds":  # Unix seconds: day text (remembered) + time of day
                 casts += [
                     f"if v{i}:",
-                    f"    if not v{i}.isdigit() or not v{i}.isascii():",
+                    f"    if v{i}.isdigit() and v{i}.isascii():",
+                    f"        s{i} = int(v{i})",
+                    f'        k{i} = v{i} if v{i}[0] != "0" else str(s{i})',
+                    "    else:",
                     f"        cast{i}(v{i})  # a sign is fine; anything else raises",
-                    f"    s{i} = int(v{i})",
+                    f"        s{i} = int(v{i})",
+                    f"        k{i} = str(s{i})",
                     f"    c{i} = (day_get(s{i} // 86400) or day_text(s{i} // 86400)) "
                     f"+ times[s{i} % 86400]",
-                    f"    k{i} = str(s{i})",
                     "else:",
                     f'    c{i} = k{i} = ""',
                 ]
             elif kind == "timestamp":  # checked as is: 'YYYY-MM-DD hh:mm:ss'
-                casts.append(  # the separators fixed, digits and ranges checked in C
-                    f'c{i} = v{i} if len(v{i}) == 19 and v{i}[10] == " " and v{i}[4] == "-" '
-                    f'and v{i}[7] == "-" and v{i}[13] == ":" and v{i}[16] == ":" '
+                casts.append(  # the separators (every third character from the fifth) fixed,
+                    # digits and ranges checked in C
+                    f'c{i} = v{i} if len(v{i}) == 19 and v{i}[4:17:3] == "-- ::" '
                     f"and v{i}.isascii() and fromisoformat(v{i}) else cast{i}(v{i})"
                 )
             elif kind == "boolean":
@@ -399,7 +427,7 @@ class RowFormatter:
                     f"else cast{i}(v{i})"
                 )
             else:  # json: canonical text, whose backslashes COPY needs doubled
-                casts.append(f'c{i} = canonical_json(v{i}) if v{i} else ""')
+                casts.append(f'c{i} = (json_get(v{i}) or json_text(v{i})) if v{i} else ""')
                 escapes += [f'if "\\\\" in c{i}:', f'    c{i} = c{i}.replace("\\\\", "\\\\\\\\")']
             fields.append(f"c{i}")
 
