@@ -251,6 +251,7 @@ def _read_chunks(batches: Batches, source_file: Any, raw_format: RawFormat) -> N
     (table,) = mapping.tables
     assert raw_format.chunks is not None
     map_checked = getattr(mapping, "map_checked", None)
+    unhanded = 0  # records since the writer last had a chance at the GIL
     for entry, first, raws in raw_format.chunks(source_file):
         line = mapping.line  # bound once the file's header is read
         lines = batches.batch.lines[table]
@@ -271,7 +272,10 @@ def _read_chunks(batches: Batches, source_file: Any, raw_format: RawFormat) -> N
                         continue
                     lines.append(checked.lines[0][1])
                 origins.append((entry, first + offset, 1))
-        hand_over()
+        unhanded += len(raws)
+        if unhanded > HAND_OVER_MASK:  # every 128 records or so, whatever the chunks' size
+            unhanded = 0
+            hand_over()
         batches.add(len(raws))
 
 
