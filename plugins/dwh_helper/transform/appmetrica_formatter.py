@@ -198,9 +198,9 @@ def _or_empty(cast: Callable[[str], str]) -> Callable[[str], str]:
     return lambda raw: cast(raw) if raw else COPY_NULL
 
 
-# Digits an integer may have and still be in range whatever they are (the generated code
-# passes such a value through without int()).
-_SAFE_DIGITS = {"bigint": 18, "uint64": 19}
+# The largest value of each integer kind: the generated code passes a value of plain digits
+# through without int() when it has fewer digits, or as many and compares no greater as text.
+_LARGEST = {"bigint": str(2**63 - 1), "uint64": str(2**64 - 1)}
 _VARIANT = {digit: format(int(digit, 16) & 0x3 | 0x8, "x") for digit in "0123456789abcdef"}
 """The UUID variant nibble (RFC 4122) for each hex digit a SHA-1 gives at that place."""
 
@@ -357,7 +357,8 @@ class RowFormatter:
         The same steps a loop over the fields would take — cast each typed value, join
         the identity and UUIDv5 it, escape what needs it, assemble the line — with the
         field positions baked in. Unix seconds, booleans and JSON texts go through per-file
-        caches; integers short enough to be in range pass a digits check without int().
+        caches; an integer passes a digits check without int() (at the kind's longest, a
+        comparison as text with its largest value).
         """
         text_accesses = [a for a, k in zip(self._access, self._kinds, strict=True) if k == "text"]
         text_names = [n for n, k in zip(self._names, self._kinds, strict=True) if k == "text"]
@@ -420,10 +421,12 @@ class RowFormatter:
                     f"if c{i} is None:",
                     f"    c{i} = cast{i}(v{i})",
                 ]
-            elif kind in _SAFE_DIGITS:
+            elif kind in _LARGEST:
+                largest = _LARGEST[kind]
                 casts.append(
                     f"c{i} = v{i} if v{i}.isdigit() and v{i}.isascii() and "
-                    f'len(v{i}) <= {_SAFE_DIGITS[kind]} and (v{i}[0] != "0" or v{i} == "0") '
+                    f"(len(v{i}) < {len(largest)} or len(v{i}) == {len(largest)} and "
+                    f'v{i} <= "{largest}") and (v{i}[0] != "0" or v{i} == "0") '
                     f"else cast{i}(v{i})"
                 )
             else:  # json: canonical text, whose backslashes COPY needs doubled
