@@ -322,6 +322,8 @@ class Repository:
     ) -> int:
         """COPY into a temporary staging table, then INSERT … ON CONFLICT DO NOTHING into the
         table; `skip_present`: see `copy_text`."""
+        if binary and skip_present:  # the text stage's columns cannot take binary values
+            raise ValueError("skip_present needs COPY text: binary rows go to the typed stage")
         stage = _text_stage(spec) if skip_present else _typed_stage(spec)
         with self.transaction() as conn:
             conn.execute(stage.create)
