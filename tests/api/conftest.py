@@ -76,7 +76,9 @@ def build_settings(
         "auth": AuthSettings(
             read_access=["Demo-Reader"], write_access=["demo-writer"], cache_ttl_seconds=300
         ),
-        "yandex": YandexSettings(login_url=yandex_url, timeout_seconds=0.5, client_id="test-app"),
+        # generous: a machine that stalls for half a second must not turn the healthy stand-in
+        # into a 503 (CI saw one); tests of a hanging Yandex ID set a short budget themselves
+        "yandex": YandexSettings(login_url=yandex_url, timeout_seconds=5, client_id="test-app"),
         "amplitude": AmplitudeSettings(),
         "appmetrica": AppMetricaSettings(),
         "etl": EtlSettings(),

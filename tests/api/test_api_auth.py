@@ -70,9 +70,11 @@ def test_writer_writes_and_reads(client):
 
 
 @pytest.mark.parametrize("mode", ["error", "hang"])
-def test_yandex_down_is_503_never_access(client, yandex, mode):
-    yandex.set_mode(mode)
-    response = client.get("/db/mobile-devices", headers=READ)
+def test_yandex_down_is_503_never_access(settings, api_settings, make_client, yandex, mode):
+    settings.yandex = settings.yandex.model_copy(update={"timeout_seconds": 0.5})
+    yandex.set_mode(mode)  # "hang": answers after 5 s, ten times the budget
+    with make_client(settings, api_settings) as client:
+        response = client.get("/db/mobile-devices", headers=READ)
     assert response.status_code == 503
     assert "Yandex ID" in response.json()["detail"]
 
