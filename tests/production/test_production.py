@@ -301,7 +301,7 @@ def test_a_killed_load_recovers_and_a_reload_puts_back_deleted_rows(
     assert_same_tables(snapshot(dwh_dsn), expected)
 
 
-# What the re-run scenario deletes before re-loading: (table, its key, rows_inserted's name).
+# What the re-load check deletes before re-loading: (table, its key, rows_inserted's name).
 DELETED = (
     ("public.events_part", "uuid, event_time", "events_part"),
     ("public.technical_data", "uuid", "technical_data"),

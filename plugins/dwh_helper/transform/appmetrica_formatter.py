@@ -397,13 +397,11 @@ class RowFormatter:
             if kind == "unix_seconds":  # Unix seconds: day text (remembered) + time of day
                 casts += [
                     f"if v{i}:",
-                    f"    if v{i}.isdigit() and v{i}.isascii():",
-                    f"        s{i} = int(v{i})",
-                    f'        k{i} = v{i} if v{i}[0] != "0" else str(s{i})',
-                    "    else:",
+                    f"    if not v{i}.isdigit() or not v{i}.isascii():",
                     f"        cast{i}(v{i})  # a sign is fine; anything else raises",
-                    f"        s{i} = int(v{i})",
-                    f"        k{i} = str(s{i})",
+                    f"    s{i} = int(v{i})",
+                    # the digits as read, unless a sign or a leading zero: then as int() reads them
+                    f'    k{i} = v{i} if v{i}[0] in "123456789" else str(s{i})',
                     f"    c{i} = (day_get(s{i} // 86400) or day_text(s{i} // 86400)) "
                     f"+ times[s{i} % 86400]",
                     "else:",
