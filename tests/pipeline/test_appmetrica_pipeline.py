@@ -554,6 +554,25 @@ def test_bad_records_go_to_rejects_and_the_rest_loads(store, repo, dwh_conn, fmt
 
 @pytest.mark.db
 @pytest.mark.s3
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_record_of_another_application_is_rejected_naming_it(store, repo, dwh_conn, fmt):
+    rows = _rows("events", per_day=300)
+    assert {row["application_id"] for row in rows} == {APP}  # a file holds its own id
+    rows[7] = {**rows[7], "application_id": "2222"}
+    rows[8] = {**rows[8], "application_id": f" {APP}"}  # the same application, spaced
+    key = raw_key(APP, "events", DAY, fmt)
+    _put(store, key, _body(rows, fmt))
+    result = load_appmetrica_file(store, key, repo, reject_ratio=0.05)
+    assert result.rejected == 1 and result.inserted == {"events": len(rows) - 1}
+    line, reason, raw = dwh_conn.execute("SELECT line, reason, raw FROM load_rejects").fetchone()
+    assert (line, raw) == (8, rows[7])
+    assert "field 'application_id' = '2222'" in reason and "another application" in reason
+    stored = dwh_conn.execute("SELECT DISTINCT application_id FROM appmetrica.events").fetchall()
+    assert stored == [(int(APP),)]
+
+
+@pytest.mark.db
+@pytest.mark.s3
 def test_too_many_rejects_load_nothing_and_journal_the_failure(store, repo, dwh_conn):
     rows = _rows("events")
     rows = [{**row, "session_id": "x"} if i % 2 else row for i, row in enumerate(rows)]

@@ -36,6 +36,8 @@ MAX_ITEM = 64 << 20
 _DATA_HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"data"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*')
 # The end of an item in the data array: `}` then `,` and the next `{`, or `]`.
 _ITEM_END = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
+# The last item followed by a comma, then the array's end: `},]` (invalid JSON).
+_TRAILING_COMMA = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\][ \t\r\n]*\}[ \t\r\n]*$")
 
 
 class NotADataArray(ValueError):
@@ -116,6 +118,11 @@ def iter_data_runs(
                 )
             more = handle.read(BLOCK)
             if not more:
+                if _TRAILING_COMMA.search(buffer, start):
+                    raise msgspec.DecodeError(
+                        "a comma after the last item of the data array: not JSON as the Logs "
+                        "API writes it (edited by hand?)"
+                    )
                 raise msgspec.DecodeError("the file ends inside the data array (truncated)")
             kept = start - 1
             del buffer[:kept]  # cheap: a bytearray drops its head without copying

@@ -269,10 +269,13 @@ class RowFormatter:
         self._kinds = tuple(kinds[name] for name in order)
         self._mode = "key"
         self._access: tuple[int | str, ...] = self._names
+        self._application_at: int | None = None
+        """Where the file holds its own `application_id` (each record's must be this file's)."""
         if header is not None:
             position = {name: i for i, name in reversed(list(enumerate(header)))}
             self._mode = "struct" if structs else "position"
             self._access = tuple(position[name] for name in order)
+            self._application_at = position.get("application_id")
         self._prefix = f"{mapping.spec.name}\x1f{self.application_id}"
         self._by_name: RowFormatter | None = None
         self.line: Callable[[Any], str] = self._compile()
@@ -308,6 +311,7 @@ class RowFormatter:
         """The checked path: value by value through the value layer — NUL removed (counted),
         an invalid value of a rejecting field (identity fields by default) a CastError, of
         any other field stored NULL and reported — then the line of the repaired record."""
+        self._check_application(record)
         raw = self.raw_values(record)
         repairs = values.Repairs()
         reports: list[values.ValueReport] = []
@@ -337,6 +341,28 @@ class RowFormatter:
             [(None, self._by_name.line(fixed), None)],
             reports,
             repairs.count,
+        )
+
+    def _check_application(self, record: Any) -> None:
+        """CastError when the record's own `application_id` is not the file's application."""
+        if self._application_at is None:
+            return
+        if isinstance(record, msgspec.Struct):
+            record = astuple(record)
+        try:
+            value = field_text(record[self._application_at])
+        except (IndexError, KeyError, TypeError):
+            return  # a record of another width: the line says so
+        text = value.strip()
+        if text and not (text.isdigit() and text.isascii() and int(text) == self.application_id):
+            self._other_application(value)
+
+    def _other_application(self, value: str) -> None:
+        raise CastError(
+            "application_id",
+            value,
+            f"the record is another application's: the file is application "
+            f"{self.application_id}'s by its S3 key or metadata (landed under the wrong key?)",
         )
 
     def _raise_cast_error(self, record: Any) -> None:
@@ -385,6 +411,10 @@ class RowFormatter:
             "needs_check": NeedsCheck,
         }
         reads, casts, fields, escapes = [], [], [], []
+        if self._application_at is not None:  # the file's own application id: this file's
+            namespace["other_application"] = self._other_application
+            reads.append(f"va = record[{self._application_at}]")
+            casts += [f'if va and va != "{self.application_id}":', "    other_application(va)"]
         for i, (kind, access) in enumerate(zip(self._kinds, self._access, strict=True)):
             if kind == "text":
                 continue
