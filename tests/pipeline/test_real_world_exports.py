@@ -162,24 +162,27 @@ def test_real_appmetrica_csv_lands_row_for_row(store, repo, dwh_conn, name):
     assert result.inserted == {resource: len(expected)}
 
 
+def _refused(store, repo, dwh_conn, key: str, body: bytes, reason: str) -> None:
+    """Loading `body` at `key` is a LoadError matching `reason` and stores no event."""
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=body)
+    with pytest.raises(LoadError, match=reason):
+        load_appmetrica_file(store, key, repo)
+    assert dwh_conn.execute("SELECT count(*) FROM appmetrica.events").fetchone() == (0,)
+
+
 def test_a_real_file_under_another_applications_key_loads_nothing(store, repo, dwh_conn):
     # every record of this export names application 4415956: under 1111's key it is refused
     body = (FIXTURES / "appmetrica_events_spectrecom_33_fields.csv").read_bytes()
     key = raw_key("1111", "events", DAY, "csv")
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=body)
-    with pytest.raises(LoadError, match="application_id: the record is another application's"):
-        load_appmetrica_file(store, key, repo)
-    assert dwh_conn.execute("SELECT count(*) FROM appmetrica.events").fetchone() == (0,)
+    reason = "application_id: the record is another application's"
+    _refused(store, repo, dwh_conn, key, body, reason)
 
 
 def test_a_real_json_answer_cut_by_hand_is_refused_and_loads_once_mended(store, repo, dwh_conn):
     # as published, the answer keeps a comma after its last item: not JSON, so not a day's data
     published = (FIXTURES / "appmetrica_events_dwh_helper_readme.json").read_bytes()
     key = raw_key("4777504", "events", DAY, "json")
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=published)
-    with pytest.raises(LoadError, match="a comma after the last item of the data array"):
-        load_appmetrica_file(store, key, repo)
-    assert dwh_conn.execute("SELECT count(*) FROM appmetrica.events").fetchone() == (0,)
+    _refused(store, repo, dwh_conn, key, published, "a comma after the last item of the data array")
     # without that comma it is the API's answer: installation_id twice in every item (it was
     # requested twice), event_json a string of JSON with Cyrillic, a 20-digit device id
     mended = published.replace(b"},\n]", b"}\n]")
