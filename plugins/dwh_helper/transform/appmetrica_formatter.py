@@ -355,9 +355,10 @@ class RowFormatter:
             return  # a record of another width: the line says so
         text = value.strip()
         if text and not (text.isdigit() and text.isascii() and int(text) == self.application_id):
-            self._other_application(value)
+            self._raise_other_application(value)
 
-    def _other_application(self, value: str) -> None:
+    def _raise_other_application(self, value: str) -> None:
+        """Raise the CastError of a record whose `application_id` is not the file's."""
         raise CastError(
             "application_id",
             value,
@@ -412,9 +413,12 @@ class RowFormatter:
         }
         reads, casts, fields, escapes = [], [], [], []
         if self._application_at is not None:  # the file's own application id: this file's
-            namespace["other_application"] = self._other_application
+            namespace["raise_other_application"] = self._raise_other_application
             reads.append(f"va = record[{self._application_at}]")
-            casts += [f'if va and va != "{self.application_id}":', "    other_application(va)"]
+            casts += [
+                f'if va and va != "{self.application_id}":',
+                "    raise_other_application(va)",
+            ]
         for i, (kind, access) in enumerate(zip(self._kinds, self._access, strict=True)):
             if kind == "text":
                 continue
